@@ -1,0 +1,119 @@
+#!/usr/bin/env node
+// The command line: parses options, calls the library, prints the report, maps errors
+// to one line and an exit code. `vunify REF SERVER... -- PKG...` stays the seed syntax.
+import { readFileSync } from 'node:fs';
+import { Command, CommanderError, Option } from 'commander';
+import { DEFAULT_DB, DEFAULT_VSERVERS_DIR, planRun, undo, unify, type CommonOptions } from './engine.js';
+import { EXIT, VunifyError, oneLine } from './errors.js';
+import { formatText, type Report } from './report.js';
+
+const pkg = JSON.parse(readFileSync(new URL('../package.json', import.meta.url), 'utf8')) as { version: string };
+
+interface Flags {
+  vserversDir: string;
+  db: string;
+  rpm: string;
+  allPackages?: boolean;
+  json?: boolean;
+  quiet?: boolean;
+  verbose?: number;
+  dryRun?: boolean;
+  immutable?: boolean;
+  undo?: boolean;
+}
+
+function common(cmd: Command): Command {
+  return cmd
+    .argument('<reference>', 'the reference server: its copy of each file becomes the shared one')
+    .argument('<servers...>', 'servers to unify with the reference (names under --vservers-dir, or paths)')
+    .addOption(new Option('--vservers-dir <dir>', 'where server names are looked up').env('VUNIFY_VSERVERS_DIR').default(DEFAULT_VSERVERS_DIR))
+    .addOption(new Option('--db <path>', 'the LMDB index').env('VUNIFY_DB').default(DEFAULT_DB))
+    .addOption(new Option('--rpm <program>', 'the rpm program used to read package databases').env('VUNIFY_RPM').default('rpm'))
+    .option('--all-packages', 'every package installed in the reference, instead of a list after --')
+    .option('--json', 'print the report as one JSON document on stdout')
+    .option('-q, --quiet', 'print errors only')
+    .option('-v, --verbose', 'list every file and its decision (repeat for more)', (_v: string, prev: number) => prev + 1, 0);
+}
+
+function runOptions(ref: string, servers: string[], flags: Flags, packages: string[]): CommonOptions {
+  if (flags.allPackages && packages.length > 0) throw new VunifyError('USAGE', 'give packages after -- or --all-packages, not both');
+  return {
+    reference: ref,
+    servers,
+    packages: flags.allPackages ? 'all' : packages,
+    vserversDir: flags.vserversDir,
+    db: flags.db,
+    rpm: flags.rpm,
+    verbose: (flags.verbose ?? 0) > 0,
+  };
+}
+
+function print(report: Report, flags: Flags): number {
+  if (flags.json) process.stdout.write(JSON.stringify(report, null, 2) + '\n');
+  else if (!flags.quiet) process.stdout.write(formatText(report));
+  else for (const e of report.errors) process.stderr.write(`vunify: ${e.server}: ${e.path}: ${e.reason}\n`);
+  return report.errors.length > 0 ? EXIT.partial : EXIT.ok;
+}
+
+export function buildProgram(packages: string[], done: (code: number) => void): Command {
+  const program = new Command('vunify')
+    .description('Hard-link identical package files of vservers to a reference server, immutable, undoable.')
+    .version(pkg.version)
+    .usage('[options] REFERENCE SERVER... -- PACKAGE...')
+    .showHelpAfterError('(run vunify --help for usage)')
+    .exitOverride();
+
+  common(program.command('unify', { isDefault: true }))
+    .description('link identical files of the named packages (the default command)')
+    .option('-n, --dry-run', 'report what would be linked; change nothing')
+    .option('--no-immutable', 'do not set the immutable attribute (a write in one server then changes all)')
+    .option('--undo', 'same as the undo command (seed syntax)')
+    .action(async (ref: string, servers: string[], flags: Flags) => {
+      const o = runOptions(ref, servers, flags, packages);
+      if (flags.undo) {
+        if (flags.dryRun) throw new VunifyError('USAGE', '--undo cannot be combined with --dry-run');
+        return done(print(await undo(o), flags));
+      }
+      done(print(await unify({ ...o, dryRun: flags.dryRun, immutable: flags.immutable }), flags));
+    });
+
+  common(program.command('plan'))
+    .description('a dry run: report what unify would link, change nothing in any server')
+    .action(async (ref: string, servers: string[], flags: Flags) => {
+      done(print(await planRun(runOptions(ref, servers, flags, packages)), flags));
+    });
+
+  common(program.command('undo'))
+    .description('give each server a private copy of its shared files again, with their original metadata')
+    .action(async (ref: string, servers: string[], flags: Flags) => {
+      done(print(await undo(runOptions(ref, servers, flags, packages)), flags));
+    });
+
+  return program;
+}
+
+export async function main(argv: string[]): Promise<number> {
+  const dd = argv.indexOf('--', 2);
+  const before = dd < 0 ? argv : argv.slice(0, dd);
+  const packages = dd < 0 ? [] : argv.slice(dd + 1);
+  let code: number = EXIT.ok;
+  const program = buildProgram(packages, (c) => { code = c; });
+  program.configureOutput({ writeErr: (s) => process.stderr.write(s) });
+  try {
+    await program.parseAsync(before);
+    return code;
+  } catch (err) {
+    if (err instanceof CommanderError) {
+      if (err.code === 'commander.helpDisplayed' || err.code === 'commander.version' || err.code === 'commander.help') return EXIT.ok;
+      return EXIT.usage; // commander printed the message
+    }
+    if (err instanceof VunifyError) {
+      process.stderr.write(`vunify: error: ${err.message}\n`);
+      return err.exitCode;
+    }
+    process.stderr.write(`vunify: internal error: ${oneLine(err)}\n`);
+    return EXIT.internal;
+  }
+}
+
+main(process.argv).then((code) => { process.exitCode = code; });

@@ -1,0 +1,327 @@
+// The library API: unify, plan and undo over a farm. Every check that can fail on bad
+// input runs before the first change to any vserver.
+import fs from 'node:fs';
+import path from 'node:path';
+import { VunifyError, isErrno, oneLine } from './errors.js';
+import { RootDir, type RelPath } from './fsx/rootdir.js';
+import { getInodeFlags, tryLock } from './fsx/sys.js';
+import { applyLinks, applyUndo, type ApplyContext, type UndoItem } from './apply.js';
+import { plan, type Decision, type Owned, type PlanRoot } from './plan.js';
+import { addCounters, emptyCounters, pathForReport, type Counters, type FileLine, type Report } from './report.js';
+import { scanRoot, type ScanStats } from './scan.js';
+import { RpmSource } from './sources/rpm.js';
+import type { PackageListing } from './sources/types.js';
+import { Index } from './store/index-db.js';
+
+export const DEFAULT_VSERVERS_DIR = '/vservers';
+export const DEFAULT_DB = '/var/lib/vunify/index';
+
+export interface CommonOptions {
+  reference: string;
+  servers: string[];
+  /** Package names, or 'all' for every package installed in the reference. */
+  packages: string[] | 'all';
+  vserversDir?: string;
+  db?: string;
+  rpm?: string;
+  concurrency?: number;
+  /** List every file decision in the report. */
+  verbose?: boolean;
+  /** Warnings and progress lines (stderr in the CLI). */
+  log?: (line: string) => void;
+}
+
+export interface UnifyOptions extends CommonOptions {
+  dryRun?: boolean;
+  /** Set the immutable attribute on shared inodes (default true). */
+  immutable?: boolean;
+}
+
+interface Root { name: string; dir: RootDir; source: RpmSource }
+
+/** A server is a name under the vservers folder, or a path (anything with a slash). */
+export function serverPath(token: string, vserversDir: string): string {
+  return token.includes('/') ? path.resolve(token) : path.join(vserversDir, token);
+}
+
+async function openRoot(token: string, vserversDir: string, rpm: string): Promise<Root> {
+  if (token === '' || token === '.' || token === '..') throw new VunifyError('BAD_SERVER', 'not a server name', `'${token}'`);
+  const p = serverPath(token, vserversDir);
+  let dir: RootDir;
+  try {
+    const st = fs.statSync(p);
+    if (!st.isDirectory()) throw new VunifyError('BAD_SERVER', 'not a folder', p);
+    dir = await RootDir.open(p);
+  } catch (err) {
+    if (err instanceof VunifyError) throw err;
+    if (isErrno(err, 'ENOENT')) throw new VunifyError('BAD_SERVER', `no such server (looked for ${p})`, token);
+    throw new VunifyError('BAD_SERVER', oneLine(err), p);
+  }
+  const source = await RpmSource.open(dir, rpm);
+  if (!source) {
+    await dir.close();
+    throw new VunifyError('NO_PACKAGE_DB', 'no RPM database (var/lib/rpm/rpmdb.sqlite or Packages)', p);
+  }
+  return { name: token, dir, source };
+}
+
+interface Farm { ref: Root; servers: Root[]; index: Index; lockFd: number }
+
+async function openFarm(opts: CommonOptions, needImmutable: boolean): Promise<Farm> {
+  const vserversDir = opts.vserversDir ?? DEFAULT_VSERVERS_DIR;
+  const rpm = opts.rpm ?? 'rpm';
+  if (opts.servers.length === 0) throw new VunifyError('USAGE', 'name at least one server besides the reference');
+  if (opts.packages !== 'all' && opts.packages.length === 0) {
+    throw new VunifyError('USAGE', 'name packages after --, or use --all-packages');
+  }
+  const opened: Root[] = [];
+  try {
+    for (const token of [opts.reference, ...opts.servers]) opened.push(await openRoot(token, vserversDir, rpm));
+    const [ref, ...servers] = opened;
+    const seen = new Map<string, string>();
+    for (const r of opened) {
+      const other = seen.get(r.dir.path);
+      if (other !== undefined) {
+        throw new VunifyError('BAD_SERVER', other === ref.name && r !== ref
+          ? `is the reference; a server cannot be unified with itself`
+          : `is named twice (also as '${other}')`, r.name);
+      }
+      seen.set(r.dir.path, r.name);
+    }
+    for (const s of servers) {
+      if (s.dir.dev !== ref.dir.dev) {
+        throw new VunifyError('OTHER_FILESYSTEM', `is on another filesystem than the reference ${ref.name}; hard links cannot cross filesystems`, s.dir.path);
+      }
+    }
+    if (needImmutable) {
+      try {
+        getInodeFlags(ref.dir.rootFd);
+      } catch (err) {
+        throw new VunifyError('NO_IMMUTABLE', `the filesystem cannot hold the immutable attribute (${oneLine(err)}); use --no-immutable to link without it`, ref.dir.path);
+      }
+    }
+    const dbPath = path.resolve(opts.db ?? DEFAULT_DB);
+    const lockFd = takeLock(dbPath);
+    try {
+      return { ref, servers, index: Index.open(dbPath), lockFd };
+    } catch (err) {
+      fs.closeSync(lockFd);
+      throw err;
+    }
+  } catch (err) {
+    for (const r of opened) await r.dir.close();
+    throw err;
+  }
+}
+
+function takeLock(dbPath: string): number {
+  fs.mkdirSync(path.dirname(dbPath), { recursive: true, mode: 0o700 });
+  const lockPath = `${dbPath}.run-lock`;
+  const fd = fs.openSync(lockPath, 'a', 0o600);
+  if (!tryLock(fd)) {
+    fs.closeSync(fd);
+    throw new VunifyError('LOCKED', 'another vunify run is using this index; try again when it ends', lockPath);
+  }
+  return fd;
+}
+
+async function closeFarm(f: Farm): Promise<void> {
+  await f.index.close();
+  for (const r of [f.ref, ...f.servers]) await r.dir.close();
+  fs.closeSync(f.lockFd);
+}
+
+function ownedOf(listing: PackageListing): { owned: Map<RelPath, Owned>; installed: Set<string> } {
+  const owned = new Map<RelPath, Owned>();
+  const installed = new Set<string>();
+  for (const p of listing.packages) {
+    installed.add(p.name);
+    for (const f of p.files) {
+      if (f.ghost) continue;
+      const prev = owned.get(f.path);
+      // A path listed by two packages counts as config when either says so.
+      owned.set(f.path, { pkg: prev?.pkg ?? p.name, config: f.config || (prev?.config ?? false) });
+    }
+  }
+  return { owned, installed };
+}
+
+interface Prepared {
+  farm: Farm;
+  refPlan: PlanRoot;
+  serverPlans: PlanRoot[];
+  packages: string[];
+  notes: Map<string, string[]>;
+}
+
+async function prepare(opts: CommonOptions, needImmutable: boolean): Promise<Prepared> {
+  const farm = await openFarm(opts, needImmutable);
+  try {
+    const refListing = await farm.ref.source.list(opts.packages);
+    if (refListing.missing.length > 0) {
+      throw new VunifyError('BAD_PACKAGE', `not installed in the reference ${farm.ref.name}`, refListing.missing.join(', '));
+    }
+    const packages = [...new Set(refListing.packages.map((p) => p.name))];
+    const refVersions = new Map(refListing.packages.map((p) => [p.name, p.version]));
+    const ref = ownedOf(refListing);
+    const notes = new Map<string, string[]>();
+    const serverPlans: PlanRoot[] = [];
+    for (const s of farm.servers) {
+      const listing = packages.length ? await s.source.list(packages) : { packages: [], missing: [], rejectedPaths: 0 };
+      const n: string[] = [];
+      for (const m of listing.missing) n.push(`package ${m} is not installed`);
+      for (const p of listing.packages) {
+        if (refVersions.get(p.name) !== p.version) n.push(`package ${p.name} is ${p.version} here, ${refVersions.get(p.name)} in the reference`);
+      }
+      if (listing.rejectedPaths) n.push(`${listing.rejectedPaths} unsafe path(s) in the package database ignored`);
+      notes.set(s.name, n);
+      const o = ownedOf(listing);
+      serverPlans.push({ name: s.name, root: s.dir.path, entries: new Map(), owned: o.owned, installed: o.installed });
+    }
+    return {
+      farm, packages, notes, serverPlans,
+      refPlan: { name: farm.ref.name, root: farm.ref.dir.path, entries: new Map(), owned: ref.owned, installed: ref.installed },
+    };
+  } catch (err) {
+    await closeFarm(farm);
+    throw err;
+  }
+}
+
+const linkable = (o: Owned | undefined) => o !== undefined && !o.config;
+
+function applyContext(p: Prepared, immutable: boolean, concurrency?: number): ApplyContext {
+  const roots = new Map<string, RootDir>();
+  const serverRoots = new Map<string, string>();
+  for (const r of [p.farm.ref, ...p.farm.servers]) roots.set(r.dir.path, r.dir);
+  for (const s of p.farm.servers) serverRoots.set(s.name, s.dir.path);
+  return { index: p.farm.index, roots, serverRoots, refRoot: p.farm.ref.dir.path, immutable, concurrency, problems: [] };
+}
+
+function newReport(p: Prepared, command: Report['command'], dryRun: boolean, immutable: boolean, refStats: ScanStats): Report {
+  const servers: Report['servers'] = {};
+  for (const s of p.farm.servers) servers[s.name] = { ...emptyCounters(), root: s.dir.path, notes: p.notes.get(s.name) ?? [] };
+  return {
+    command, dryRun, immutable,
+    reference: { name: p.farm.ref.name, root: p.farm.ref.dir.path, filesHashed: refStats.filesHashed, bytesHashed: refStats.bytesHashed },
+    packages: p.packages, servers, totals: emptyCounters(), errors: [], durationMs: 0,
+  };
+}
+
+function finish(report: Report, started: number, ctx: ApplyContext, names: Map<string, string>): Report {
+  const totals = emptyCounters();
+  for (const s of Object.values(report.servers)) addCounters(totals, s);
+  totals.filesHashed += report.reference.filesHashed;
+  totals.bytesHashed += report.reference.bytesHashed;
+  report.totals = totals;
+  for (const pr of ctx.problems) report.errors.push({ server: names.get(pr.root) ?? pr.root, path: pathForReport(pr.path), reason: pr.reason });
+  report.durationMs = Date.now() - started;
+  return report;
+}
+
+/** Links identical package files of the servers to the reference (or, dry, says what it would do). */
+export async function unify(opts: UnifyOptions): Promise<Report> {
+  const started = Date.now();
+  const dryRun = opts.dryRun ?? false;
+  const immutable = opts.immutable ?? true;
+  const p = await prepare(opts, immutable && !dryRun);
+  try {
+    const { farm } = p;
+    const refStats: ScanStats = { filesHashed: 0, bytesHashed: 0, filesStatted: 0 };
+    const refPaths = [...p.refPlan.owned].filter(([, o]) => !o.config).map(([k]) => k);
+    p.refPlan.entries = await scanRoot(farm.ref.dir, refPaths, farm.index, refStats, { concurrency: opts.concurrency });
+    const report = newReport(p, dryRun ? 'plan' : 'unify', dryRun, immutable, refStats);
+    for (const sp of p.serverPlans) {
+      const stats: ScanStats = { filesHashed: 0, bytesHashed: 0, filesStatted: 0 };
+      const paths = refPaths.filter((k) => linkable(sp.owned.get(k)) && sp.owned.get(k)!.pkg === p.refPlan.owned.get(k)!.pkg);
+      sp.entries = await scanRoot(farm.servers.find((s) => s.name === sp.name)!.dir, paths, farm.index, stats, { concurrency: opts.concurrency });
+      report.servers[sp.name].filesHashed = stats.filesHashed;
+      report.servers[sp.name].bytesHashed = stats.bytesHashed;
+    }
+    const decisions = plan({ reference: p.refPlan, servers: p.serverPlans });
+    const ctx = applyContext(p, immutable, opts.concurrency);
+    const outcomes = dryRun ? null : await applyLinks(decisions, ctx);
+    const files: FileLine[] = [];
+    for (const d of decisions) {
+      const c = report.servers[d.server];
+      const shown = pathForReport(d.path);
+      const o = outcomes?.get(d);
+      let action: string;
+      let detail: string | undefined;
+      if (d.kind === 'already') { c.alreadyUnified++; action = 'already'; }
+      else if (d.kind === 'link' && (!o || o.kind === 'unified')) {
+        c.unified++;
+        c.bytesSaved += o && o.kind === 'unified' ? o.bytesSaved : d.srv.nlink === 1 ? d.srv.size : 0;
+        action = dryRun ? 'would-link' : 'linked';
+      } else {
+        const s = d.kind === 'skip' ? d : (o as Extract<typeof o, { kind: 'skip' }>)!;
+        c.skipped[s.reason]++;
+        action = `skip:${s.reason}`;
+        detail = s.detail;
+        if (s.reason === 'error') report.errors.push({ server: d.server, path: shown, reason: s.detail ?? 'error' });
+      }
+      if (opts.verbose) files.push({ server: d.server, path: shown, action, detail });
+    }
+    if (opts.verbose) report.files = files;
+    return finish(report, started, ctx, rootNames(p));
+  } finally {
+    await closeFarm(p.farm);
+  }
+}
+
+function rootNames(p: Prepared): Map<string, string> {
+  return new Map([p.farm.ref, ...p.farm.servers].map((r) => [r.dir.path, r.name]));
+}
+
+/** A dry run of unify. */
+export function planRun(opts: CommonOptions): Promise<Report> {
+  return unify({ ...opts, dryRun: true });
+}
+
+/** Gives each server a private copy of every shared file of the packages, with its original metadata. */
+export async function undo(opts: CommonOptions): Promise<Report> {
+  const started = Date.now();
+  const p = await prepare(opts, false);
+  try {
+    const { farm } = p;
+    const report = newReport(p, 'undo', false, false, { filesHashed: 0, bytesHashed: 0, filesStatted: 0 });
+    const items: UndoItem[] = [];
+    const refPaths = [...p.refPlan.owned].filter(([, o]) => !o.config).map(([k]) => k);
+    const refStat = new Map<RelPath, fs.BigIntStats | null>();
+    for (const k of refPaths) refStat.set(k, await farm.ref.dir.lstat(k).catch(() => null));
+    for (const s of farm.servers) {
+      const sp = p.serverPlans.find((x) => x.name === s.name)!;
+      for (const k of refPaths) {
+        const own = sp.owned.get(k);
+        if (!linkable(own)) continue;
+        const st = await s.dir.lstat(k).catch(() => null);
+        if (!st || !st.isFile()) continue;
+        const r = refStat.get(k);
+        const rec = farm.index.getLink(s.dir.path, k);
+        const sharesRef = r && r.dev === st.dev && r.ino === st.ino;
+        const linkedByUs = rec && rec.ino === String(st.ino) && rec.dev === String(st.dev) && st.nlink > 1n;
+        if (sharesRef || linkedByUs) items.push({ server: s.name, path: k, pkg: own!.pkg, dev: String(st.dev), ino: String(st.ino) });
+      }
+    }
+    const ctx = applyContext(p, false, opts.concurrency);
+    const outcomes = await applyUndo(items, ctx);
+    const files: FileLine[] = [];
+    for (const it of items) {
+      const o = outcomes.get(it)!;
+      const c = report.servers[it.server];
+      const shown = pathForReport(it.path);
+      if (o.kind === 'restored') c.restored++;
+      else if (o.kind === 'skip') {
+        c.skipped[o.reason]++;
+        if (o.reason === 'error') report.errors.push({ server: it.server, path: shown, reason: o.detail ?? 'error' });
+      }
+      if (opts.verbose) files.push({ server: it.server, path: shown, action: o.kind === 'skip' ? `skip:${o.reason}` : o.kind, detail: o.kind === 'skip' ? o.detail : undefined });
+    }
+    if (opts.verbose) report.files = files;
+    return finish(report, started, ctx, rootNames(p));
+  } finally {
+    await closeFarm(p.farm);
+  }
+}
+
+export type { Decision, Counters, Report };

@@ -1,0 +1,196 @@
+// Access to one vserver root that never follows a symlink below the root folder.
+// Each folder is opened component by component with O_DIRECTORY|O_NOFOLLOW and then
+// used through /proc/self/fd/N/name, so a folder swapped for a symlink during the run
+// cannot redirect a read, link, rename or attribute change outside the root.
+//
+// Paths below a root are "binary strings": each char is one byte (latin1), so names
+// that are not valid UTF-8 survive the round trip from the package database to disk.
+import fs from 'node:fs';
+import fsp from 'node:fs/promises';
+import path from 'node:path';
+import { isErrno } from '../errors.js';
+
+// libuv adds O_CLOEXEC to every open.
+const { O_RDONLY, O_DIRECTORY, O_NOFOLLOW, O_NONBLOCK, O_NOATIME } = fs.constants;
+const DIR_FLAGS = O_RDONLY | O_DIRECTORY | O_NOFOLLOW;
+const READ_FLAGS = O_RDONLY | O_NOFOLLOW | O_NONBLOCK;
+
+/** A relative path below a root, one char per byte. */
+export type RelPath = string;
+
+export const toBytes = (p: RelPath): Buffer => Buffer.from(p, 'latin1');
+/** For messages: bytes shown as UTF-8 (invalid sequences become U+FFFD). */
+export const display = (p: RelPath): string => toBytes(p).toString('utf8');
+
+export function splitRel(rel: RelPath): { dir: RelPath; name: string } {
+  const i = rel.lastIndexOf('/');
+  return i < 0 ? { dir: '', name: rel } : { dir: rel.slice(0, i), name: rel.slice(i + 1) };
+}
+
+/** A path below a root is safe when it has no empty, '.' or '..' component. */
+export function isSafeRel(rel: RelPath): boolean {
+  if (rel === '' || rel.startsWith('/') || rel.includes('\0')) return false;
+  return rel.split('/').every((c) => c !== '' && c !== '.' && c !== '..');
+}
+
+/** Thrown when a folder on the way to a file is a symlink or not a folder. */
+export class UnsafePathError extends Error {
+  readonly code = 'EUNSAFEPATH';
+  constructor(readonly rel: RelPath, readonly component: RelPath) {
+    super(`${display(component)} is a symlink or not a folder`);
+  }
+}
+
+interface DirEntry { fd: number; refs: number }
+
+export interface OpenedFile {
+  fd: number;
+  stat: fs.BigIntStats;
+  close(): Promise<void>;
+}
+
+let noatimeAllowed = true;
+
+export class RootDir {
+  private readonly dirs = new Map<RelPath, Promise<DirEntry>>();
+  private closed = false;
+
+  private constructor(
+    /** Absolute path of the root folder (as given, resolved once). */
+    readonly path: string,
+    readonly rootFd: number,
+    readonly dev: bigint,
+    private readonly maxDirs = 256,
+  ) {}
+
+  static async open(rootPath: string): Promise<RootDir> {
+    const abs = await fsp.realpath(rootPath);
+    const fd = fs.openSync(abs, DIR_FLAGS);
+    const st = fs.fstatSync(fd, { bigint: true });
+    return new RootDir(abs, fd, st.dev);
+  }
+
+  /** The /proc path of `name` inside an open folder: resolves without following symlinks above it. */
+  static at(dirFd: number, name: string): Buffer {
+    return Buffer.concat([Buffer.from(`/proc/self/fd/${dirFd}/`), Buffer.from(name, 'latin1')]);
+  }
+
+  /** Opens (or reuses) the folder `dir` and runs fn with its fd; the fd stays valid during fn. */
+  async withDir<T>(dir: RelPath, fn: (dirFd: number) => Promise<T>): Promise<T> {
+    if (dir === '') return fn(this.rootFd);
+    const entry = await this.acquire(dir, dir);
+    try {
+      return await fn(entry.fd);
+    } finally {
+      entry.refs--;
+      this.trim();
+    }
+  }
+
+  private acquire(dir: RelPath, forRel: RelPath): Promise<DirEntry> {
+    let p = this.dirs.get(dir);
+    if (p) {
+      // Refresh LRU position.
+      this.dirs.delete(dir);
+      this.dirs.set(dir, p);
+    } else {
+      p = this.openDir(dir, forRel);
+      this.dirs.set(dir, p);
+      p.catch(() => this.dirs.delete(dir));
+    }
+    return p.then((e) => { e.refs++; return e; });
+  }
+
+  private async openDir(dir: RelPath, forRel: RelPath): Promise<DirEntry> {
+    if (this.closed) throw new Error('root closed');
+    const { dir: parent, name } = splitRel(dir);
+    const open = async (parentFd: number) => {
+      try {
+        return await new Promise<number>((res, rej) =>
+          fs.open(RootDir.at(parentFd, name), DIR_FLAGS, (e, fd) => (e ? rej(e) : res(fd))),
+        );
+      } catch (err) {
+        if (isErrno(err, 'ELOOP', 'ENOTDIR')) throw new UnsafePathError(forRel, dir);
+        throw err;
+      }
+    };
+    const fd = parent === '' ? await open(this.rootFd) : await this.withDirFor(parent, forRel, open);
+    return { fd, refs: 0 };
+  }
+
+  private async withDirFor<T>(dir: RelPath, forRel: RelPath, fn: (fd: number) => Promise<T>): Promise<T> {
+    const entry = await this.acquire(dir, forRel);
+    try { return await fn(entry.fd); } finally { entry.refs--; }
+  }
+
+  private trim(): void {
+    if (this.dirs.size <= this.maxDirs) return;
+    for (const [key, p] of this.dirs) {
+      if (this.dirs.size <= this.maxDirs) break;
+      // Only settled, unused entries can be closed.
+      void p.then((e) => {
+        if (e.refs === 0 && this.dirs.get(key) === p) {
+          this.dirs.delete(key);
+          fs.close(e.fd, () => {});
+        }
+      }, () => {});
+    }
+  }
+
+  /** lstat of a path below the root; null when it does not exist. */
+  async lstat(rel: RelPath): Promise<fs.BigIntStats | null> {
+    const { dir, name } = splitRel(rel);
+    return this.withDir(dir, async (dfd) => {
+      try {
+        return await fsp.lstat(RootDir.at(dfd, name), { bigint: true });
+      } catch (err) {
+        if (isErrno(err, 'ENOENT')) return null;
+        throw err;
+      }
+    });
+  }
+
+  /** Opens a regular file for reading without following a symlink, atime untouched. */
+  async openFile(rel: RelPath): Promise<OpenedFile> {
+    const { dir, name } = splitRel(rel);
+    return this.withDir(dir, (dfd) => openFileAt(dfd, name));
+  }
+
+  async close(): Promise<void> {
+    this.closed = true;
+    const all = [...this.dirs.values()];
+    this.dirs.clear();
+    for (const p of all) {
+      try { fs.closeSync((await p).fd); } catch { /* already failed */ }
+    }
+    fs.closeSync(this.rootFd);
+  }
+}
+
+export async function openFileAt(dirFd: number, name: string): Promise<OpenedFile> {
+  const p = RootDir.at(dirFd, name);
+  let fh: fsp.FileHandle;
+  try {
+    fh = await fsp.open(p, READ_FLAGS | (noatimeAllowed ? O_NOATIME : 0));
+  } catch (err) {
+    // O_NOATIME needs ownership or CAP_FOWNER; without it, read the normal way.
+    if (!isErrno(err, 'EPERM') || !noatimeAllowed) throw err;
+    noatimeAllowed = false;
+    fh = await fsp.open(p, READ_FLAGS);
+  }
+  try {
+    const stat = await fh.stat({ bigint: true });
+    if (!stat.isFile()) {
+      const err = new Error(`not a regular file`) as NodeJS.ErrnoException;
+      err.code = 'ENOTREG';
+      throw err;
+    }
+    return { fd: fh.fd, stat, close: () => fh.close() };
+  } catch (err) {
+    await fh.close();
+    throw err;
+  }
+}
+
+export const joinRel = (...parts: RelPath[]): RelPath => parts.filter(Boolean).join('/');
+export const absOf = (root: RootDir, rel: RelPath): string => path.join(root.path, display(rel));

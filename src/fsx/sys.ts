@@ -1,0 +1,122 @@
+// System calls Node does not offer: inode flags (what chattr sets), fd-based xattrs,
+// and nanosecond timestamps. koffi ships prebuilt binaries inside its npm package, so
+// no compiler or download is needed. Everything here works on file descriptors, never
+// on paths, so a symlink swapped in by a vserver's root cannot redirect it.
+import koffi from 'koffi';
+import os from 'node:os';
+
+const libc = koffi.load('libc.so.6');
+
+const FS_IOC_GETFLAGS = 0x80086601;
+const FS_IOC_SETFLAGS = 0x40086602;
+/** FS_IMMUTABLE_FL from linux/fs.h: the 'i' of lsattr. */
+export const FS_IMMUTABLE_FL = 0x10;
+
+const Timespec = koffi.struct('vunify_timespec', { tv_sec: 'int64_t', tv_nsec: 'int64_t' });
+
+const cIoctl = libc.func('int ioctl(int fd, unsigned long req, _Inout_ int *arg)');
+const cFlistxattr = libc.func('intptr_t flistxattr(int fd, _Out_ uint8_t *list, size_t size)');
+const cFgetxattr = libc.func('intptr_t fgetxattr(int fd, const char *name, _Out_ uint8_t *value, size_t size)');
+const cFsetxattr = libc.func('int fsetxattr(int fd, const char *name, const uint8_t *value, size_t size, int flags)');
+const cFremovexattr = libc.func('int fremovexattr(int fd, const char *name)');
+const cFutimens = libc.func(`int futimens(int fd, _In_ ${'vunify_timespec'} *times)`);
+void Timespec;
+
+const errnoNames = new Map<number, string>(
+  Object.entries(os.constants.errno).map(([name, num]) => [num as number, name]),
+);
+
+function sysError(call: string): NodeJS.ErrnoException {
+  const num = koffi.errno();
+  const code = errnoNames.get(num) ?? `E${num}`;
+  const err = new Error(`${code}: ${call} failed`) as NodeJS.ErrnoException;
+  err.code = code;
+  err.errno = -num;
+  err.syscall = call;
+  return err;
+}
+
+export function getInodeFlags(fd: number): number {
+  const arg = [0];
+  if (cIoctl(fd, FS_IOC_GETFLAGS, arg) < 0) throw sysError('ioctl(FS_IOC_GETFLAGS)');
+  return arg[0] >>> 0;
+}
+
+export function setInodeFlags(fd: number, flags: number): void {
+  if (cIoctl(fd, FS_IOC_SETFLAGS, [flags | 0]) < 0) throw sysError('ioctl(FS_IOC_SETFLAGS)');
+}
+
+export function isImmutable(fd: number): boolean {
+  return (getInodeFlags(fd) & FS_IMMUTABLE_FL) !== 0;
+}
+
+/** Sets or clears the immutable flag; returns true when it changed anything. */
+export function setImmutable(fd: number, on: boolean): boolean {
+  const flags = getInodeFlags(fd);
+  const next = on ? flags | FS_IMMUTABLE_FL : flags & ~FS_IMMUTABLE_FL;
+  if (next === flags) return false;
+  setInodeFlags(fd, next);
+  return true;
+}
+
+export type Xattrs = Record<string, Buffer>;
+
+/** All extended attributes of an open file, by name (binary-safe values). */
+export function readXattrs(fd: number): Xattrs {
+  let size = 1024;
+  let listBuf: Buffer;
+  let n: number;
+  for (;;) {
+    listBuf = Buffer.alloc(size);
+    n = Number(cFlistxattr(fd, listBuf, size));
+    if (n >= 0) break;
+    const err = sysError('flistxattr');
+    if (err.code === 'ERANGE') { size *= 4; continue; }
+    if (err.code === 'ENOTSUP' || err.code === 'EOPNOTSUPP') return {};
+    throw err;
+  }
+  const out: Xattrs = {};
+  for (const name of listBuf.subarray(0, n).toString('latin1').split('\0')) {
+    if (!name) continue;
+    let vsize = 256;
+    for (;;) {
+      const v = Buffer.alloc(vsize);
+      const m = Number(cFgetxattr(fd, name, v, vsize));
+      if (m >= 0) { out[name] = v.subarray(0, m); break; }
+      const err = sysError('fgetxattr');
+      if (err.code === 'ERANGE') { vsize *= 8; continue; }
+      if (err.code === 'ENODATA') break; // removed meanwhile
+      throw err;
+    }
+  }
+  return out;
+}
+
+export function writeXattr(fd: number, name: string, value: Buffer): void {
+  if (cFsetxattr(fd, name, value, value.length, 0) < 0) throw sysError(`fsetxattr(${name})`);
+}
+
+export function removeXattr(fd: number, name: string): void {
+  if (cFremovexattr(fd, name) < 0) {
+    const err = sysError(`fremovexattr(${name})`);
+    if (err.code !== 'ENODATA') throw err;
+  }
+}
+
+/** Sets atime and mtime with nanosecond precision (Node's futimes rounds through a double). */
+export function setTimesNs(fd: number, atimeNs: bigint, mtimeNs: bigint): void {
+  const ts = (ns: bigint) => ({ tv_sec: ns / 1_000_000_000n, tv_nsec: ns % 1_000_000_000n });
+  if (cFutimens(fd, [ts(atimeNs), ts(mtimeNs)]) < 0) throw sysError('futimens');
+}
+
+const cFlock = libc.func('int flock(int fd, int op)');
+const LOCK_EX = 2;
+const LOCK_NB = 4;
+
+/** Takes an exclusive lock on an open file without waiting; false when another holds it. */
+export function tryLock(fd: number): boolean {
+  if (cFlock(fd, LOCK_EX | LOCK_NB) === 0) return true;
+  const err = sysError('flock');
+  if (err.code === 'EWOULDBLOCK' || err.code === 'EAGAIN') return false;
+  throw err;
+}

@@ -1,0 +1,93 @@
+// Reports: counters per server and in total, as a text table or one JSON document.
+import { display, type RelPath } from './fsx/rootdir.js';
+import { SKIP_REASONS, type SkipReason } from './plan.js';
+
+export interface Counters {
+  unified: number;
+  alreadyUnified: number;
+  restored: number;
+  bytesSaved: number;
+  filesHashed: number;
+  bytesHashed: number;
+  skipped: Record<SkipReason, number>;
+}
+
+export interface FileLine { server: string; path: string; action: string; detail?: string }
+
+export interface Report {
+  command: 'unify' | 'plan' | 'undo';
+  dryRun: boolean;
+  immutable: boolean;
+  reference: { name: string; root: string; filesHashed: number; bytesHashed: number };
+  packages: string[];
+  servers: Record<string, Counters & { root: string; notes: string[] }>;
+  totals: Counters;
+  /** Files that failed (skip reason 'error') and problems beyond single files. */
+  errors: Array<{ server: string; path: string; reason: string }>;
+  /** Every decision, when asked for (-v). */
+  files?: FileLine[];
+  durationMs: number;
+}
+
+export function emptyCounters(): Counters {
+  return {
+    unified: 0, alreadyUnified: 0, restored: 0, bytesSaved: 0, filesHashed: 0, bytesHashed: 0,
+    skipped: Object.fromEntries(SKIP_REASONS.map((r) => [r, 0])) as Record<SkipReason, number>,
+  };
+}
+
+export function addCounters(into: Counters, c: Counters): void {
+  into.unified += c.unified;
+  into.alreadyUnified += c.alreadyUnified;
+  into.restored += c.restored;
+  into.bytesSaved += c.bytesSaved;
+  into.filesHashed += c.filesHashed;
+  into.bytesHashed += c.bytesHashed;
+  for (const r of SKIP_REASONS) into.skipped[r] += c.skipped[r];
+}
+
+export function pathForReport(rel: RelPath): string {
+  return '/' + display(rel);
+}
+
+export function humanBytes(n: number): string {
+  const units = ['B', 'KiB', 'MiB', 'GiB', 'TiB'];
+  let i = 0;
+  let v = n;
+  while (v >= 1024 && i < units.length - 1) { v /= 1024; i++; }
+  return i === 0 ? `${n} B` : `${v.toFixed(1)} ${units[i]}`;
+}
+
+/** A human-readable summary: one row per server, then the totals and any errors. */
+export function formatText(r: Report): string {
+  const lines: string[] = [];
+  const verb = r.command === 'undo' ? 'restored' : r.dryRun ? 'would unify' : 'unified';
+  const head = r.command === 'undo'
+    ? ['server', 'restored', 'errors']
+    : ['server', verb, 'already', 'skipped', 'saved', 'hashed'];
+  const rows: string[][] = [];
+  const row = (name: string, c: Counters) => {
+    const skipped = SKIP_REASONS.reduce((a, k) => a + c.skipped[k], 0);
+    rows.push(r.command === 'undo'
+      ? [name, String(c.restored), String(c.skipped.error)]
+      : [name, String(c.unified), String(c.alreadyUnified), String(skipped), humanBytes(c.bytesSaved), humanBytes(c.bytesHashed)]);
+  };
+  for (const [name, c] of Object.entries(r.servers)) row(name, c);
+  row('total', r.totals);
+  const widths = head.map((h, i) => Math.max(h.length, ...rows.map((x) => x[i].length)));
+  const fmt = (cells: string[]) => cells.map((c, i) => (i === 0 ? c.padEnd(widths[i]) : c.padStart(widths[i]))).join('  ');
+  lines.push(`vunify ${r.command}${r.dryRun ? ' (dry run: nothing changed)' : ''}: reference ${r.reference.name}, ${r.packages.length} package(s)`);
+  lines.push(fmt(head));
+  for (const x of rows) lines.push(fmt(x));
+  if (r.command !== 'undo') {
+    const reasons = SKIP_REASONS.filter((k) => r.totals.skipped[k] > 0).map((k) => `${k} ${r.totals.skipped[k]}`);
+    if (reasons.length) lines.push(`skipped: ${reasons.join(', ')}`);
+  }
+  for (const [name, s] of Object.entries(r.servers)) for (const n of s.notes) lines.push(`${name}: ${n}`);
+  if (!r.immutable && r.command !== 'undo' && !r.dryRun && r.totals.unified > 0) {
+    lines.push('warning: --no-immutable: a write to a unified file in one vserver changes it in all of them');
+  }
+  for (const e of r.errors) lines.push(`error: ${e.server}: ${e.path}: ${e.reason}`);
+  if (r.files) for (const f of r.files) lines.push(`${f.server}\t${f.action}\t${f.path}${f.detail ? `\t${f.detail}` : ''}`);
+  return lines.join('\n') + '\n';
+}
