@@ -30,6 +30,8 @@ export interface ApplyContext {
   concurrency?: number;
   /** Failures that belong to no single decision (an attribute that could not be set). */
   problems: Array<{ root: string; path: RelPath; reason: string }>;
+  /** Folder times as first seen in this run, put back after each rename in the folder. */
+  dirTimes?: Map<string, { atimeNs: bigint; mtimeNs: bigint }>;
 }
 
 const { O_WRONLY, O_CREAT, O_EXCL, O_NOFOLLOW } = fs.constants;
@@ -52,6 +54,23 @@ const at = RootDir.at;
 
 function fstat(fd: number, _o: { bigint: true }): Promise<fs.BigIntStats> {
   return new Promise((res, rej) => fs.fstat(fd, { bigint: true }, (e, st) => (e ? rej(e) : res(st))));
+}
+
+/**
+ * Links, renames and temporary files change a folder's mtime; backups and rescans key
+ * on it, so the times a folder had when this run first came are put back afterwards.
+ */
+async function rememberDirTimes(ctx: ApplyContext, root: string, dir: RelPath, dfd: number): Promise<() => void> {
+  const times = (ctx.dirTimes ??= new Map());
+  const key = `${root}\0${dir}`;
+  if (!times.has(key)) {
+    const st = await fstat(dfd, { bigint: true });
+    times.set(key, { atimeNs: st.atimeNs, mtimeNs: st.mtimeNs });
+  }
+  const t = times.get(key)!;
+  return () => {
+    try { setTimesNs(dfd, t.atimeNs, t.mtimeNs); } catch { /* cosmetic: the change stands */ }
+  };
 }
 
 /** Best-effort removal of a temporary name we created. */
@@ -172,6 +191,7 @@ async function linkOne(
     const srv = await openFileAt(dfd, name);
     let tmp: string | null = null;
     let recorded = false;
+    let restoreDir = () => {};
     try {
       if (srv.stat.ino !== st1.ino) return skip('changed', 'replaced while opened');
       const rs = ref.stat;
@@ -192,6 +212,7 @@ async function linkOne(
       // The record of what is replaced is durable before the replacement.
       await ctx.index.putLink(srvRootPath, d.path, rec);
       recorded = true;
+      restoreDir = await rememberDirTimes(ctx, srvRootPath, dir, dfd);
       tmp = tmpName();
       await fsp.link(at(refDirFd, refName), at(dfd, tmp));
       const lt = await fsp.lstat(at(dfd, tmp), { bigint: true });
@@ -203,6 +224,7 @@ async function linkOne(
       }
       await fsp.rename(at(dfd, tmp), at(dfd, name));
       tmp = null;
+      restoreDir();
       await fsyncFd(dfd);
       return { kind: 'unified', bytesSaved: st1.nlink === 1n ? Number(st1.size) : 0 };
     } catch (err) {
@@ -211,6 +233,7 @@ async function linkOne(
     } finally {
       if (tmp !== null) {
         await dropTmp(dfd, tmp);
+        restoreDir();
         if (recorded) await ctx.index.removeLink(srvRootPath, d.path).catch(() => {});
       }
       await srv.close();
@@ -255,6 +278,7 @@ async function undoOne(it: UndoItem, ctx: ApplyContext): Promise<Outcome> {
   return srvRoot.withDir(dir, async (dfd) => {
     const cur = await openFileAt(dfd, name);
     let tmp: string | null = null;
+    let restoreDir = () => {};
     try {
       if (String(cur.stat.ino) !== it.ino || String(cur.stat.dev) !== it.dev) return skip('changed', 'changed since checked');
       const rec = ctx.index.getLink(srvRootPath, it.path);
@@ -269,6 +293,7 @@ async function undoOne(it: UndoItem, ctx: ApplyContext): Promise<Outcome> {
             mode: Number(cur.stat.mode), uid: Number(cur.stat.uid), gid: Number(cur.stat.gid),
             atimeNs: cur.stat.atimeNs, mtimeNs: cur.stat.mtimeNs, xattrs: readXattrs(cur.fd),
           };
+      restoreDir = await rememberDirTimes(ctx, srvRootPath, dir, dfd);
       tmp = tmpName();
       const out = await fsp.open(at(dfd, tmp), O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW, 0o600);
       try {
@@ -289,6 +314,7 @@ async function undoOne(it: UndoItem, ctx: ApplyContext): Promise<Outcome> {
       try {
         await fsp.rename(at(dfd, tmp), at(dfd, name));
         tmp = null;
+        restoreDir();
         await fsyncFd(dfd);
       } finally {
         if (wasImmutable) {
@@ -305,7 +331,10 @@ async function undoOne(it: UndoItem, ctx: ApplyContext): Promise<Outcome> {
       if (isErrno(err, 'ENOSPC', 'EROFS', 'EPERM', 'EDQUOT')) return skip('error', oneLine(err));
       throw err;
     } finally {
-      if (tmp !== null) await dropTmp(dfd, tmp);
+      if (tmp !== null) {
+        await dropTmp(dfd, tmp);
+        restoreDir();
+      }
       await cur.close();
     }
   });
