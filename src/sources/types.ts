@@ -26,7 +26,7 @@ export interface PackageListing {
 
 /** A package database of one root, read without changing the root. */
 export interface PackageSource {
-  readonly kind: 'rpm';
+  readonly kind: 'rpm' | 'dpkg';
   /** Where the database lives below the root, for messages. */
   readonly location: string;
   list(names: string[] | 'all'): Promise<PackageListing>;
