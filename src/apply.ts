@@ -111,7 +111,7 @@ async function linkGroup(
   const refRoot = ctx.roots.get(ctx.refRoot)!;
   const first = group[0] as Extract<Decision, { kind: 'link' | 'already' }>;
   const links = group.filter((d): d is Extract<Decision, { kind: 'link' }> => d.kind === 'link');
-  const { dir: refDir, name: refName } = splitRel(first.path);
+  const { dir: refDir, name: refName } = splitRel(first.refPath);
   await refRoot.withDir(refDir, async (refDirFd) => {
     let ref: OpenedFile;
     try {
@@ -146,11 +146,11 @@ async function linkGroup(
         if (ctx.immutable && shared && !wasImmutable || cleared) {
           try {
             if (setImmutable(ref.fd, true) && !ours) {
-              await ctx.index.putInode(r.dev, r.ino, { root: ctx.refRoot, path: first.path, setAt: new Date().toISOString() });
+              await ctx.index.putInode(r.dev, r.ino, { root: ctx.refRoot, path: first.refPath, setAt: new Date().toISOString() });
             }
           } catch (err) {
             // The links stand (the files are identical); the missing attribute is reported.
-            ctx.problems.push({ root: ctx.refRoot, path: first.path, reason: `cannot set the immutable attribute: ${oneLine(err)}` });
+            ctx.problems.push({ root: ctx.refRoot, path: first.refPath, reason: `cannot set the immutable attribute: ${oneLine(err)}` });
           }
         }
       }
@@ -158,12 +158,13 @@ async function linkGroup(
       // signatures so the next scan does not read these files again.
       const fresh = async (root: string, rel: RelPath) => {
         const st = await ctx.roots.get(root)!.lstat(rel).catch(() => null);
-        if (st && String(st.ino) === r.ino) updates.push([root, rel, recordOf(st, r.hash, r.xattrs)]);
+        const pkg = ctx.index.getFile(root, rel)?.pkg;
+        if (st && String(st.ino) === r.ino) updates.push([root, rel, recordOf(st, r.hash, r.xattrs, pkg)]);
       };
       for (const d of group) {
         if (d.kind === 'already' || outcomes.get(d)?.kind === 'unified') await fresh(ctx.serverRoots.get(d.server)!, d.path);
       }
-      for (const rel of new Set(group.map((d) => d.path))) await fresh(ctx.refRoot, rel);
+      for (const rel of new Set(group.map((d) => (d as typeof first).refPath))) await fresh(ctx.refRoot, rel);
     } finally {
       await ref.close();
     }
@@ -203,7 +204,8 @@ async function linkOne(
       if (!sameXattrs(refXattrs, srvXattrs)) return skip('metadataDiffers', 'xattrs');
       if (!(await sameBytes(ref.fd, srv.fd))) return skip('contentDiffers', 'bytes differ (hash was stale)');
       const rec: LinkRecord = {
-        refRoot: ctx.refRoot, refPath: d.path, dev: String(rs.dev), ino: String(rs.ino),
+        refRoot: ctx.refRoot, refPath: d.refPath, dev: String(rs.dev), ino: String(rs.ino),
+        size: Number(ss.size), pkg: d.pkg,
         mode: Number(ss.mode), uid: Number(ss.uid), gid: Number(ss.gid),
         atimeNs: String(ss.atimeNs), mtimeNs: String(ss.mtimeNs),
         xattrs: Object.fromEntries(Object.entries(srvXattrs).map(([k, v]) => [k, v.toString('base64')])),

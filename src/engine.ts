@@ -8,7 +8,7 @@ import { getInodeFlags, tryLock } from './fsx/sys.js';
 import { applyLinks, applyUndo, type ApplyContext, type UndoItem } from './apply.js';
 import { plan, type Decision, type Owned, type PlanRoot } from './plan.js';
 import { addCounters, emptyCounters, pathForReport, type Counters, type FileLine, type Report } from './report.js';
-import { scanRoot, type ScanStats } from './scan.js';
+import { scanRoot, type InodeCache, type ScanStats } from './scan.js';
 import { RpmSource } from './sources/rpm.js';
 import type { PackageListing } from './sources/types.js';
 import { Index } from './store/index-db.js';
@@ -27,6 +27,8 @@ export interface CommonOptions {
   concurrency?: number;
   /** List every file decision in the report. */
   verbose?: boolean;
+  /** Move an unreadable index aside and start a new one. */
+  rebuildIndex?: boolean;
   /** Warnings and progress lines (stderr in the CLI). */
   log?: (line: string) => void;
 }
@@ -103,7 +105,8 @@ async function openFarm(opts: CommonOptions, needImmutable: boolean): Promise<Fa
     const dbPath = path.resolve(opts.db ?? DEFAULT_DB);
     const lockFd = takeLock(dbPath);
     try {
-      return { ref, servers, index: Index.open(dbPath), lockFd };
+      const index = Index.open(dbPath, { rebuild: opts.rebuildIndex });
+      return { ref, servers, index, lockFd };
     } catch (err) {
       fs.closeSync(lockFd);
       throw err;
@@ -114,7 +117,7 @@ async function openFarm(opts: CommonOptions, needImmutable: boolean): Promise<Fa
   }
 }
 
-function takeLock(dbPath: string): number {
+export function takeLock(dbPath: string): number {
   fs.mkdirSync(path.dirname(dbPath), { recursive: true, mode: 0o700 });
   const lockPath = `${dbPath}.run-lock`;
   const fd = fs.openSync(lockPath, 'a', 0o600);
@@ -157,6 +160,7 @@ interface Prepared {
 async function prepare(opts: CommonOptions, needImmutable: boolean): Promise<Prepared> {
   const farm = await openFarm(opts, needImmutable);
   try {
+    await dropVanishedRoots(farm.index, opts.log);
     const refListing = await farm.ref.source.list(opts.packages);
     if (refListing.missing.length > 0) {
       throw new VunifyError('BAD_PACKAGE', `not installed in the reference ${farm.ref.name}`, refListing.missing.join(', '));
@@ -190,6 +194,60 @@ async function prepare(opts: CommonOptions, needImmutable: boolean): Promise<Pre
 
 const linkable = (o: Owned | undefined) => o !== undefined && !o.config;
 
+/** Roots the index knows whose folder is gone (a deleted vserver): their records go. */
+async function dropVanishedRoots(index: Index, log?: (l: string) => void): Promise<number> {
+  let n = 0;
+  for (const { root, rec } of index.allRoots()) {
+    let isDir = false;
+    try { isDir = fs.statSync(root).isDirectory(); } catch (err) { if (!isErrno(err, 'ENOENT', 'ENOTDIR')) continue; }
+    if (isDir) continue;
+    const files = await index.dropRoot(root);
+    log?.(`dropped ${files} index entries of ${rec.name} (${root}): the folder is gone`);
+    n++;
+  }
+  return n;
+}
+
+const candidatePaths = (r: PlanRoot) => [...r.owned].filter(([, o]) => !o.config).map(([k]) => k);
+
+/** Scans the reference, then every server; fills the entries of each plan root. */
+async function scanAll(p: Prepared, opts: CommonOptions, report: Report): Promise<void> {
+  const { farm } = p;
+  const inodes: InodeCache = new Map();
+  const complete = opts.packages === 'all';
+  const roots: Array<[Root, PlanRoot, 'reference' | 'server']> = [
+    [farm.ref, p.refPlan, 'reference'],
+    ...farm.servers.map((s, i) => [s, p.serverPlans[i], 'server'] as [Root, PlanRoot, 'server']),
+  ];
+  for (const [root, pr, role] of roots) {
+    const started = Date.now();
+    const stats: ScanStats = { filesHashed: 0, bytesHashed: 0, filesStatted: 0 };
+    pr.entries = await scanRoot(root.dir, candidatePaths(pr), farm.index, stats, {
+      concurrency: opts.concurrency, inodes, complete, pkgOf: (k) => pr.owned.get(k)?.pkg,
+    });
+    await farm.index.putRoot(root.dir.path, { name: root.name, lastScanAt: new Date().toISOString(), lastScanMs: Date.now() - started, lastRole: role });
+    const c = role === 'reference' ? report.reference : report.servers[root.name];
+    c.filesHashed = stats.filesHashed;
+    c.bytesHashed = stats.bytesHashed;
+  }
+}
+
+/** Reference candidates by content, from the index, for server files with no twin at their own path. */
+function refByHash(p: Prepared): Map<string, RelPath[]> {
+  const out = new Map<string, RelPath[]>();
+  const refRoot = p.farm.ref.dir.path;
+  for (const sp of p.serverPlans) {
+    for (const e of sp.entries.values()) {
+      if (e.kind !== 'file' || out.has(e.rec.hash)) continue;
+      const holders = p.farm.index.holders(e.rec.hash)
+        .filter((h) => h.root === refRoot && p.refPlan.entries.get(h.path)?.kind === 'file' && linkable(p.refPlan.owned.get(h.path)))
+        .map((h) => h.path);
+      if (holders.length) out.set(e.rec.hash, holders);
+    }
+  }
+  return out;
+}
+
 function applyContext(p: Prepared, immutable: boolean, concurrency?: number): ApplyContext {
   const roots = new Map<string, RootDir>();
   const serverRoots = new Map<string, string>();
@@ -198,12 +256,12 @@ function applyContext(p: Prepared, immutable: boolean, concurrency?: number): Ap
   return { index: p.farm.index, roots, serverRoots, refRoot: p.farm.ref.dir.path, immutable, concurrency, problems: [] };
 }
 
-function newReport(p: Prepared, command: Report['command'], dryRun: boolean, immutable: boolean, refStats: ScanStats): Report {
+function newReport(p: Prepared, command: Report['command'], dryRun: boolean, immutable: boolean): Report {
   const servers: Report['servers'] = {};
   for (const s of p.farm.servers) servers[s.name] = { ...emptyCounters(), root: s.dir.path, notes: p.notes.get(s.name) ?? [] };
   return {
     command, dryRun, immutable,
-    reference: { name: p.farm.ref.name, root: p.farm.ref.dir.path, filesHashed: refStats.filesHashed, bytesHashed: refStats.bytesHashed },
+    reference: { name: p.farm.ref.name, root: p.farm.ref.dir.path, filesHashed: 0, bytesHashed: 0 },
     packages: p.packages, servers, totals: emptyCounters(), errors: [], durationMs: 0,
   };
 }
@@ -226,19 +284,9 @@ export async function unify(opts: UnifyOptions): Promise<Report> {
   const immutable = opts.immutable ?? true;
   const p = await prepare(opts, immutable && !dryRun);
   try {
-    const { farm } = p;
-    const refStats: ScanStats = { filesHashed: 0, bytesHashed: 0, filesStatted: 0 };
-    const refPaths = [...p.refPlan.owned].filter(([, o]) => !o.config).map(([k]) => k);
-    p.refPlan.entries = await scanRoot(farm.ref.dir, refPaths, farm.index, refStats, { concurrency: opts.concurrency });
-    const report = newReport(p, dryRun ? 'plan' : 'unify', dryRun, immutable, refStats);
-    for (const sp of p.serverPlans) {
-      const stats: ScanStats = { filesHashed: 0, bytesHashed: 0, filesStatted: 0 };
-      const paths = refPaths.filter((k) => linkable(sp.owned.get(k)) && sp.owned.get(k)!.pkg === p.refPlan.owned.get(k)!.pkg);
-      sp.entries = await scanRoot(farm.servers.find((s) => s.name === sp.name)!.dir, paths, farm.index, stats, { concurrency: opts.concurrency });
-      report.servers[sp.name].filesHashed = stats.filesHashed;
-      report.servers[sp.name].bytesHashed = stats.bytesHashed;
-    }
-    const decisions = plan({ reference: p.refPlan, servers: p.serverPlans });
+    const report = newReport(p, dryRun ? 'plan' : 'unify', dryRun, immutable);
+    await scanAll(p, opts, report);
+    const decisions = plan({ reference: p.refPlan, servers: p.serverPlans, refByHash: refByHash(p) });
     const ctx = applyContext(p, immutable, opts.concurrency);
     const outcomes = dryRun ? null : await applyLinks(decisions, ctx);
     const files: FileLine[] = [];
@@ -253,6 +301,7 @@ export async function unify(opts: UnifyOptions): Promise<Report> {
         c.unified++;
         c.bytesSaved += o && o.kind === 'unified' ? o.bytesSaved : d.srv.nlink === 1 ? d.srv.size : 0;
         action = dryRun ? 'would-link' : 'linked';
+        if (d.refPath !== d.path) detail = `to ${pathForReport(d.refPath)}`;
       } else {
         const s = d.kind === 'skip' ? d : (o as Extract<typeof o, { kind: 'skip' }>)!;
         c.skipped[s.reason]++;
@@ -264,6 +313,19 @@ export async function unify(opts: UnifyOptions): Promise<Report> {
     }
     if (opts.verbose) report.files = files;
     return finish(report, started, ctx, rootNames(p));
+  } finally {
+    await closeFarm(p.farm);
+  }
+}
+
+/** Refreshes the index for the packages' files of every root; links nothing. */
+export async function scan(opts: CommonOptions): Promise<Report> {
+  const started = Date.now();
+  const p = await prepare(opts, false);
+  try {
+    const report = newReport(p, 'scan', true, false);
+    await scanAll(p, opts, report);
+    return finish(report, started, applyContext(p, false), rootNames(p));
   } finally {
     await closeFarm(p.farm);
   }
@@ -284,23 +346,24 @@ export async function undo(opts: CommonOptions): Promise<Report> {
   const p = await prepare(opts, false);
   try {
     const { farm } = p;
-    const report = newReport(p, 'undo', false, false, { filesHashed: 0, bytesHashed: 0, filesStatted: 0 });
+    const report = newReport(p, 'undo', false, false);
     const items: UndoItem[] = [];
-    const refPaths = [...p.refPlan.owned].filter(([, o]) => !o.config).map(([k]) => k);
-    const refStat = new Map<RelPath, fs.BigIntStats | null>();
-    for (const k of refPaths) refStat.set(k, await farm.ref.dir.lstat(k).catch(() => null));
+    // Reference inodes of the packages' files: a server file that shares one is a link,
+    // whether or not the index remembers making it.
+    const refInodes = new Set<string>();
+    for (const k of candidatePaths(p.refPlan)) {
+      const st = await farm.ref.dir.lstat(k).catch(() => null);
+      if (st?.isFile()) refInodes.add(`${st.dev}:${st.ino}`);
+    }
     for (const s of farm.servers) {
       const sp = p.serverPlans.find((x) => x.name === s.name)!;
-      for (const k of refPaths) {
-        const own = sp.owned.get(k);
-        if (!linkable(own)) continue;
+      for (const k of candidatePaths(sp)) {
         const st = await s.dir.lstat(k).catch(() => null);
         if (!st || !st.isFile()) continue;
-        const r = refStat.get(k);
         const rec = farm.index.getLink(s.dir.path, k);
-        const sharesRef = r && r.dev === st.dev && r.ino === st.ino;
+        const sharesRef = refInodes.has(`${st.dev}:${st.ino}`);
         const linkedByUs = rec && rec.ino === String(st.ino) && rec.dev === String(st.dev) && st.nlink > 1n;
-        if (sharesRef || linkedByUs) items.push({ server: s.name, path: k, pkg: own!.pkg, dev: String(st.dev), ino: String(st.ino) });
+        if (sharesRef || linkedByUs) items.push({ server: s.name, path: k, pkg: sp.owned.get(k)!.pkg, dev: String(st.dev), ino: String(st.ino) });
       }
     }
     const ctx = applyContext(p, false, opts.concurrency);

@@ -7,8 +7,8 @@ import type { FileRecord } from './store/index-db.js';
 
 export const SKIP_REASONS = [
   'config', // a %config file or dpkg conffile: private by design
-  'packageMissing', // the package is not installed in the server
-  'notInPackage', // the server's package does not list this file
+  'packageMissing', // the server lacks the reference's package (counted per reference file)
+  'notInReference', // no file of the reference's packages has this content and metadata
   'missing', // no such file (in the server or the reference)
   'notRegular', // a symlink, folder, device...
   'symlinkInPath', // a folder on the way is a symlink: never followed
@@ -37,12 +37,17 @@ export interface PlanRoot {
 export interface PlanInput {
   reference: PlanRoot;
   servers: PlanRoot[];
+  /**
+   * Reference paths by content hash (from the index's content table), for files whose
+   * twin in the reference lives at another path: renamed, moved, or in another package.
+   */
+  refByHash?: Map<string, RelPath[]>;
 }
 
 interface Base { server: string; path: RelPath; pkg: string }
 export type Decision =
-  | (Base & { kind: 'link'; ref: FileRecord; srv: FileRecord })
-  | (Base & { kind: 'already'; ref: FileRecord; srv: FileRecord })
+  | (Base & { kind: 'link'; refPath: RelPath; ref: FileRecord; srv: FileRecord })
+  | (Base & { kind: 'already'; refPath: RelPath; ref: FileRecord; srv: FileRecord })
   | (Base & { kind: 'skip'; reason: SkipReason; detail?: string; size?: number });
 
 /** Names of the metadata fields in which two files differ. */
@@ -56,42 +61,67 @@ export function metadataDiff(a: FileRecord, b: FileRecord): string[] {
   return out;
 }
 
-function skipOfEntry(e: ScanEntry | undefined): { reason: SkipReason; detail?: string } | null {
-  if (!e) return { reason: 'missing' };
-  if (e.kind === 'file') return null;
-  return { reason: e.kind, detail: e.detail };
-}
+const fileOf = (e: ScanEntry | undefined): FileRecord | null => (e?.kind === 'file' ? e.rec : null);
 
-/** Decides, for every whitelisted path of the reference and every server, what to do. */
+/**
+ * Decides, for every candidate file of every server, what to do: link it to the reference's
+ * copy at the same path, or else to a reference file elsewhere with the same content and
+ * metadata; or say why not.
+ */
 export function plan(input: PlanInput): Decision[] {
   const { reference: ref, servers } = input;
   const out: Decision[] = [];
-  const paths = [...ref.owned.keys()].sort();
+  const refPaths = [...ref.owned.keys()].sort();
+  const refCandidate = (p: RelPath) => {
+    const o = ref.owned.get(p);
+    return o !== undefined && !o.config ? fileOf(ref.entries.get(p)) : null;
+  };
   for (const server of servers) {
-    for (const path of paths) {
-      const own = ref.owned.get(path)!;
+    // Files of reference packages the server does not have at all.
+    for (const p of refPaths) {
+      const own = ref.owned.get(p)!;
+      if (!own.config && !server.installed.has(own.pkg)) {
+        out.push({ server: server.name, path: p, pkg: own.pkg, kind: 'skip', reason: 'packageMissing' });
+      }
+    }
+    for (const path of [...server.owned.keys()].sort()) {
+      const own = server.owned.get(path)!;
       const base = { server: server.name, path, pkg: own.pkg };
       const skip = (reason: SkipReason, detail?: string, size?: number) =>
         out.push({ ...base, kind: 'skip', reason, detail, size });
-      if (own.config) { skip('config'); continue; }
-      if (!server.installed.has(own.pkg)) { skip('packageMissing'); continue; }
-      const srvOwn = server.owned.get(path);
-      if (!srvOwn || srvOwn.pkg !== own.pkg) { skip('notInPackage'); continue; }
-      if (srvOwn.config) { skip('config'); continue; }
-      const refSkip = skipOfEntry(ref.entries.get(path));
-      if (refSkip) { skip(refSkip.reason, `reference: ${refSkip.detail ?? refSkip.reason}`); continue; }
-      const srvEntry = server.entries.get(path);
-      const srvSkip = skipOfEntry(srvEntry);
-      if (srvSkip) { skip(srvSkip.reason, srvSkip.detail); continue; }
-      const r = (ref.entries.get(path) as { rec: FileRecord }).rec;
-      const s = (srvEntry as { rec: FileRecord }).rec;
-      if (r.dev !== s.dev) { skip('otherFilesystem'); continue; }
-      if (r.ino === s.ino) { out.push({ ...base, kind: 'already', ref: r, srv: s }); continue; }
-      if (s.size === 0 && r.size === 0) { skip('empty'); continue; }
-      if (r.size !== s.size || r.hash !== s.hash) { skip('contentDiffers', undefined, s.size); continue; }
-      const diff = metadataDiff(r, s);
-      if (diff.length) { skip('metadataDiffers', diff.join(','), s.size); continue; }
-      out.push({ ...base, kind: 'link', ref: r, srv: s });
+      if (own.config || ref.owned.get(path)?.config) { skip('config'); continue; }
+      const entry = server.entries.get(path);
+      if (!entry || entry.kind !== 'file') { skip(entry?.kind ?? 'missing', entry && 'detail' in entry ? entry.detail : undefined); continue; }
+      const s = entry.rec;
+      if (s.size === 0) { skip('empty'); continue; }
+      // The same path first; then the reference's other files with this content.
+      const same = refCandidate(path);
+      const others = (input.refByHash?.get(s.hash) ?? []).filter((p) => p !== path).sort();
+      const tries = same ? [path, ...others] : others;
+      // Already sharing an inode with any of them wins over a new link.
+      const shared = tries.find((p) => { const r = refCandidate(p); return r && r.dev === s.dev && r.ino === s.ino; });
+      if (shared !== undefined) { out.push({ ...base, kind: 'already', refPath: shared, ref: refCandidate(shared)!, srv: s }); continue; }
+      let why: { reason: SkipReason; detail?: string } | null = null;
+      let done = false;
+      for (const refPath of tries) {
+        const r = refCandidate(refPath);
+        if (!r) continue;
+        if (r.dev !== s.dev) { why ??= { reason: 'otherFilesystem' }; continue; }
+        if (r.size !== s.size || r.hash !== s.hash) { why ??= { reason: 'contentDiffers' }; continue; }
+        const diff = metadataDiff(r, s);
+        if (diff.length) { why ??= { reason: 'metadataDiffers', detail: diff.join(',') }; continue; }
+        out.push({ ...base, kind: 'link', refPath, ref: r, srv: s });
+        done = true;
+        break;
+      }
+      if (done) continue;
+      if (why) { skip(why.reason, why.detail, s.size); continue; }
+      const refEntry = ref.entries.get(path);
+      if (ref.owned.has(path) && refEntry && refEntry.kind !== 'file') {
+        skip(refEntry.kind, `reference: ${refEntry.detail ?? refEntry.kind}`, s.size);
+      } else {
+        skip(ref.owned.has(path) ? 'missing' : 'notInReference', ref.owned.has(path) ? 'reference: missing' : undefined, s.size);
+      }
     }
   }
   return out;

@@ -15,7 +15,7 @@ export interface Counters {
 export interface FileLine { server: string; path: string; action: string; detail?: string }
 
 export interface Report {
-  command: 'unify' | 'plan' | 'undo';
+  command: 'unify' | 'plan' | 'undo' | 'scan';
   dryRun: boolean;
   immutable: boolean;
   reference: { name: string; root: string; filesHashed: number; bytesHashed: number };
@@ -64,14 +64,19 @@ export function formatText(r: Report): string {
   const verb = r.command === 'undo' ? 'restored' : r.dryRun ? 'would unify' : 'unified';
   const head = r.command === 'undo'
     ? ['server', 'restored', 'errors']
-    : ['server', verb, 'already', 'skipped', 'saved', 'hashed'];
+    : r.command === 'scan'
+      ? ['server', 'files read', 'bytes read']
+      : ['server', verb, 'already', 'skipped', 'saved', 'hashed'];
   const rows: string[][] = [];
   const row = (name: string, c: Counters) => {
     const skipped = SKIP_REASONS.reduce((a, k) => a + c.skipped[k], 0);
     rows.push(r.command === 'undo'
       ? [name, String(c.restored), String(c.skipped.error)]
-      : [name, String(c.unified), String(c.alreadyUnified), String(skipped), humanBytes(c.bytesSaved), humanBytes(c.bytesHashed)]);
+      : r.command === 'scan'
+        ? [name, String(c.filesHashed), humanBytes(c.bytesHashed)]
+        : [name, String(c.unified), String(c.alreadyUnified), String(skipped), humanBytes(c.bytesSaved), humanBytes(c.bytesHashed)]);
   };
+  if (r.command === 'scan') row(`${r.reference.name} (reference)`, { ...emptyCounters(), ...r.reference });
   for (const [name, c] of Object.entries(r.servers)) row(name, c);
   row('total', r.totals);
   const widths = head.map((h, i) => Math.max(h.length, ...rows.map((x) => x[i].length)));
@@ -79,7 +84,7 @@ export function formatText(r: Report): string {
   lines.push(`vunify ${r.command}${r.dryRun ? ' (dry run: nothing changed)' : ''}: reference ${r.reference.name}, ${r.packages.length} package(s)`);
   lines.push(fmt(head));
   for (const x of rows) lines.push(fmt(x));
-  if (r.command !== 'undo') {
+  if (r.command !== 'undo' && r.command !== 'scan') {
     const reasons = SKIP_REASONS.filter((k) => r.totals.skipped[k] > 0).map((k) => `${k} ${r.totals.skipped[k]}`);
     if (reasons.length) lines.push(`skipped: ${reasons.join(', ')}`);
   }

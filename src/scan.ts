@@ -28,23 +28,44 @@ export function xattrDigest(x: Xattrs): string {
   return h.digest('hex');
 }
 
-/** True when two stat results describe the same unchanged file. */
+/**
+ * True when a stat result still describes a recorded file. Any change of content, mode,
+ * owner, xattrs or link count moves ctime, and ctime cannot be set from user space.
+ */
 export function sameSignature(a: fs.BigIntStats, rec: FileRecord): boolean {
   return (
     String(a.dev) === rec.dev && String(a.ino) === rec.ino && Number(a.size) === rec.size &&
-    String(a.mtimeNs) === rec.mtimeNs && String(a.ctimeNs) === rec.ctimeNs && Number(a.nlink) === rec.nlink
+    String(a.mtimeNs) === rec.mtimeNs && String(a.ctimeNs) === rec.ctimeNs
   );
 }
 
-export function recordOf(st: fs.BigIntStats, hash: string, xattrs: string): FileRecord {
-  return {
+export function recordOf(st: fs.BigIntStats, hash: string, xattrs: string, pkg?: string): FileRecord {
+  const rec: FileRecord = {
     dev: String(st.dev), ino: String(st.ino), size: Number(st.size), mode: Number(st.mode),
     uid: Number(st.uid), gid: Number(st.gid), mtimeNs: String(st.mtimeNs), ctimeNs: String(st.ctimeNs),
     nlink: Number(st.nlink), hash, xattrs,
   };
+  if (pkg !== undefined) rec.pkg = pkg;
+  return rec;
 }
 
-export interface ScanOptions { concurrency?: number; batch?: number }
+const inodeKey = (st: fs.BigIntStats) => `${st.dev}:${st.ino}:${st.size}:${st.mtimeNs}:${st.ctimeNs}`;
+
+/**
+ * Records seen in this run by inode and signature: a hard link of a file already read in
+ * this run (the reference's copy, when a server shares it) is not read again.
+ */
+export type InodeCache = Map<string, FileRecord>;
+
+export interface ScanOptions {
+  concurrency?: number;
+  batch?: number;
+  /** The package of each path, kept in the record. */
+  pkgOf?: (rel: RelPath) => string | undefined;
+  inodes?: InodeCache;
+  /** Drop the root's records of every path not scanned now (a scan of all its packages). */
+  complete?: boolean;
+}
 
 /** Scans paths of one root into the index; returns an entry for every path. */
 export async function scanRoot(
@@ -67,7 +88,7 @@ export async function scanRoot(
   await Promise.all(
     sorted.map((rel) =>
       limit(async () => {
-        const entry = await scanOne(root, rel, index, stats);
+        const entry = await scanOne(root, rel, index, stats, opts.inodes ?? new Map(), opts.pkgOf?.(rel));
         out.set(rel, entry);
         const old = index.getFile(root.path, rel);
         if (entry.kind === 'file') {
@@ -80,10 +101,17 @@ export async function scanRoot(
     ),
   );
   await flush();
+  if (opts.complete) {
+    const gone: Array<[string, RelPath, null]> = [];
+    for (const f of index.filesOf(root.path)) if (!out.has(f.path)) gone.push([root.path, f.path, null]);
+    await index.putFiles(gone);
+  }
   return out;
 }
 
-async function scanOne(root: RootDir, rel: RelPath, index: Index, stats: ScanStats): Promise<ScanEntry> {
+async function scanOne(
+  root: RootDir, rel: RelPath, index: Index, stats: ScanStats, inodes: InodeCache, pkg: string | undefined,
+): Promise<ScanEntry> {
   let st: fs.BigIntStats | null;
   try {
     st = await root.lstat(rel);
@@ -96,7 +124,13 @@ async function scanOne(root: RootDir, rel: RelPath, index: Index, stats: ScanSta
   if (!st) return { kind: 'missing' };
   if (!st.isFile()) return { kind: 'notRegular' };
   const old = index.getFile(root.path, rel);
-  if (old && sameSignature(st, old)) return { kind: 'file', rec: old };
+  if (old && sameSignature(st, old)) {
+    const rec = old.pkg === pkg && old.nlink === Number(st.nlink) ? old : { ...old, pkg, nlink: Number(st.nlink) };
+    inodes.set(inodeKey(st), rec);
+    return { kind: 'file', rec };
+  }
+  const twin = inodes.get(inodeKey(st));
+  if (twin) return { kind: 'file', rec: recordOf(st, twin.hash, twin.xattrs, pkg) };
   try {
     const f = await root.openFile(rel);
     try {
@@ -109,7 +143,9 @@ async function scanOne(root: RootDir, rel: RelPath, index: Index, stats: ScanSta
       if (!after || !sameSignatureStats(after, f.stat) || bytes !== Number(f.stat.size)) {
         return { kind: 'error', detail: 'changed while hashed' };
       }
-      return { kind: 'file', rec: recordOf(f.stat, hash, xattrs) };
+      const rec = recordOf(f.stat, hash, xattrs, pkg);
+      inodes.set(inodeKey(f.stat), rec);
+      return { kind: 'file', rec };
     } finally {
       await f.close();
     }

@@ -33,7 +33,7 @@ describe('plan', () => {
       same: file(rec({ ino: '900' })), conf: file(rec()), content: file(rec({ hash: 'h2' })),
       mode: file(rec({ mode: 0o100755 })), mtime: file(rec({ mtimeNs: '1' })), xattr: file(rec({ xattrs: 'x' })),
       shared: file({ ...shared }), empty: file(rec({ size: 0, hash: 'e' })), dev: file(rec({ dev: '2' })),
-      sym: file(rec()), refmissing: file(rec()), other: file(rec()),
+      sym: file(rec()), refmissing: file(rec()), unlisted: file(rec()),
     }, Object.fromEntries(['same', 'conf', 'content', 'mode', 'mtime', 'xattr', 'shared', 'empty', 'dev', 'gone', 'sym', 'refmissing'].map((k) => [k, {}])));
     const got = Object.fromEntries(plan({ reference: r, servers: [s] }).map((d) => [d.path, d.kind === 'skip' ? `${d.reason}${d.detail ? `(${d.detail})` : ''}` : d.kind]));
     expect(got).toEqual({
@@ -49,7 +49,6 @@ describe('plan', () => {
       gone: 'missing',
       sym: 'notRegular(reference: notRegular)',
       refmissing: 'missing(reference: missing)',
-      other: 'notInPackage',
     });
   });
 
@@ -58,12 +57,43 @@ describe('plan', () => {
     const r = root('ref', { a: file(a), b: file(rec()) }, { a: { pkg: 'p' }, b: { pkg: 'q' } }, ['p', 'q']);
     const s = root('s', { a: file(rec()), b: file(rec()) }, { a: { pkg: 'p', config: true } }, ['p']);
     const got = plan({ reference: r, servers: [s] }).map((d) => [d.path, d.kind === 'skip' ? d.reason : d.kind]);
-    expect(got).toEqual([['a', 'config'], ['b', 'packageMissing']]);
+    expect(got).toEqual([['b', 'packageMissing'], ['a', 'config']]);
   });
 
-  it('never links a file of one package to the same path of another package', () => {
-    const r = root('ref', { a: file(rec()) }, { a: { pkg: 'p' } }, ['p', 'q']);
-    const s = root('s', { a: file(rec()) }, { a: { pkg: 'q' } }, ['p', 'q']);
-    expect(plan({ reference: r, servers: [s] }).map((d) => (d.kind === 'skip' ? d.reason : d.kind))).toEqual(['notInPackage']);
+  it('links a file to a reference file at another path with the same content and metadata', () => {
+    const target = rec({ hash: 'hx' });
+    const r = root('ref', { 'lib/new.so': file(target), 'lib/moved': file(rec({ hash: 'hy' })) }, { 'lib/new.so': {}, 'lib/moved': {} });
+    const s = root('s', {
+      'lib/old.so': file(rec({ hash: 'hx' })), // renamed in the server's version
+      'lib/moved': file(rec({ hash: 'hx' })), // same path differs, another path matches
+      'lib/odd': file(rec({ hash: 'hx', mode: 0o100600 })), // content matches, metadata not
+      'lib/unique': file(rec({ hash: 'hz' })),
+    }, { 'lib/old.so': {}, 'lib/moved': {}, 'lib/odd': {}, 'lib/unique': {} });
+    const refByHash = new Map([['hx', ['lib/new.so']], ['hy', ['lib/moved']]]);
+    const got = Object.fromEntries(plan({ reference: r, servers: [s], refByHash }).map((d) =>
+      [d.path, d.kind === 'skip' ? d.reason : `${d.kind}:${d.refPath}`]));
+    expect(got).toEqual({
+      'lib/old.so': 'link:lib/new.so',
+      'lib/moved': 'link:lib/new.so',
+      'lib/odd': 'metadataDiffers',
+      'lib/unique': 'notInReference',
+    });
+  });
+
+  it('prefers the reference file at the same path, and sees links made through another path', () => {
+    const a = rec({ hash: 'ha' });
+    const b = rec({ hash: 'ha' });
+    const r = root('ref', { a: file(a), b: file(b) }, { a: {}, b: {} });
+    const s = root('s', { a: file(rec({ hash: 'ha' })), c: file({ ...b }) }, { a: {}, c: {} });
+    const refByHash = new Map([['ha', ['a', 'b']]]);
+    const got = plan({ reference: r, servers: [s], refByHash }).map((d) => [d.path, d.kind, d.kind === 'skip' ? '' : d.refPath]);
+    expect(got).toEqual([['a', 'link', 'a'], ['c', 'already', 'b']]);
+  });
+
+  it('never uses a reference config file as the shared copy', () => {
+    const r = root('ref', { conf: file(rec({ hash: 'hc' })) }, { conf: { config: true } });
+    const s = root('s', { other: file(rec({ hash: 'hc' })) }, { other: {} });
+    const got = plan({ reference: r, servers: [s], refByHash: new Map([['hc', ['conf']]]) });
+    expect(got.map((d) => (d.kind === 'skip' ? d.reason : d.kind))).toEqual(['notInReference']);
   });
 });

@@ -5,6 +5,7 @@
 //   content   [hash, root, path] -> null          who holds a content (prefix scans)
 //   links     [serverRoot, path] -> LinkRecord    links vunify made, with what it replaced
 //   inodes    'dev:ino' -> InodeRecord            inodes vunify made immutable
+//   roots     root -> RootRecord                  every root seen: name, last scan
 //
 // Paths are binary strings (one char per byte). Times are nanosecond decimal strings,
 // dev and ino decimal strings: all exact.
@@ -30,6 +31,8 @@ export interface FileRecord {
   hash: string;
   /** BLAKE3 hex of the sorted extended attributes, '' when there are none. */
   xattrs: string;
+  /** The package that lists the file, when known. */
+  pkg?: string;
 }
 
 /** What a server file was before vunify replaced it with a link: enough for an exact undo. */
@@ -44,6 +47,8 @@ export interface LinkRecord {
   atimeNs: string;
   mtimeNs: string;
   xattrs: Record<string, string>; // name -> base64
+  size: number;
+  pkg?: string;
   linkedAt: string;
 }
 
@@ -51,6 +56,14 @@ export interface InodeRecord {
   root: string;
   path: RelPath;
   setAt: string;
+}
+
+export interface RootRecord {
+  name: string;
+  /** When the last scan of this root ended, and how long it took. */
+  lastScanAt?: string;
+  lastScanMs?: number;
+  lastRole?: 'reference' | 'server';
 }
 
 export class Index {
@@ -61,22 +74,40 @@ export class Index {
     private readonly content: Database<null, [string, string, string]>,
     private readonly links: Database<LinkRecord, [string, string]>,
     private readonly inodes: Database<InodeRecord, string>,
+    private readonly roots: Database<RootRecord, string>,
   ) {}
 
-  static open(dbPath: string): Index {
+  /**
+   * Opens (or creates) the index. With rebuild, an index that cannot be opened is moved
+   * aside to PATH.broken-TIME and a new one is made: it only costs a rescan.
+   */
+  static open(dbPath: string, opts: { rebuild?: boolean } = {}): Index {
+    try {
+      return Index.openOnce(dbPath);
+    } catch (err) {
+      if (!opts.rebuild || !(err instanceof VunifyError)) throw err;
+      const aside = `${dbPath}.broken-${new Date().toISOString().replace(/[:.]/g, '-')}`;
+      for (const suffix of ['', '-lock']) {
+        if (fs.existsSync(dbPath + suffix)) fs.renameSync(dbPath + suffix, aside + suffix);
+      }
+      return Index.openOnce(dbPath);
+    }
+  }
+
+  private static openOnce(dbPath: string): Index {
     let env: RootDatabase;
     try {
       fs.mkdirSync(path.dirname(dbPath), { recursive: true, mode: 0o700 });
       env = open({ path: dbPath, compression: false, mapSize: 2 ** 34 });
     } catch (err) {
-      throw new VunifyError('INDEX', `cannot open the index: ${(err as Error).message}`, dbPath, { cause: err });
+      throw new VunifyError('INDEX', `cannot open the index (${(err as Error).message}); run with --rebuild-index to start a new one`, dbPath, { cause: err });
     }
     try {
       const meta = env.openDB<number, string>({ name: 'meta' });
       const schema = meta.get('schema');
       if (schema === undefined) meta.putSync('schema', SCHEMA_VERSION);
       else if (schema !== SCHEMA_VERSION) {
-        throw new VunifyError('INDEX', `index schema ${schema} is not the supported ${SCHEMA_VERSION}; move it away to rebuild it`, dbPath);
+        throw new VunifyError('INDEX', `index schema ${schema} is not the supported ${SCHEMA_VERSION}; run with --rebuild-index to start a new index`, dbPath);
       }
       return new Index(
         dbPath,
@@ -85,11 +116,12 @@ export class Index {
         env.openDB({ name: 'content' }),
         env.openDB({ name: 'links' }),
         env.openDB({ name: 'inodes' }),
+        env.openDB({ name: 'roots' }),
       );
     } catch (err) {
       void env.close();
       if (err instanceof VunifyError) throw err;
-      throw new VunifyError('INDEX', `the index is unreadable: ${(err as Error).message}`, dbPath, { cause: err });
+      throw new VunifyError('INDEX', `the index is unreadable (${(err as Error).message}); run with --rebuild-index to start a new one`, dbPath, { cause: err });
     }
   }
 
@@ -150,6 +182,58 @@ export class Index {
 
   removeInode(dev: string, ino: string): Promise<boolean> {
     return this.inodes.remove(`${dev}:${ino}`);
+  }
+
+  /** Every file record of one root. */
+  *filesOf(root: string): Generator<{ path: RelPath; rec: FileRecord }> {
+    for (const { key, value } of this.files.getRange({ start: [root], end: [root, '\uffff'] })) {
+      yield { path: (key as [string, string])[1], rec: value };
+    }
+  }
+
+  /** Every link record (of one server root, when given). */
+  *allLinks(root?: string): Generator<{ root: string; path: RelPath; rec: LinkRecord }> {
+    const range = root ? { start: [root], end: [root, '\uffff'] } : {};
+    for (const { key, value } of this.links.getRange(range)) {
+      const [r, p] = key as [string, string];
+      yield { root: r, path: p, rec: value };
+    }
+  }
+
+  *allInodes(): Generator<{ dev: string; ino: string; rec: InodeRecord }> {
+    for (const { key, value } of this.inodes.getRange({})) {
+      const [dev, ino] = String(key).split(':');
+      yield { dev, ino, rec: value };
+    }
+  }
+
+  getRoot(root: string): RootRecord | undefined {
+    return this.roots.get(root);
+  }
+
+  putRoot(root: string, rec: RootRecord): Promise<boolean> {
+    return this.roots.put(root, rec);
+  }
+
+  allRoots(): Array<{ root: string; rec: RootRecord }> {
+    return [...this.roots.getRange({})].map(({ key, value }) => ({ root: String(key), rec: value }));
+  }
+
+  /** Drops every record of a root (files, content entries, links, the root itself). */
+  async dropRoot(root: string): Promise<number> {
+    const paths = [...this.filesOf(root)].map((f) => f.path);
+    await this.putFiles(paths.map((p) => [root, p, null]));
+    const links = [...this.allLinks(root)];
+    await this.env.transaction(() => {
+      for (const l of links) this.links.remove([root, l.path]);
+      this.roots.remove(root);
+    });
+    return paths.length;
+  }
+
+  /** Writes a compacted copy of the index to dest (LMDB copy with compaction). */
+  async compactTo(dest: string): Promise<void> {
+    await (this.env as unknown as { backup(p: string, compact: boolean): Promise<void> }).backup(dest, true);
   }
 
   /** Waits until every write so far is durable on disk. */
