@@ -154,17 +154,12 @@ async function linkGroup(
           }
         }
       }
-      // Linking and the attribute changed the inode's ctime and nlink: record the new
+      // Linking and the attribute moved the inode's ctime and nlink: record the new
       // signatures so the next scan does not read these files again.
-      const fresh = async (root: string, rel: RelPath) => {
-        const st = await ctx.roots.get(root)!.lstat(rel).catch(() => null);
-        const pkg = ctx.index.getFile(root, rel)?.pkg;
-        if (st && String(st.ino) === r.ino) updates.push([root, rel, recordOf(st, r.hash, r.xattrs, pkg)]);
-      };
-      for (const d of group) {
-        if (d.kind === 'already' || outcomes.get(d)?.kind === 'unified') await fresh(ctx.serverRoots.get(d.server)!, d.path);
-      }
-      for (const rel of new Set(group.map((d) => (d as typeof first).refPath))) await fresh(ctx.refRoot, rel);
+      const paths: Array<[string, RelPath]> = group
+        .filter((d) => d.kind === 'already' || outcomes.get(d)?.kind === 'unified')
+        .map((d) => [ctx.serverRoots.get(d.server)!, d.path]);
+      await refreshInode(ctx, r, paths, updates);
     } finally {
       await ref.close();
     }
@@ -243,8 +238,36 @@ async function linkOne(
   });
 }
 
+/**
+ * Re-records every indexed path of an inode whose ctime or nlink this run changed (the
+ * given paths, and any holder of its content in the roots open now), keeping the hash.
+ */
+async function refreshInode(
+  ctx: ApplyContext,
+  r: { dev: string; ino: string; hash: string; xattrs: string },
+  extra: Array<[string, RelPath]>,
+  updates: Array<[string, RelPath, FileRecord | null]>,
+): Promise<void> {
+  const seen = new Set<string>();
+  const todo: Array<[string, RelPath]> = [...extra];
+  for (const h of ctx.index.holders(r.hash)) {
+    const rec = ctx.index.getFile(h.root, h.path);
+    if (rec && rec.dev === r.dev && rec.ino === r.ino) todo.push([h.root, h.path]);
+  }
+  for (const [root, rel] of todo) {
+    const key = `${root}\0${rel}`;
+    const dir = ctx.roots.get(root);
+    if (seen.has(key) || !dir) continue;
+    seen.add(key);
+    const st = await dir.lstat(rel).catch(() => null);
+    if (st && String(st.ino) === r.ino && String(st.dev) === r.dev) {
+      updates.push([root, rel, recordOf(st, r.hash, r.xattrs, ctx.index.getFile(root, rel)?.pkg)]);
+    }
+  }
+}
+
 /** A server file to make private again: it shares the reference's inode, or vunify linked it. */
-export interface UndoItem { server: string; path: RelPath; pkg: string; dev: string; ino: string }
+export interface UndoItem { server: string; path: RelPath; pkg: string; dev: string; ino: string; refPath?: RelPath }
 
 /** Puts private copies back, one shared inode at a time. */
 export async function applyUndo(items: UndoItem[], ctx: ApplyContext): Promise<Map<UndoItem, Outcome>> {
@@ -262,9 +285,24 @@ export async function applyUndo(items: UndoItem[], ctx: ApplyContext): Promise<M
     [...groups.values()].map((group) =>
       limit(async () => {
         for (const it of group) {
+          const srvRoot = ctx.serverRoots.get(it.server)!;
+          const old = ctx.index.getFile(srvRoot, it.path);
           const out = await undoOne(it, ctx).catch((err) => skip('error', oneLine(err)));
           outcomes.set(it, out);
-          if (out.kind === 'restored') updates.push([ctx.serverRoots.get(it.server)!, it.path, null]);
+          if (out.kind === 'restored') {
+            // The private copy has the shared content: record it so a rescan need not read it.
+            const st = await ctx.roots.get(srvRoot)!.lstat(it.path).catch(() => null);
+            updates.push([srvRoot, it.path, st && old && old.ino === it.ino ? recordOf(st, old.hash, old.xattrs, old.pkg) : null]);
+          }
+        }
+        // The shared inode lost links (its ctime moved): refresh the records that remain on it.
+        const known = ctx.index.getFile(ctx.serverRoots.get(group[0].server)!, group[0].path);
+        const refPath = group.find((it) => it.refPath !== undefined)?.refPath;
+        const onInode = (f?: FileRecord) => (f && f.dev === group[0].dev && f.ino === group[0].ino ? f : undefined);
+        const base = onInode(known) ?? onInode(refPath !== undefined ? ctx.index.getFile(ctx.refRoot, refPath) : undefined);
+        if (base) {
+          await refreshInode(ctx, { dev: group[0].dev, ino: group[0].ino, hash: base.hash, xattrs: base.xattrs },
+            refPath !== undefined ? [[ctx.refRoot, refPath]] : [], updates);
         }
       }),
     ),

@@ -3,7 +3,9 @@
 // to one line and an exit code. `vunify REF SERVER... -- PKG...` stays the seed syntax.
 import { readFileSync } from 'node:fs';
 import { Command, CommanderError, Option } from 'commander';
-import { DEFAULT_DB, DEFAULT_VSERVERS_DIR, planRun, undo, unify, type CommonOptions } from './engine.js';
+import { DEFAULT_DB, DEFAULT_VSERVERS_DIR, planRun, scan, undo, unify, type CommonOptions } from './engine.js';
+import { gc, type GcReport } from './maintenance.js';
+import { formatIndexReport, indexReport } from './summary.js';
 import { EXIT, VunifyError, oneLine } from './errors.js';
 import { formatText, type Report } from './report.js';
 
@@ -20,14 +22,19 @@ interface Flags {
   dryRun?: boolean;
   immutable?: boolean;
   undo?: boolean;
+  rebuildIndex?: boolean;
+  top?: string;
 }
+
+const dbOption = () => new Option('--db <path>', 'the LMDB index').env('VUNIFY_DB').default(DEFAULT_DB);
 
 function common(cmd: Command): Command {
   return cmd
     .argument('<reference>', 'the reference server: its copy of each file becomes the shared one')
     .argument('<servers...>', 'servers to unify with the reference (names under --vservers-dir, or paths)')
     .addOption(new Option('--vservers-dir <dir>', 'where server names are looked up').env('VUNIFY_VSERVERS_DIR').default(DEFAULT_VSERVERS_DIR))
-    .addOption(new Option('--db <path>', 'the LMDB index').env('VUNIFY_DB').default(DEFAULT_DB))
+    .addOption(dbOption())
+    .option('--rebuild-index', 'if the index cannot be read, move it aside and start a new one')
     .addOption(new Option('--rpm <program>', 'the rpm program used to read package databases').env('VUNIFY_RPM').default('rpm'))
     .option('--all-packages', 'every package installed in the reference, instead of a list after --')
     .option('--json', 'print the report as one JSON document on stdout')
@@ -45,6 +52,7 @@ function runOptions(ref: string, servers: string[], flags: Flags, packages: stri
     db: flags.db,
     rpm: flags.rpm,
     verbose: (flags.verbose ?? 0) > 0,
+    rebuildIndex: flags.rebuildIndex,
   };
 }
 
@@ -87,6 +95,39 @@ export function buildProgram(packages: string[], done: (code: number) => void): 
     .description('give each server a private copy of its shared files again, with their original metadata')
     .action(async (ref: string, servers: string[], flags: Flags) => {
       done(print(await undo(runOptions(ref, servers, flags, packages)), flags));
+    });
+
+  common(program.command('scan'))
+    .description('refresh the index for the packages\' files (reads only what changed); link nothing')
+    .action(async (ref: string, servers: string[], flags: Flags) => {
+      done(print(await scan(runOptions(ref, servers, flags, packages)), flags));
+    });
+
+  program.command('report')
+    .description('savings so far and still possible, per server and package, from the index alone')
+    .addOption(dbOption())
+    .option('--top <n>', 'how many of the largest possible wins to list', '10')
+    .option('--json', 'print the report as one JSON document on stdout')
+    .action(async (flags: Flags) => {
+      const r = await indexReport({ db: flags.db, top: Number(flags.top) });
+      process.stdout.write(flags.json ? JSON.stringify(r, null, 2) + '\n' : formatIndexReport(r));
+      done(EXIT.ok);
+    });
+
+  program.command('gc')
+    .description('drop index entries of vanished files and servers, then compact the index')
+    .addOption(dbOption())
+    .option('--rebuild-index', 'if the index cannot be read, move it aside and start a new one')
+    .option('--json', 'print the result as one JSON document on stdout')
+    .option('-q, --quiet', 'print errors only')
+    .action(async (flags: Flags) => {
+      const r: GcReport = await gc({ db: flags.db, rebuildIndex: flags.rebuildIndex });
+      if (flags.json) process.stdout.write(JSON.stringify(r, null, 2) + '\n');
+      else if (!flags.quiet) {
+        for (const st of r.steps) process.stdout.write(`${st.name.padEnd(24)} ${String(st.dropped).padStart(8)} dropped  ${st.ms} ms\n`);
+        process.stdout.write(`index ${r.index}: ${r.bytesBefore} -> ${r.bytesAfter} bytes\n`);
+      }
+      done(EXIT.ok);
     });
 
   return program;

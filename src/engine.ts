@@ -11,7 +11,7 @@ import { addCounters, emptyCounters, pathForReport, type Counters, type FileLine
 import { scanRoot, type InodeCache, type ScanStats } from './scan.js';
 import { RpmSource } from './sources/rpm.js';
 import type { PackageListing } from './sources/types.js';
-import { Index } from './store/index-db.js';
+import { Index, type FileRecord } from './store/index-db.js';
 
 export const DEFAULT_VSERVERS_DIR = '/vservers';
 export const DEFAULT_DB = '/var/lib/vunify/index';
@@ -195,7 +195,7 @@ async function prepare(opts: CommonOptions, needImmutable: boolean): Promise<Pre
 const linkable = (o: Owned | undefined) => o !== undefined && !o.config;
 
 /** Roots the index knows whose folder is gone (a deleted vserver): their records go. */
-async function dropVanishedRoots(index: Index, log?: (l: string) => void): Promise<number> {
+export async function dropVanishedRoots(index: Index, log?: (l: string) => void): Promise<number> {
   let n = 0;
   for (const { root, rec } of index.allRoots()) {
     let isDir = false;
@@ -214,7 +214,8 @@ const candidatePaths = (r: PlanRoot) => [...r.owned].filter(([, o]) => !o.config
 async function scanAll(p: Prepared, opts: CommonOptions, report: Report): Promise<void> {
   const { farm } = p;
   const inodes: InodeCache = new Map();
-  const complete = opts.packages === 'all';
+  const named = new Set(p.packages);
+  const covers = opts.packages === 'all' ? () => true : (rec: FileRecord) => rec.pkg !== undefined && named.has(rec.pkg);
   const roots: Array<[Root, PlanRoot, 'reference' | 'server']> = [
     [farm.ref, p.refPlan, 'reference'],
     ...farm.servers.map((s, i) => [s, p.serverPlans[i], 'server'] as [Root, PlanRoot, 'server']),
@@ -223,7 +224,7 @@ async function scanAll(p: Prepared, opts: CommonOptions, report: Report): Promis
     const started = Date.now();
     const stats: ScanStats = { filesHashed: 0, bytesHashed: 0, filesStatted: 0 };
     pr.entries = await scanRoot(root.dir, candidatePaths(pr), farm.index, stats, {
-      concurrency: opts.concurrency, inodes, complete, pkgOf: (k) => pr.owned.get(k)?.pkg,
+      concurrency: opts.concurrency, inodes, covers, pkgOf: (k) => pr.owned.get(k)?.pkg,
     });
     await farm.index.putRoot(root.dir.path, { name: root.name, lastScanAt: new Date().toISOString(), lastScanMs: Date.now() - started, lastRole: role });
     const c = role === 'reference' ? report.reference : report.servers[root.name];
@@ -350,10 +351,10 @@ export async function undo(opts: CommonOptions): Promise<Report> {
     const items: UndoItem[] = [];
     // Reference inodes of the packages' files: a server file that shares one is a link,
     // whether or not the index remembers making it.
-    const refInodes = new Set<string>();
+    const refInodes = new Map<string, RelPath>();
     for (const k of candidatePaths(p.refPlan)) {
       const st = await farm.ref.dir.lstat(k).catch(() => null);
-      if (st?.isFile()) refInodes.add(`${st.dev}:${st.ino}`);
+      if (st?.isFile()) refInodes.set(`${st.dev}:${st.ino}`, k);
     }
     for (const s of farm.servers) {
       const sp = p.serverPlans.find((x) => x.name === s.name)!;
@@ -363,7 +364,10 @@ export async function undo(opts: CommonOptions): Promise<Report> {
         const rec = farm.index.getLink(s.dir.path, k);
         const sharesRef = refInodes.has(`${st.dev}:${st.ino}`);
         const linkedByUs = rec && rec.ino === String(st.ino) && rec.dev === String(st.dev) && st.nlink > 1n;
-        if (sharesRef || linkedByUs) items.push({ server: s.name, path: k, pkg: sp.owned.get(k)!.pkg, dev: String(st.dev), ino: String(st.ino) });
+        if (sharesRef || linkedByUs) {
+          const refPath = refInodes.get(`${st.dev}:${st.ino}`);
+          items.push({ server: s.name, path: k, pkg: sp.owned.get(k)!.pkg, dev: String(st.dev), ino: String(st.ino), refPath });
+        }
       }
     }
     const ctx = applyContext(p, false, opts.concurrency);

@@ -63,8 +63,11 @@ export interface ScanOptions {
   /** The package of each path, kept in the record. */
   pkgOf?: (rel: RelPath) => string | undefined;
   inodes?: InodeCache;
-  /** Drop the root's records of every path not scanned now (a scan of all its packages). */
-  complete?: boolean;
+  /**
+   * Records of this root that this scan covers (all, or those of the named packages): the
+   * ones whose path was not scanned now (a removed package or file) are dropped.
+   */
+  covers?: (rec: FileRecord) => boolean;
 }
 
 /** Scans paths of one root into the index; returns an entry for every path. */
@@ -101,9 +104,9 @@ export async function scanRoot(
     ),
   );
   await flush();
-  if (opts.complete) {
+  if (opts.covers) {
     const gone: Array<[string, RelPath, null]> = [];
-    for (const f of index.filesOf(root.path)) if (!out.has(f.path)) gone.push([root.path, f.path, null]);
+    for (const f of index.filesOf(root.path)) if (!out.has(f.path) && opts.covers(f.rec)) gone.push([root.path, f.path, null]);
     await index.putFiles(gone);
   }
   return out;

@@ -164,6 +164,10 @@ export class Index {
     return this.links.put([serverRoot, rel], rec);
   }
 
+  removeFile(root: string, rel: RelPath): Promise<void> {
+    return this.putFiles([[root, rel, null]]);
+  }
+
   removeLink(serverRoot: string, rel: RelPath): Promise<boolean> {
     return this.links.remove([serverRoot, rel]);
   }
@@ -233,7 +237,7 @@ export class Index {
 
   /** Writes a compacted copy of the index to dest (LMDB copy with compaction). */
   async compactTo(dest: string): Promise<void> {
-    await (this.env as unknown as { backup(p: string, compact: boolean): Promise<void> }).backup(dest, true);
+    await this.env.backup(dest, true);
   }
 
   /** Waits until every write so far is durable on disk. */
