@@ -66,6 +66,39 @@ export interface RootRecord {
   lastRole?: 'reference' | 'server';
 }
 
+const LMDB_MAGIC = 0xbeefc0de;
+
+/**
+ * LMDB trusts its file: a damaged one can crash the process instead of failing. Check the
+ * magic number of the first meta page before opening, so damage is an error message.
+ */
+function checkLmdbFile(dbPath: string): void {
+  let data: string;
+  try {
+    data = fs.statSync(dbPath).isDirectory() ? path.join(dbPath, 'data.mdb') : dbPath;
+  } catch {
+    return; // a new index
+  }
+  let fd: number;
+  try {
+    fd = fs.openSync(data, 'r');
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return;
+    throw new VunifyError('INDEX', `cannot read the index (${(err as Error).message}); run with --rebuild-index to start a new one`, dbPath);
+  }
+  try {
+    const head = Buffer.alloc(32);
+    const n = fs.readSync(fd, head, 0, 32, 0);
+    if (n === 0) return;
+    // The meta page header is 16 bytes in LMDB 0.9 and 24 in the 1.0 format lmdb-js writes.
+    if (n < 32 || (head.readUInt32LE(16) !== LMDB_MAGIC && head.readUInt32LE(24) !== LMDB_MAGIC)) {
+      throw new VunifyError('INDEX', 'the index is damaged (not an LMDB file); run with --rebuild-index to start a new one', dbPath);
+    }
+  } finally {
+    fs.closeSync(fd);
+  }
+}
+
 export class Index {
   private constructor(
     readonly path: string,
@@ -96,6 +129,7 @@ export class Index {
 
   private static openOnce(dbPath: string): Index {
     let env: RootDatabase;
+    checkLmdbFile(dbPath);
     try {
       fs.mkdirSync(path.dirname(dbPath), { recursive: true, mode: 0o700 });
       env = open({ path: dbPath, compression: false, mapSize: 2 ** 34 });

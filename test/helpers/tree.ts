@@ -48,8 +48,8 @@ export function snapshot(dir: string): Map<string, FileSnap> {
         type: st.isFile() ? 'file' : st.isDirectory() ? 'dir' : st.isSymbolicLink() ? 'symlink' : 'other',
         ino: st.ino, nlink: st.nlink, mode: Number(st.mode), uid: Number(st.uid), gid: Number(st.gid),
         mtimeNs: st.mtimeNs, ctimeNs: st.ctimeNs, size: st.size,
-        // Reading a folder (this walk too) may move its atime; files are read with O_NOATIME.
-        atimeNs: st.isDirectory() ? 0n : st.atimeNs,
+        // readdir and readlink (this walk's too) may move atime; files are read with O_NOATIME.
+        atimeNs: st.isFile() ? st.atimeNs : 0n,
       };
       if (st.isFile()) {
         const fd = fs.openSync(p, fs.constants.O_RDONLY | fs.constants.O_NOATIME);
