@@ -24,7 +24,14 @@ interface Flags {
   undo?: boolean;
   rebuildIndex?: boolean;
   top?: string;
+  packageManager?: 'auto' | 'rpm' | 'dpkg' | 'none';
+  allFiles?: boolean;
+  exclude?: string[];
+  excludeFrom?: string[];
+  defaultExcludes?: boolean;
 }
+
+const collect = (v: string, prev: string[] = []) => [...prev, v];
 
 const dbOption = () => new Option('--db <path>', 'the LMDB index').env('VUNIFY_DB').default(DEFAULT_DB);
 
@@ -37,6 +44,11 @@ function common(cmd: Command): Command {
     .option('--rebuild-index', 'if the index cannot be read, move it aside and start a new one')
     .addOption(new Option('--rpm <program>', 'the rpm program used to read package databases').env('VUNIFY_RPM').default('rpm'))
     .option('--all-packages', 'every package installed in the reference, instead of a list after --')
+    .addOption(new Option('--package-manager <kind>', 'package database to read (detected per root by default)').choices(['auto', 'rpm', 'dpkg', 'none']).default('auto'))
+    .option('--all-files', 'tree mode: every regular file of the roots, minus the excludes (config files of a package database stay out)')
+    .option('--exclude <pattern>', 'tree mode: leave out paths matching this glob (repeatable; /x anchors at the root, a bare name matches at any depth)', collect)
+    .option('--exclude-from <file>', 'tree mode: leave out the patterns in this file, one per line (repeatable)', collect)
+    .option('--no-default-excludes', 'tree mode: do not start from the built-in list (/etc, /var, /tmp, /home, keys...)')
     .option('--json', 'print the report as one JSON document on stdout')
     .option('-q, --quiet', 'print errors only')
     .option('-v, --verbose', 'list every file and its decision (repeat for more)', (_v: string, prev: number) => prev + 1, 0);
@@ -53,6 +65,11 @@ function runOptions(ref: string, servers: string[], flags: Flags, packages: stri
     rpm: flags.rpm,
     verbose: (flags.verbose ?? 0) > 0,
     rebuildIndex: flags.rebuildIndex,
+    packageManager: flags.packageManager,
+    allFiles: flags.allFiles,
+    exclude: flags.exclude,
+    excludeFrom: flags.excludeFrom,
+    defaultExcludes: flags.defaultExcludes,
   };
 }
 

@@ -9,8 +9,10 @@ import { applyLinks, applyUndo, type ApplyContext, type UndoItem } from './apply
 import { plan, type Decision, type Owned, type PlanRoot } from './plan.js';
 import { addCounters, emptyCounters, pathForReport, type Counters, type FileLine, type Report } from './report.js';
 import { scanRoot, type InodeCache, type ScanStats } from './scan.js';
+import { DpkgSource } from './sources/dpkg.js';
 import { RpmSource } from './sources/rpm.js';
-import type { PackageListing } from './sources/types.js';
+import { DEFAULT_EXCLUDES, makeExcluder, readExcludeFile, walkTree } from './sources/tree.js';
+import type { PackageListing, PackageSource } from './sources/types.js';
 import { Index, type FileRecord } from './store/index-db.js';
 
 export const DEFAULT_VSERVERS_DIR = '/vservers';
@@ -27,6 +29,15 @@ export interface CommonOptions {
   concurrency?: number;
   /** List every file decision in the report. */
   verbose?: boolean;
+  /** Which package database to read: detected per root by default. */
+  packageManager?: 'auto' | 'rpm' | 'dpkg' | 'none';
+  /** Tree mode: every regular file of the roots is a candidate, minus the excludes. */
+  allFiles?: boolean;
+  /** Tree mode: patterns to leave out, and files of patterns. */
+  exclude?: string[];
+  excludeFrom?: string[];
+  /** Tree mode: start from the built-in exclude list (default true). */
+  defaultExcludes?: boolean;
   /** Move an unreadable index aside and start a new one. */
   rebuildIndex?: boolean;
   /** Warnings and progress lines (stderr in the CLI). */
@@ -39,14 +50,25 @@ export interface UnifyOptions extends CommonOptions {
   immutable?: boolean;
 }
 
-interface Root { name: string; dir: RootDir; source: RpmSource }
+interface Root { name: string; dir: RootDir; source: PackageSource | null }
+
+async function openSource(dir: RootDir, opts: CommonOptions): Promise<PackageSource | null> {
+  const pm = opts.packageManager ?? 'auto';
+  if (pm === 'none') return null;
+  if (pm === 'rpm' || pm === 'auto') {
+    const rpm = await RpmSource.open(dir, opts.rpm ?? 'rpm');
+    if (rpm || pm === 'rpm') return rpm;
+  }
+  return DpkgSource.open(dir);
+}
 
 /** A server is a name under the vservers folder, or a path (anything with a slash). */
 export function serverPath(token: string, vserversDir: string): string {
   return token.includes('/') ? path.resolve(token) : path.join(vserversDir, token);
 }
 
-async function openRoot(token: string, vserversDir: string, rpm: string): Promise<Root> {
+async function openRoot(token: string, opts: CommonOptions): Promise<Root> {
+  const vserversDir = opts.vserversDir ?? DEFAULT_VSERVERS_DIR;
   if (token === '' || token === '.' || token === '..') throw new VunifyError('BAD_SERVER', 'not a server name', `'${token}'`);
   const p = serverPath(token, vserversDir);
   let dir: RootDir;
@@ -59,10 +81,15 @@ async function openRoot(token: string, vserversDir: string, rpm: string): Promis
     if (isErrno(err, 'ENOENT')) throw new VunifyError('BAD_SERVER', `no such server (looked for ${p})`, token);
     throw new VunifyError('BAD_SERVER', oneLine(err), p);
   }
-  const source = await RpmSource.open(dir, rpm);
-  if (!source) {
+  const source = await openSource(dir, opts);
+  if (!source && !opts.allFiles) {
     await dir.close();
-    throw new VunifyError('NO_PACKAGE_DB', 'no RPM database (var/lib/rpm/rpmdb.sqlite or Packages)', p);
+    const pm = opts.packageManager ?? 'auto';
+    const what = pm === 'rpm' ? 'no RPM database (var/lib/rpm/rpmdb.sqlite or Packages)'
+      : pm === 'dpkg' ? 'no dpkg database (var/lib/dpkg/status)'
+      : pm === 'none' ? '--package-manager none needs --all-files'
+      : 'no package database (RPM: var/lib/rpm; dpkg: var/lib/dpkg/status); use --all-files for trees without one';
+    throw new VunifyError('NO_PACKAGE_DB', what, p);
   }
   return { name: token, dir, source };
 }
@@ -70,15 +97,16 @@ async function openRoot(token: string, vserversDir: string, rpm: string): Promis
 interface Farm { ref: Root; servers: Root[]; index: Index; lockFd: number }
 
 async function openFarm(opts: CommonOptions, needImmutable: boolean): Promise<Farm> {
-  const vserversDir = opts.vserversDir ?? DEFAULT_VSERVERS_DIR;
-  const rpm = opts.rpm ?? 'rpm';
   if (opts.servers.length === 0) throw new VunifyError('USAGE', 'name at least one server besides the reference');
-  if (opts.packages !== 'all' && opts.packages.length === 0) {
-    throw new VunifyError('USAGE', 'name packages after --, or use --all-packages');
+  if (opts.allFiles && (opts.packages === 'all' || opts.packages.length > 0)) {
+    throw new VunifyError('USAGE', '--all-files takes every file: name no packages and leave out --all-packages');
+  }
+  if (!opts.allFiles && opts.packages !== 'all' && opts.packages.length === 0) {
+    throw new VunifyError('USAGE', 'name packages after --, or use --all-packages (or --all-files)');
   }
   const opened: Root[] = [];
   try {
-    for (const token of [opts.reference, ...opts.servers]) opened.push(await openRoot(token, vserversDir, rpm));
+    for (const token of [opts.reference, ...opts.servers]) opened.push(await openRoot(token, opts));
     const [ref, ...servers] = opened;
     const seen = new Map<string, string>();
     for (const r of opened) {
@@ -155,42 +183,74 @@ interface Prepared {
   serverPlans: PlanRoot[];
   packages: string[];
   notes: Map<string, string[]>;
+  /** Tree mode: no per-package whitelist. */
+  tree: boolean;
 }
 
 async function prepare(opts: CommonOptions, needImmutable: boolean): Promise<Prepared> {
   const farm = await openFarm(opts, needImmutable);
   try {
     await dropVanishedRoots(farm.index, opts.log);
-    const refListing = await farm.ref.source.list(opts.packages);
-    if (refListing.missing.length > 0) {
-      throw new VunifyError('BAD_PACKAGE', `not installed in the reference ${farm.ref.name}`, refListing.missing.join(', '));
-    }
-    const packages = [...new Set(refListing.packages.map((p) => p.name))];
-    const refVersions = new Map(refListing.packages.map((p) => [p.name, p.version]));
-    const ref = ownedOf(refListing);
-    const notes = new Map<string, string[]>();
-    const serverPlans: PlanRoot[] = [];
-    for (const s of farm.servers) {
-      const listing = packages.length ? await s.source.list(packages) : { packages: [], missing: [], rejectedPaths: 0 };
-      const n: string[] = [];
-      for (const m of listing.missing) n.push(`package ${m} is not installed`);
-      for (const p of listing.packages) {
-        if (refVersions.get(p.name) !== p.version) n.push(`package ${p.name} is ${p.version} here, ${refVersions.get(p.name)} in the reference`);
-      }
-      if (listing.rejectedPaths) n.push(`${listing.rejectedPaths} unsafe path(s) in the package database ignored`);
-      notes.set(s.name, n);
-      const o = ownedOf(listing);
-      serverPlans.push({ name: s.name, root: s.dir.path, entries: new Map(), owned: o.owned, installed: o.installed });
-    }
-    return {
-      farm, packages, notes, serverPlans,
-      refPlan: { name: farm.ref.name, root: farm.ref.dir.path, entries: new Map(), owned: ref.owned, installed: ref.installed },
-    };
+    return opts.allFiles ? await prepareTree(farm, opts) : await preparePackages(farm, opts);
   } catch (err) {
     await closeFarm(farm);
     throw err;
   }
 }
+
+async function preparePackages(farm: Farm, opts: CommonOptions): Promise<Prepared> {
+  const refListing = await farm.ref.source!.list(opts.packages);
+  if (refListing.missing.length > 0) {
+    throw new VunifyError('BAD_PACKAGE', `not installed in the reference ${farm.ref.name}`, refListing.missing.join(', '));
+  }
+  const packages = [...new Set(refListing.packages.map((p) => p.name))];
+  const refVersions = new Map(refListing.packages.map((p) => [p.name, p.version]));
+  const ref = ownedOf(refListing);
+  const notes = new Map<string, string[]>();
+  const serverPlans: PlanRoot[] = [];
+  for (const s of farm.servers) {
+    const listing = packages.length ? await s.source!.list(packages) : { packages: [], missing: [], rejectedPaths: 0 };
+    const n: string[] = [];
+    for (const m of listing.missing) n.push(`package ${m} is not installed`);
+    for (const p of listing.packages) {
+      if (refVersions.get(p.name) !== p.version) n.push(`package ${p.name} is ${p.version} here, ${refVersions.get(p.name)} in the reference`);
+    }
+    if (listing.rejectedPaths) n.push(`${listing.rejectedPaths} unsafe path(s) in the package database ignored`);
+    notes.set(s.name, n);
+    const o = ownedOf(listing);
+    serverPlans.push({ name: s.name, root: s.dir.path, entries: new Map(), owned: o.owned, installed: o.installed });
+  }
+  return {
+    farm, packages, notes, serverPlans, tree: false,
+    refPlan: { name: farm.ref.name, root: farm.ref.dir.path, entries: new Map(), owned: ref.owned, installed: ref.installed },
+  };
+}
+
+/** Tree mode: every regular file not excluded; config files of a root's packages stay out. */
+async function prepareTree(farm: Farm, opts: CommonOptions): Promise<Prepared> {
+  const patterns = [
+    ...(opts.defaultExcludes === false ? [] : DEFAULT_EXCLUDES),
+    ...(opts.exclude ?? []),
+    ...(opts.excludeFrom ?? []).flatMap(readExcludeFile),
+  ];
+  const exclude = makeExcluder(patterns);
+  const notes = new Map<string, string[]>();
+  const planOf = async (r: Root): Promise<PlanRoot> => {
+    const files = await walkTree(r.dir, exclude);
+    const known = r.source ? ownedOf(await r.source.list('all')).owned : new Map<RelPath, Owned>();
+    const owned = new Map<RelPath, Owned>();
+    for (const f of files) owned.set(f, { pkg: known.get(f)?.pkg ?? TREE_PKG, config: known.get(f)?.config ?? false });
+    if (r !== farm.ref) notes.set(r.name, [`${files.length} files${r.source ? `, package database: ${r.source.kind}` : ''}`]);
+    return { name: r.name, root: r.dir.path, entries: new Map(), owned, installed: new Set() };
+  };
+  const refPlan = await planOf(farm.ref);
+  const serverPlans: PlanRoot[] = [];
+  for (const s of farm.servers) serverPlans.push(await planOf(s));
+  return { farm, packages: [], notes, serverPlans, refPlan, tree: true };
+}
+
+/** The package name given to tree-mode files that no package database lists. */
+export const TREE_PKG = '-';
 
 const linkable = (o: Owned | undefined) => o !== undefined && !o.config;
 
@@ -215,7 +275,7 @@ async function scanAll(p: Prepared, opts: CommonOptions, report: Report): Promis
   const { farm } = p;
   const inodes: InodeCache = new Map();
   const named = new Set(p.packages);
-  const covers = opts.packages === 'all' ? () => true : (rec: FileRecord) => rec.pkg !== undefined && named.has(rec.pkg);
+  const covers = opts.packages === 'all' || opts.allFiles ? () => true : (rec: FileRecord) => rec.pkg !== undefined && named.has(rec.pkg);
   const roots: Array<[Root, PlanRoot, 'reference' | 'server']> = [
     [farm.ref, p.refPlan, 'reference'],
     ...farm.servers.map((s, i) => [s, p.serverPlans[i], 'server'] as [Root, PlanRoot, 'server']),
@@ -287,7 +347,7 @@ export async function unify(opts: UnifyOptions): Promise<Report> {
   try {
     const report = newReport(p, dryRun ? 'plan' : 'unify', dryRun, immutable);
     await scanAll(p, opts, report);
-    const decisions = plan({ reference: p.refPlan, servers: p.serverPlans, refByHash: refByHash(p) });
+    const decisions = plan({ reference: p.refPlan, servers: p.serverPlans, refByHash: refByHash(p), tree: p.tree });
     const ctx = applyContext(p, immutable, opts.concurrency);
     const outcomes = dryRun ? null : await applyLinks(decisions, ctx);
     const files: FileLine[] = [];

@@ -42,6 +42,8 @@ export interface PlanInput {
    * twin in the reference lives at another path: renamed, moved, or in another package.
    */
   refByHash?: Map<string, RelPath[]>;
+  /** Tree mode: files, not packages; no package can be missing. */
+  tree?: boolean;
 }
 
 interface Base { server: string; path: RelPath; pkg: string }
@@ -78,7 +80,7 @@ export function plan(input: PlanInput): Decision[] {
   };
   for (const server of servers) {
     // Files of reference packages the server does not have at all.
-    for (const p of refPaths) {
+    for (const p of input.tree ? [] : refPaths) {
       const own = ref.owned.get(p)!;
       if (!own.config && !server.installed.has(own.pkg)) {
         out.push({ server: server.name, path: p, pkg: own.pkg, kind: 'skip', reason: 'packageMissing' });
