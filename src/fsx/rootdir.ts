@@ -52,7 +52,9 @@ export interface OpenedFile {
 let noatimeAllowed = true;
 
 export class RootDir {
-  private readonly dirs = new Map<RelPath, Promise<DirEntry>>();
+  // Open folders by path, least recently used first. Opening is synchronous: a cached
+  // metadata call is cheaper on the main thread than a trip through libuv's pool.
+  private readonly dirs = new Map<RelPath, DirEntry>();
   private closed = false;
 
   private constructor(
@@ -60,7 +62,7 @@ export class RootDir {
     readonly path: string,
     readonly rootFd: number,
     readonly dev: bigint,
-    private readonly maxDirs = 256,
+    private readonly maxDirs = 512,
   ) {}
 
   static async open(rootPath: string): Promise<RootDir> {
@@ -76,9 +78,9 @@ export class RootDir {
   }
 
   /** Opens (or reuses) the folder `dir` and runs fn with its fd; the fd stays valid during fn. */
-  async withDir<T>(dir: RelPath, fn: (dirFd: number) => Promise<T>): Promise<T> {
+  async withDir<T>(dir: RelPath, fn: (dirFd: number) => Promise<T> | T): Promise<T> {
     if (dir === '') return fn(this.rootFd);
-    const entry = await this.acquire(dir, dir);
+    const entry = this.acquire(dir, dir);
     try {
       return await fn(entry.fd);
     } finally {
@@ -87,67 +89,73 @@ export class RootDir {
     }
   }
 
-  private acquire(dir: RelPath, forRel: RelPath): Promise<DirEntry> {
-    let p = this.dirs.get(dir);
-    if (p) {
-      // Refresh LRU position.
-      this.dirs.delete(dir);
-      this.dirs.set(dir, p);
-    } else {
-      p = this.openDir(dir, forRel);
-      this.dirs.set(dir, p);
-      p.catch(() => this.dirs.delete(dir));
+  /** The same for synchronous work. */
+  withDirSync<T>(dir: RelPath, fn: (dirFd: number) => T): T {
+    if (dir === '') return fn(this.rootFd);
+    const entry = this.acquire(dir, dir);
+    try {
+      return fn(entry.fd);
+    } finally {
+      entry.refs--;
+      this.trim();
     }
-    return p.then((e) => { e.refs++; return e; });
   }
 
-  private async openDir(dir: RelPath, forRel: RelPath): Promise<DirEntry> {
+  private acquire(dir: RelPath, forRel: RelPath): DirEntry {
     if (this.closed) throw new Error('root closed');
-    const { dir: parent, name } = splitRel(dir);
-    const open = async (parentFd: number) => {
-      try {
-        return await new Promise<number>((res, rej) =>
-          fs.open(RootDir.at(parentFd, name), DIR_FLAGS, (e, fd) => (e ? rej(e) : res(fd))),
-        );
-      } catch (err) {
-        if (isErrno(err, 'ELOOP', 'ENOTDIR')) throw new UnsafePathError(forRel, dir);
-        throw err;
+    let e = this.dirs.get(dir);
+    if (e) {
+      this.dirs.delete(dir); // refresh the LRU position
+    } else {
+      const { dir: parent, name } = splitRel(dir);
+      const open = (parentFd: number) => {
+        try {
+          return fs.openSync(RootDir.at(parentFd, name), DIR_FLAGS);
+        } catch (err) {
+          if (isErrno(err, 'ELOOP', 'ENOTDIR')) throw new UnsafePathError(forRel, dir);
+          throw err;
+        }
+      };
+      let fd: number;
+      if (parent === '') fd = open(this.rootFd);
+      else {
+        const pe = this.acquire(parent, forRel);
+        try { fd = open(pe.fd); } finally { pe.refs--; }
       }
-    };
-    const fd = parent === '' ? await open(this.rootFd) : await this.withDirFor(parent, forRel, open);
-    return { fd, refs: 0 };
-  }
-
-  private async withDirFor<T>(dir: RelPath, forRel: RelPath, fn: (fd: number) => Promise<T>): Promise<T> {
-    const entry = await this.acquire(dir, forRel);
-    try { return await fn(entry.fd); } finally { entry.refs--; }
+      e = { fd, refs: 0 };
+    }
+    this.dirs.set(dir, e);
+    e.refs++;
+    return e;
   }
 
   private trim(): void {
     if (this.dirs.size <= this.maxDirs) return;
-    for (const [key, p] of this.dirs) {
+    for (const [key, e] of this.dirs) {
       if (this.dirs.size <= this.maxDirs) break;
-      // Only settled, unused entries can be closed.
-      void p.then((e) => {
-        if (e.refs === 0 && this.dirs.get(key) === p) {
-          this.dirs.delete(key);
-          fs.close(e.fd, () => {});
-        }
-      }, () => {});
+      if (e.refs === 0) {
+        this.dirs.delete(key);
+        fs.closeSync(e.fd);
+      }
     }
   }
 
-  /** lstat of a path below the root; null when it does not exist. */
-  async lstat(rel: RelPath): Promise<fs.BigIntStats | null> {
+  /** lstat without following a symlink anywhere below the root; null when it does not exist. */
+  lstatSync(rel: RelPath): fs.BigIntStats | null {
     const { dir, name } = splitRel(rel);
-    return this.withDir(dir, async (dfd) => {
+    return this.withDirSync(dir, (dfd) => {
       try {
-        return await fsp.lstat(RootDir.at(dfd, name), { bigint: true });
+        return fs.lstatSync(RootDir.at(dfd, name), { bigint: true });
       } catch (err) {
         if (isErrno(err, 'ENOENT')) return null;
         throw err;
       }
     });
+  }
+
+  /** lstat of a path below the root; null when it does not exist. */
+  async lstat(rel: RelPath): Promise<fs.BigIntStats | null> {
+    return this.lstatSync(rel);
   }
 
   /** Opens a regular file for reading without following a symlink, atime untouched. */
@@ -158,11 +166,10 @@ export class RootDir {
 
   async close(): Promise<void> {
     this.closed = true;
-    const all = [...this.dirs.values()];
-    this.dirs.clear();
-    for (const p of all) {
-      try { fs.closeSync((await p).fd); } catch { /* already failed */ }
+    for (const e of this.dirs.values()) {
+      try { fs.closeSync(e.fd); } catch { /* already closed */ }
     }
+    this.dirs.clear();
     fs.closeSync(this.rootFd);
   }
 }
