@@ -4,15 +4,15 @@
 // path never disappears. Undo writes a private copy the same way.
 import fs from 'node:fs';
 import fsp from 'node:fs/promises';
-import { randomBytes } from 'node:crypto';
+import { Blake3Hasher } from '@napi-rs/blake-hash';
 import pLimit from 'p-limit';
 import { isErrno, oneLine } from './errors.js';
-import { copyFd, sameBytes } from './fsx/content.js';
+import { copyFd, hashFd, sameBytes } from './fsx/content.js';
 import { RootDir, openFileAt, splitRel, type OpenedFile, type RelPath } from './fsx/rootdir.js';
-import { isImmutable, readXattrs, removeXattr, setImmutable, setTimesNs, writeXattr, type Xattrs } from './fsx/sys.js';
+import { isImmutable, readXattrs, removeXattr, setImmutable, setTimesNs, syncFilesystem, writeXattr, type Xattrs } from './fsx/sys.js';
 import type { Decision, SkipReason } from './plan.js';
 import { recordOf, sameSignatureStats } from './scan.js';
-import type { FileRecord, Index, LinkRecord } from './store/index-db.js';
+import type { FileRecord, Index, InodeRecord, LinkRecord } from './store/index-db.js';
 
 export type Outcome =
   | { kind: 'unified'; bytesSaved: number }
@@ -32,11 +32,26 @@ export interface ApplyContext {
   problems: Array<{ root: string; path: RelPath; reason: string }>;
   /** Folder times as first seen in this run, put back after each rename in the folder. */
   dirTimes?: Map<string, { atimeNs: bigint; mtimeNs: bigint }>;
+  /** Phase timings, when tracing. */
+  trace?: (phase: string, ms: number) => void;
+  /** Told of every file whose content is read (for the report). */
+  read?: (root: string, rel: RelPath, bytes: number) => void;
 }
 
 const { O_WRONLY, O_CREAT, O_EXCL, O_NOFOLLOW } = fs.constants;
+const O_PATH = 0o10000000; // Linux; not in fs.constants
 let tmpCounter = 0;
-const tmpName = () => `.vunify-tmp.${process.pid}.${++tmpCounter}.${randomBytes(3).toString('hex')}`;
+// Unique within this process; another process's name clashes with EEXIST, never silently.
+const tmpName = () => `.vunify-tmp.${process.pid}.${++tmpCounter}`;
+
+function lstatOrNull(p: Buffer): fs.BigIntStats | null {
+  try {
+    return fs.lstatSync(p, { bigint: true });
+  } catch (err) {
+    if (isErrno(err, 'ENOENT')) return null;
+    throw err;
+  }
+}
 
 const skip = (reason: SkipReason, detail?: string): Outcome => ({ kind: 'skip', reason, detail });
 
@@ -78,10 +93,31 @@ async function dropTmp(dirFd: number, name: string): Promise<void> {
   await fsp.unlink(at(dirFd, name)).catch(() => {});
 }
 
-/** Carries out the link decisions, one reference inode at a time. Returns an outcome per decision. */
+type LinkDecision = Extract<Decision, { kind: 'link' }>;
+type Group = Array<Extract<Decision, { kind: 'link' | 'already' }>>;
+
+interface Verified { d: LinkDecision; st1: fs.BigIntStats; rec: LinkRecord }
+interface GroupState { ours: boolean; wasImmutable: boolean; refHash: string; verified: Verified[] }
+
+/** How many reference inodes are verified, journaled and linked together. */
+const CHUNK_GROUPS = 2048;
+
+/**
+ * Carries out the link decisions in chunks of reference inodes:
+ *  1. verify: a fresh lstat of each server file against the scan, a live comparison of
+ *     mode, owner, mtime and every xattr, and of the bytes (hashing the reference in the
+ *     same pass when its hash is not known);
+ *  2. journal: one durable transaction records every link about to be made, with what
+ *     it replaces;
+ *  3. link: per inode, a temporary hard link in the server's folder, checked to be the
+ *     reference's inode, and renamed over the file only if the file's signature (ino,
+ *     size, mtime, ctime) is still the one verified; then the immutable attribute;
+ *  4. each touched folder gets its times back and is fsynced once;
+ *  5. one transaction drops the records of links not made and re-records signatures.
+ */
 export async function applyLinks(decisions: Decision[], ctx: ApplyContext): Promise<Map<Decision, Outcome>> {
   const outcomes = new Map<Decision, Outcome>();
-  const groups = new Map<string, Decision[]>();
+  const groups = new Map<string, Group>();
   for (const d of decisions) {
     if (d.kind !== 'link' && d.kind !== 'already') continue;
     const key = `${d.ref.dev}:${d.ref.ino}`;
@@ -89,105 +125,125 @@ export async function applyLinks(decisions: Decision[], ctx: ApplyContext): Prom
     g.push(d);
     groups.set(key, g);
   }
-  const limit = pLimit(ctx.concurrency ?? 4);
-  const updates: Array<[string, RelPath, FileRecord | null]> = [];
-  await Promise.all(
-    [...groups.values()].map((group) =>
-      limit(() => linkGroup(group, ctx, outcomes, updates).catch((err) => {
-        for (const d of group) if (d.kind === 'link' && !outcomes.has(d)) outcomes.set(d, skip('error', oneLine(err)));
-      })),
-    ),
-  );
-  await ctx.index.putFiles(updates);
+  // Groups without a new link need a visit only to put the attribute on (say, after a
+  // --no-immutable run); the index knows which inodes already carry vunify's attribute.
+  const todo = [...groups.values()].filter((g) =>
+    g.some((d) => d.kind === 'link') || (ctx.immutable && !ctx.index.getInode(g[0].ref.dev, g[0].ref.ino)));
+  for (let i = 0; i < todo.length; i += CHUNK_GROUPS) {
+    await linkChunk(todo.slice(i, i + CHUNK_GROUPS), ctx, outcomes);
+  }
   return outcomes;
 }
 
-async function linkGroup(
-  group: Decision[],
-  ctx: ApplyContext,
-  outcomes: Map<Decision, Outcome>,
-  updates: Array<[string, RelPath, FileRecord | null]>,
-): Promise<void> {
+async function linkChunk(groups: Group[], ctx: ApplyContext, outcomes: Map<Decision, Outcome>): Promise<void> {
+  const limit = pLimit(ctx.concurrency ?? 4);
+  const states = new Map<Group, GroupState>();
+  const fail = (g: Group, err: unknown) => {
+    for (const d of g) if (d.kind === 'link' && !outcomes.has(d)) outcomes.set(d, skip('error', oneLine(err)));
+  };
+  let t = performance.now();
+  const lap = (phase: string) => { const now = performance.now(); ctx.trace?.(phase, now - t); t = now; };
+  // 1. verify
+  const learned: Array<[string, RelPath, FileRecord]> = [];
+  await Promise.all(groups.map((g) => limit(() => verifyGroup(g, ctx, outcomes, learned).then((st) => { if (st) states.set(g, st); }, (err) => fail(g, err)))));
+  lap('verify');
+  // 2. journal
+  const verified = [...states.values()].flatMap((st) => st.verified);
+  await Promise.all(verified.map((v) => ctx.index.putLink(ctx.serverRoots.get(v.d.server)!, v.d.path, v.rec)));
+  await ctx.index.flush();
+  lap('journal');
+  // 3. link
+  const updates: Array<[string, RelPath, FileRecord | null]> = [...learned];
+  const inodes: Array<[string, string, InodeRecord]> = [];
+  const touched = new Map<string, [string, RelPath]>();
+  await Promise.all(groups.map((g) => limit(async () => {
+    const st = states.get(g);
+    if (st) await linkGroup(g, st, ctx, outcomes, updates, inodes, touched).catch((err) => fail(g, err));
+  })));
+  lap('link');
+  // 4. folders get their times back; then one syncfs makes every rename durable
+  for (const [root, dir] of touched.values()) {
+    const times = ctx.dirTimes?.get(`${root}\0${dir}`);
+    if (times) {
+      await ctx.roots.get(root)!.withDir(dir, (dfd) => setTimesNs(dfd, times.atimeNs, times.mtimeNs)).catch(() => { /* cosmetic */ });
+    }
+  }
+  if (touched.size > 0) {
+    try {
+      syncFilesystem(ctx.roots.get(ctx.refRoot)!.rootFd);
+    } catch (err) {
+      ctx.problems.push({ root: ctx.refRoot, path: '', reason: `cannot sync the filesystem: ${oneLine(err)}` });
+    }
+  }
+  lap('sync');
+  // 5. records
+  const notMade = verified.filter((v) => outcomes.get(v.d)?.kind !== 'unified');
+  await Promise.all([
+    ...notMade.map((v) => ctx.index.removeLink(ctx.serverRoots.get(v.d.server)!, v.d.path)),
+    ...inodes.map(([dev, ino, rec]) => ctx.index.putInode(dev, ino, rec)),
+    ctx.index.putFiles(updates),
+  ]);
+  lap('records');
+}
+
+async function verifyGroup(
+  g: Group, ctx: ApplyContext, outcomes: Map<Decision, Outcome>, learned: Array<[string, RelPath, FileRecord]>,
+): Promise<GroupState | null> {
   const refRoot = ctx.roots.get(ctx.refRoot)!;
-  const first = group[0] as Extract<Decision, { kind: 'link' | 'already' }>;
-  const links = group.filter((d): d is Extract<Decision, { kind: 'link' }> => d.kind === 'link');
+  const first = g[0];
+  const r = first.ref;
+  const links = g.filter((d): d is LinkDecision => d.kind === 'link');
   const { dir: refDir, name: refName } = splitRel(first.refPath);
-  await refRoot.withDir(refDir, async (refDirFd) => {
+  return refRoot.withDir(refDir, async (refDirFd) => {
     let ref: OpenedFile;
     try {
       ref = await openFileAt(refDirFd, refName);
     } catch (err) {
       for (const d of links) outcomes.set(d, skip('changed', `reference: ${oneLine(err)}`));
-      return;
+      return null;
     }
     try {
-      const r = first.ref;
       if (String(ref.stat.ino) !== r.ino || String(ref.stat.dev) !== r.dev || String(ref.stat.mtimeNs) !== r.mtimeNs || Number(ref.stat.size) !== r.size) {
         for (const d of links) outcomes.set(d, skip('changed', 'reference changed since scanned'));
-        return;
+        return null;
       }
       const ours = ctx.index.getInode(r.dev, r.ino) !== undefined;
       const wasImmutable = isImmutable(ref.fd);
       if (wasImmutable && !ours) {
         for (const d of links) outcomes.set(d, skip('immutable', 'the reference file was immutable before vunify'));
-        return;
+        return null;
       }
       const refXattrs = readXattrs(ref.fd);
-      let cleared = false;
-      try {
-        if (links.length > 0 && wasImmutable) cleared = setImmutable(ref.fd, false);
-        for (const d of links) {
-          const out = await linkOne(d, ref, refDirFd, refName, refXattrs, ctx).catch((err) => skip('error', oneLine(err)));
-          outcomes.set(d, out);
-        }
-      } finally {
-        const now = await fstat(ref.fd, { bigint: true }).catch(() => null);
-        const shared = now !== null && now.nlink > 1n;
-        if (ctx.immutable && shared && !wasImmutable || cleared) {
-          try {
-            if (setImmutable(ref.fd, true) && !ours) {
-              await ctx.index.putInode(r.dev, r.ino, { root: ctx.refRoot, path: first.refPath, setAt: new Date().toISOString() });
-            }
-          } catch (err) {
-            // The links stand (the files are identical); the missing attribute is reported.
-            ctx.problems.push({ root: ctx.refRoot, path: first.refPath, reason: `cannot set the immutable attribute: ${oneLine(err)}` });
-          }
-        }
+      const state: GroupState = { ours, wasImmutable, refHash: r.hash, verified: [] };
+      for (const d of links) {
+        const hasher = state.refHash === '' ? new Blake3Hasher() : undefined;
+        const v = await verifyOne(d, ref, refXattrs, hasher, ctx, learned).catch((err) => skip('error', oneLine(err)));
+        if ('kind' in v) { outcomes.set(d, v); continue; }
+        if (hasher) state.refHash = hasher.digest('hex');
+        v.rec.refPath = first.refPath;
+        state.verified.push(v);
       }
-      // Linking and the attribute moved the inode's ctime and nlink: record the new
-      // signatures so the next scan does not read these files again.
-      const paths: Array<[string, RelPath]> = group
-        .filter((d) => d.kind === 'already' || outcomes.get(d)?.kind === 'unified')
-        .map((d) => [ctx.serverRoots.get(d.server)!, d.path]);
-      await refreshInode(ctx, r, paths, updates);
+      return state;
     } finally {
       await ref.close();
     }
   });
 }
 
-async function linkOne(
-  d: Extract<Decision, { kind: 'link' }>,
-  ref: OpenedFile,
-  refDirFd: number,
-  refName: string,
-  refXattrs: Xattrs,
-  ctx: ApplyContext,
-): Promise<Outcome> {
+async function verifyOne(
+  d: LinkDecision, ref: OpenedFile, refXattrs: Xattrs, hasher: Blake3Hasher | undefined, ctx: ApplyContext,
+  learned: Array<[string, RelPath, FileRecord]>,
+): Promise<Verified | Outcome> {
   const srvRootPath = ctx.serverRoots.get(d.server)!;
-  const srvRoot = ctx.roots.get(srvRootPath)!;
   const { dir, name } = splitRel(d.path);
-  return srvRoot.withDir(dir, async (dfd) => {
-    const st1 = await fsp.lstat(at(dfd, name), { bigint: true }).catch(() => null);
+  return ctx.roots.get(srvRootPath)!.withDir(dir, async (dfd) => {
+    const st1 = lstatOrNull(at(dfd, name));
     const s = d.srv;
     if (!st1 || !st1.isFile() || String(st1.ino) !== s.ino || String(st1.mtimeNs) !== s.mtimeNs ||
         String(st1.ctimeNs) !== s.ctimeNs || Number(st1.size) !== s.size) {
       return skip('changed', 'changed since scanned');
     }
     const srv = await openFileAt(dfd, name);
-    let tmp: string | null = null;
-    let recorded = false;
-    let restoreDir = () => {};
     try {
       if (srv.stat.ino !== st1.ino) return skip('changed', 'replaced while opened');
       const rs = ref.stat;
@@ -197,43 +253,114 @@ async function linkOne(
       }
       const srvXattrs = readXattrs(srv.fd);
       if (!sameXattrs(refXattrs, srvXattrs)) return skip('metadataDiffers', 'xattrs');
-      if (!(await sameBytes(ref.fd, srv.fd))) return skip('contentDiffers', 'bytes differ (hash was stale)');
-      const rec: LinkRecord = {
-        refRoot: ctx.refRoot, refPath: d.refPath, dev: String(rs.dev), ino: String(rs.ino),
-        size: Number(ss.size), pkg: d.pkg,
-        mode: Number(ss.mode), uid: Number(ss.uid), gid: Number(ss.gid),
-        atimeNs: String(ss.atimeNs), mtimeNs: String(ss.mtimeNs),
-        xattrs: Object.fromEntries(Object.entries(srvXattrs).map(([k, v]) => [k, v.toString('base64')])),
-        linkedAt: new Date().toISOString(),
-      };
-      // The record of what is replaced is durable before the replacement.
-      await ctx.index.putLink(srvRootPath, d.path, rec);
-      recorded = true;
-      restoreDir = await rememberDirTimes(ctx, srvRootPath, dir, dfd);
-      tmp = tmpName();
-      await fsp.link(at(refDirFd, refName), at(dfd, tmp));
-      const lt = await fsp.lstat(at(dfd, tmp), { bigint: true });
-      if (lt.ino !== rs.ino) return skip('changed', 'reference replaced while linking');
-      const st2 = await fsp.lstat(at(dfd, name), { bigint: true }).catch(() => null);
-      const again = await fstat(srv.fd, { bigint: true });
-      if (!st2 || !sameSignatureStats(st1, st2) || !sameSignatureStats(st1, again)) {
-        return skip('changed', 'written while compared');
+      const cmp = await sameBytes(ref.fd, srv.fd, hasher, Number(ss.size));
+      ctx.read?.(ctx.refRoot, d.refPath, Number(rs.size));
+      ctx.read?.(srvRootPath, d.path, Number(ss.size));
+      if (!cmp.same) {
+        // Record both hashes, so that the next run knows without reading again.
+        if (d.srv.hash === '') learned.push([srvRootPath, d.path, { ...d.srv, hash: (await hashFd(srv.fd)).hash }]);
+        if (d.ref.hash === '') learned.push([ctx.refRoot, d.refPath, { ...d.ref, hash: (await hashFd(ref.fd)).hash }]);
+        return skip('contentDiffers', 'the bytes differ');
       }
-      await fsp.rename(at(dfd, tmp), at(dfd, name));
+      return {
+        d, st1,
+        rec: {
+          refRoot: ctx.refRoot, refPath: d.refPath, dev: String(rs.dev), ino: String(rs.ino),
+          size: Number(ss.size), pkg: d.pkg,
+          mode: Number(ss.mode), uid: Number(ss.uid), gid: Number(ss.gid),
+          atimeNs: String(ss.atimeNs), mtimeNs: String(ss.mtimeNs),
+          xattrs: Object.fromEntries(Object.entries(srvXattrs).map(([k, v]) => [k, v.toString('base64')])),
+          linkedAt: new Date().toISOString(),
+        },
+      };
+    } finally {
+      await srv.close();
+    }
+  });
+}
+
+async function linkGroup(
+  g: Group,
+  state: GroupState,
+  ctx: ApplyContext,
+  outcomes: Map<Decision, Outcome>,
+  updates: Array<[string, RelPath, FileRecord | null]>,
+  inodes: Array<[string, string, InodeRecord]>,
+  touched: Map<string, [string, RelPath]>,
+): Promise<void> {
+  const refRoot = ctx.roots.get(ctx.refRoot)!;
+  const first = g[0];
+  const r = { ...first.ref, hash: state.refHash };
+  const { dir: refDir, name: refName } = splitRel(first.refPath);
+  await refRoot.withDir(refDir, async (refDirFd) => {
+    const ref = await openFileAt(refDirFd, refName);
+    try {
+      if (String(ref.stat.ino) !== r.ino) {
+        for (const v of state.verified) outcomes.set(v.d, skip('changed', 'reference replaced while linking'));
+        return;
+      }
+      let cleared = false;
+      try {
+        if (state.verified.length > 0 && state.wasImmutable) cleared = setImmutable(ref.fd, false);
+        for (const v of state.verified) {
+          outcomes.set(v.d, await linkVerified(v, refDirFd, refName, ref.stat.ino, ctx, touched).catch((err) => skip('error', oneLine(err))));
+        }
+      } finally {
+        const now = await fstat(ref.fd, { bigint: true }).catch(() => null);
+        const shared = now !== null && now.nlink > 1n;
+        if ((ctx.immutable && shared && !state.wasImmutable) || cleared) {
+          try {
+            if (setImmutable(ref.fd, true) && !state.ours) {
+              inodes.push([r.dev, r.ino, { root: ctx.refRoot, path: first.refPath, setAt: new Date().toISOString() }]);
+            }
+          } catch (err) {
+            // The links stand (the files are identical); the missing attribute is reported.
+            ctx.problems.push({ root: ctx.refRoot, path: first.refPath, reason: `cannot set the immutable attribute: ${oneLine(err)}` });
+          }
+        }
+      }
+      // Linking and the attribute moved the inode's ctime and nlink: record the new
+      // signatures (and the hash learnt while comparing) so the next scan reads nothing.
+      const paths: Array<[string, RelPath]> = [[ctx.refRoot, first.refPath], ...g
+        .filter((d) => d.kind === 'already' || outcomes.get(d)?.kind === 'unified')
+        .map((d): [string, RelPath] => [ctx.serverRoots.get(d.server)!, d.path])];
+      if (r.hash !== '') await refreshInode(ctx, r, paths, updates);
+    } finally {
+      await ref.close();
+    }
+  });
+}
+
+async function linkVerified(
+  v: Verified, refDirFd: number, refName: string, refIno: bigint, ctx: ApplyContext, touched: Map<string, [string, RelPath]>,
+): Promise<Outcome> {
+  const srvRootPath = ctx.serverRoots.get(v.d.server)!;
+  const { dir, name } = splitRel(v.d.path);
+  return ctx.roots.get(srvRootPath)!.withDir(dir, async (dfd) => {
+    await rememberDirTimes(ctx, srvRootPath, dir, dfd);
+    touched.set(`${srvRootPath}\0${dir}`, [srvRootPath, dir]);
+    let tmp: string | null = tmpName();
+    try {
+      fs.linkSync(at(refDirFd, refName), at(dfd, tmp));
+      const lt = fs.lstatSync(at(dfd, tmp), { bigint: true });
+      if (lt.ino !== refIno) return skip('changed', 'reference replaced while linking');
+      const st2 = lstatOrNull(at(dfd, name));
+      if (!st2 || !sameSignatureStats(v.st1, st2)) return skip('changed', 'written after it was compared');
+      // Holding the replaced inode open makes the rename cheap; freeing its blocks then
+      // happens at close, in libuv's pool, in parallel with the next renames.
+      const hold = fs.openSync(at(dfd, name), O_PATH | O_NOFOLLOW);
+      try {
+        fs.renameSync(at(dfd, tmp), at(dfd, name));
+      } finally {
+        fs.close(hold, () => {});
+      }
       tmp = null;
-      restoreDir();
-      await fsyncFd(dfd);
-      return { kind: 'unified', bytesSaved: st1.nlink === 1n ? Number(st1.size) : 0 };
+      return { kind: 'unified', bytesSaved: v.st1.nlink === 1n ? Number(v.st1.size) : 0 };
     } catch (err) {
       if (isErrno(err, 'EXDEV')) return skip('otherFilesystem', oneLine(err));
       return skip('error', oneLine(err));
     } finally {
-      if (tmp !== null) {
-        await dropTmp(dfd, tmp);
-        restoreDir();
-        if (recorded) await ctx.index.removeLink(srvRootPath, d.path).catch(() => {});
-      }
-      await srv.close();
+      if (tmp !== null) await dropTmp(dfd, tmp);
     }
   });
 }
@@ -352,7 +479,7 @@ async function undoOne(it: UndoItem, ctx: ApplyContext): Promise<Outcome> {
       const wasImmutable = isImmutable(cur.fd);
       if (wasImmutable) setImmutable(cur.fd, false);
       try {
-        await fsp.rename(at(dfd, tmp), at(dfd, name));
+        fs.renameSync(at(dfd, tmp), at(dfd, name));
         tmp = null;
         restoreDir();
         await fsyncFd(dfd);

@@ -65,6 +65,7 @@ function runOptions(ref: string, servers: string[], flags: Flags, packages: stri
     rpm: flags.rpm,
     verbose: (flags.verbose ?? 0) > 0,
     rebuildIndex: flags.rebuildIndex,
+    trace: process.env.VUNIFY_TRACE ? (phase, ms) => process.stderr.write(`vunify: trace: ${phase} ${ms.toFixed(0)} ms\n`) : undefined,
     packageManager: flags.packageManager,
     allFiles: flags.allFiles,
     exclude: flags.exclude,

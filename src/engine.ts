@@ -6,9 +6,9 @@ import { VunifyError, isErrno, oneLine } from './errors.js';
 import { RootDir, type RelPath } from './fsx/rootdir.js';
 import { getInodeFlags, tryLock } from './fsx/sys.js';
 import { applyLinks, applyUndo, type ApplyContext, type UndoItem } from './apply.js';
-import { plan, type Decision, type Owned, type PlanRoot } from './plan.js';
+import { metadataDiff, plan, type Decision, type Owned, type PlanRoot } from './plan.js';
 import { addCounters, emptyCounters, pathForReport, type Counters, type FileLine, type Report } from './report.js';
-import { scanRoot, type InodeCache, type ScanStats } from './scan.js';
+import { hashFiles, scanRoot, type InodeCache, type ScanStats } from './scan.js';
 import { DpkgSource } from './sources/dpkg.js';
 import { RpmSource } from './sources/rpm.js';
 import { DEFAULT_EXCLUDES, makeExcluder, readExcludeFile, walkTree } from './sources/tree.js';
@@ -42,6 +42,8 @@ export interface CommonOptions {
   rebuildIndex?: boolean;
   /** Warnings and progress lines (stderr in the CLI). */
   log?: (line: string) => void;
+  /** Phase timings (VUNIFY_TRACE=1 in the CLI). */
+  trace?: (phase: string, ms: number) => void;
 }
 
 export interface UnifyOptions extends CommonOptions {
@@ -271,25 +273,84 @@ export async function dropVanishedRoots(index: Index, log?: (l: string) => void)
 const candidatePaths = (r: PlanRoot) => [...r.owned].filter(([, o]) => !o.config).map(([k]) => k);
 
 /** Scans the reference, then every server; fills the entries of each plan root. */
-async function scanAll(p: Prepared, opts: CommonOptions, report: Report): Promise<void> {
+/**
+ * complete: also hash the pairs apply would compare (a dry run and scan must know, since
+ * no comparison follows them).
+ */
+async function scanAll(p: Prepared, opts: CommonOptions, report: Report, complete: boolean): Promise<void> {
   const { farm } = p;
   const inodes: InodeCache = new Map();
   const named = new Set(p.packages);
   const covers = opts.packages === 'all' || opts.allFiles ? () => true : (rec: FileRecord) => rec.pkg !== undefined && named.has(rec.pkg);
-  const roots: Array<[Root, PlanRoot, 'reference' | 'server']> = [
-    [farm.ref, p.refPlan, 'reference'],
-    ...farm.servers.map((s, i) => [s, p.serverPlans[i], 'server'] as [Root, PlanRoot, 'server']),
-  ];
-  for (const [root, pr, role] of roots) {
+  for (const [root, pr, role] of rootsOf(p)) {
     const started = Date.now();
     const stats: ScanStats = { filesHashed: 0, bytesHashed: 0, filesStatted: 0 };
     pr.entries = await scanRoot(root.dir, candidatePaths(pr), farm.index, stats, {
-      concurrency: opts.concurrency, inodes, covers, pkgOf: (k) => pr.owned.get(k)?.pkg,
+      inodes, covers, pkgOf: (k) => pr.owned.get(k)?.pkg,
     });
     await farm.index.putRoot(root.dir.path, { name: root.name, lastScanAt: new Date().toISOString(), lastScanMs: Date.now() - started, lastRole: role });
-    const c = role === 'reference' ? report.reference : report.servers[root.name];
-    c.filesHashed = stats.filesHashed;
-    c.bytesHashed = stats.bytesHashed;
+  }
+  await hashForPlan(p, opts, report, complete);
+}
+
+function rootsOf(p: Prepared): Array<[Root, PlanRoot, 'reference' | 'server']> {
+  return [
+    [p.farm.ref, p.refPlan, 'reference'],
+    ...p.farm.servers.map((s, i) => [s, p.serverPlans[i], 'server'] as [Root, PlanRoot, 'server']),
+  ];
+}
+
+/**
+ * Reads only what the plan needs, cheapest test first (as fclones does): a server file that
+ * already shares the reference's inode, or whose twin at the same path has its size and
+ * metadata, needs no hash now (apply compares the bytes, and hashes in the same pass).
+ * Other server files are hashed only when some reference file has their size, and so are
+ * those reference files: the content index then finds twins at other paths.
+ */
+async function hashForPlan(p: Prepared, opts: CommonOptions, report: Report, complete: boolean): Promise<void> {
+  const refBySize = new Map<number, RelPath[]>();
+  for (const [k, e] of p.refPlan.entries) {
+    if (e.kind !== 'file' || e.rec.size === 0 || !linkable(p.refPlan.owned.get(k))) continue;
+    const l = refBySize.get(e.rec.size) ?? [];
+    l.push(k);
+    refBySize.set(e.rec.size, l);
+  }
+  const needRef = new Set<RelPath>();
+  const needSrv: RelPath[][] = [];
+  for (const sp of p.serverPlans) {
+    const need: RelPath[] = [];
+    for (const [k, e] of sp.entries) {
+      if (e.kind !== 'file' || e.rec.size === 0 || !linkable(sp.owned.get(k))) continue;
+      const same = p.refPlan.entries.get(k);
+      if (same?.kind === 'file' && linkable(p.refPlan.owned.get(k)) && same.rec.dev === e.rec.dev) {
+        const r = same.rec;
+        if (r.ino === e.rec.ino) continue;
+        const sameHash = r.hash === '' || e.rec.hash === '' || r.hash === e.rec.hash;
+        if (r.size === e.rec.size && sameHash && metadataDiff(r, e.rec).length === 0) {
+          if (!complete) continue;
+          if (e.rec.hash === '') need.push(k);
+          if (r.hash === '') needRef.add(k);
+          continue;
+        }
+      }
+      const partners = refBySize.get(e.rec.size);
+      if (!partners) continue;
+      if (e.rec.hash === '') need.push(k);
+      for (const r of partners) if ((p.refPlan.entries.get(r) as { rec: FileRecord }).rec.hash === '') needRef.add(r);
+    }
+    needSrv.push(need);
+  }
+  const known = new Map<string, string>();
+  const hashRoot = async (root: Root, pr: PlanRoot, paths: RelPath[], c: { filesHashed: number; bytesHashed: number }) => {
+    if (paths.length === 0) return;
+    const stats: ScanStats = { filesHashed: 0, bytesHashed: 0, filesStatted: 0 };
+    await hashFiles(root.dir, pr.entries, paths, p.farm.index, stats, { concurrency: opts.concurrency, inodes: known });
+    c.filesHashed += stats.filesHashed;
+    c.bytesHashed += stats.bytesHashed;
+  };
+  await hashRoot(p.farm.ref, p.refPlan, [...needRef], report.reference);
+  for (let i = 0; i < p.serverPlans.length; i++) {
+    await hashRoot(p.farm.servers[i], p.serverPlans[i], needSrv[i], report.servers[p.serverPlans[i].name]);
   }
 }
 
@@ -346,9 +407,28 @@ export async function unify(opts: UnifyOptions): Promise<Report> {
   const p = await prepare(opts, immutable && !dryRun);
   try {
     const report = newReport(p, dryRun ? 'plan' : 'unify', dryRun, immutable);
-    await scanAll(p, opts, report);
+    let t = performance.now();
+    const lap = (phase: string) => { const now = performance.now(); opts.trace?.(phase, now - t); t = now; };
+    lap('prepare');
+    await scanAll(p, opts, report, dryRun);
+    lap('scan+hash');
     const decisions = plan({ reference: p.refPlan, servers: p.serverPlans, refByHash: refByHash(p), tree: p.tree });
+    lap('plan');
     const ctx = applyContext(p, immutable, opts.concurrency);
+    ctx.trace = opts.trace;
+    const counters = new Map<string, { filesHashed: number; bytesHashed: number }>([
+      [p.farm.ref.dir.path, report.reference],
+      ...p.farm.servers.map((sv): [string, Counters] => [sv.dir.path, report.servers[sv.name]]),
+    ]);
+    const seen = new Set<string>();
+    ctx.read = (root, rel, bytes) => {
+      const key = `${root}\0${rel}`;
+      if (seen.has(key)) return;
+      seen.add(key);
+      const c = counters.get(root)!;
+      c.filesHashed++;
+      c.bytesHashed += bytes;
+    };
     const outcomes = dryRun ? null : await applyLinks(decisions, ctx);
     const files: FileLine[] = [];
     for (const d of decisions) {
@@ -385,7 +465,7 @@ export async function scan(opts: CommonOptions): Promise<Report> {
   const p = await prepare(opts, false);
   try {
     const report = newReport(p, 'scan', true, false);
-    await scanAll(p, opts, report);
+    await scanAll(p, opts, report, true);
     return finish(report, started, applyContext(p, false), rootNames(p));
   } finally {
     await closeFarm(p.farm);

@@ -109,7 +109,8 @@ export function plan(input: PlanInput): Decision[] {
         const r = refCandidate(refPath);
         if (!r) continue;
         if (r.dev !== s.dev) { why ??= { reason: 'otherFilesystem' }; continue; }
-        if (r.size !== s.size || r.hash !== s.hash) { why ??= { reason: 'contentDiffers' }; continue; }
+        // A hash not read yet ('') is no verdict: apply compares the bytes before linking.
+        if (r.size !== s.size || (r.hash !== '' && s.hash !== '' && r.hash !== s.hash)) { why ??= { reason: 'contentDiffers' }; continue; }
         const diff = metadataDiff(r, s);
         if (diff.length) { why ??= { reason: 'metadataDiffers', detail: diff.join(',') }; continue; }
         out.push({ ...base, kind: 'link', refPath, ref: r, srv: s });

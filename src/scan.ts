@@ -1,13 +1,13 @@
 // Scan: stat each candidate path of a root without following symlinks, and give it a
 // FileRecord: reused from the index when its stat signature is unchanged, else read
 // and hashed once (content and extended attributes).
-import type fs from 'node:fs';
+import fs from 'node:fs';
 import { Blake3Hasher } from '@napi-rs/blake-hash';
 import pLimit from 'p-limit';
-import { oneLine } from './errors.js';
-import { hashFd } from './fsx/content.js';
-import { RootDir, UnsafePathError, type RelPath } from './fsx/rootdir.js';
-import { readXattrs, type Xattrs } from './fsx/sys.js';
+import { isErrno, oneLine } from './errors.js';
+import { EMPTY_HASH, hashFd } from './fsx/content.js';
+import { RootDir, UnsafePathError, splitRel, type RelPath } from './fsx/rootdir.js';
+import { readXattrsAt, type Xattrs } from './fsx/sys.js';
 import type { FileRecord, Index } from './store/index-db.js';
 
 export type ScanEntry =
@@ -58,7 +58,6 @@ const inodeKey = (st: fs.BigIntStats) => `${st.dev}:${st.ino}:${st.size}:${st.mt
 export type InodeCache = Map<string, FileRecord>;
 
 export interface ScanOptions {
-  concurrency?: number;
   batch?: number;
   /** The package of each path, kept in the record. */
   pkgOf?: (rel: RelPath) => string | undefined;
@@ -70,7 +69,11 @@ export interface ScanOptions {
   covers?: (rec: FileRecord) => boolean;
 }
 
-/** Scans paths of one root into the index; returns an entry for every path. */
+/**
+ * Scans paths of one root into the index; returns an entry for every path. It costs one
+ * lstat per unchanged file and reads no content: a new or changed file gets its xattrs
+ * digest and hash '' (not known yet), except empty files, whose hash is known.
+ */
 export async function scanRoot(
   root: RootDir,
   paths: RelPath[],
@@ -78,87 +81,110 @@ export async function scanRoot(
   stats: ScanStats,
   opts: ScanOptions = {},
 ): Promise<Map<RelPath, ScanEntry>> {
-  const limit = pLimit(opts.concurrency ?? 8);
   const out = new Map<RelPath, ScanEntry>();
+  const inodes = opts.inodes ?? new Map();
   let pending: Array<[string, RelPath, FileRecord | null]> = [];
-  const flush = async () => {
-    const batch = pending;
-    pending = [];
-    await index.putFiles(batch);
-  };
   // Sorted paths keep one folder's files together, so folder fds are reused.
-  const sorted = [...paths].sort();
-  await Promise.all(
-    sorted.map((rel) =>
-      limit(async () => {
-        const entry = await scanOne(root, rel, index, stats, opts.inodes ?? new Map(), opts.pkgOf?.(rel));
-        out.set(rel, entry);
-        const old = index.getFile(root.path, rel);
-        if (entry.kind === 'file') {
-          if (!old || old !== entry.rec) pending.push([root.path, rel, entry.rec]);
-        } else if (old && entry.kind !== 'error') {
-          pending.push([root.path, rel, null]);
-        }
-        if (pending.length >= (opts.batch ?? 5000)) await flush();
-      }),
-    ),
-  );
-  await flush();
-  if (opts.covers) {
-    const gone: Array<[string, RelPath, null]> = [];
-    for (const f of index.filesOf(root.path)) if (!out.has(f.path) && opts.covers(f.rec)) gone.push([root.path, f.path, null]);
-    await index.putFiles(gone);
+  for (const rel of [...paths].sort()) {
+    const old = index.getFile(root.path, rel);
+    const entry = scanOne(root, rel, old, stats, inodes, opts.pkgOf?.(rel));
+    out.set(rel, entry);
+    if (entry.kind === 'file') {
+      if (old !== entry.rec) pending.push([root.path, rel, entry.rec]);
+    } else if (old && entry.kind !== 'error') {
+      pending.push([root.path, rel, null]);
+    }
+    if (pending.length >= (opts.batch ?? 20000)) {
+      await index.putFiles(pending);
+      pending = [];
+    }
   }
+  if (opts.covers) {
+    for (const f of index.filesOf(root.path)) if (!out.has(f.path) && opts.covers(f.rec)) pending.push([root.path, f.path, null]);
+  }
+  await index.putFiles(pending);
   return out;
 }
 
-async function scanOne(
-  root: RootDir, rel: RelPath, index: Index, stats: ScanStats, inodes: InodeCache, pkg: string | undefined,
-): Promise<ScanEntry> {
-  let st: fs.BigIntStats | null;
+function scanOne(
+  root: RootDir, rel: RelPath, old: FileRecord | undefined, stats: ScanStats, inodes: InodeCache, pkg: string | undefined,
+): ScanEntry {
+  const { dir, name } = splitRel(rel);
   try {
-    st = await root.lstat(rel);
-  } catch (err) {
-    if (err instanceof UnsafePathError) return { kind: 'symlinkInPath', detail: err.message };
-    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return { kind: 'missing' };
-    return { kind: 'error', detail: oneLine(err) };
-  }
-  stats.filesStatted++;
-  if (!st) return { kind: 'missing' };
-  if (!st.isFile()) return { kind: 'notRegular' };
-  const old = index.getFile(root.path, rel);
-  if (old && sameSignature(st, old)) {
-    const rec = old.pkg === pkg && old.nlink === Number(st.nlink) ? old : { ...old, pkg, nlink: Number(st.nlink) };
-    inodes.set(inodeKey(st), rec);
-    return { kind: 'file', rec };
-  }
-  const twin = inodes.get(inodeKey(st));
-  if (twin) return { kind: 'file', rec: recordOf(st, twin.hash, twin.xattrs, pkg) };
-  try {
-    const f = await root.openFile(rel);
-    try {
-      if (f.stat.ino !== st.ino || f.stat.dev !== st.dev) return { kind: 'error', detail: 'replaced while scanned' };
-      const xattrs = xattrDigest(readXattrs(f.fd));
-      const { hash, bytes } = await hashFd(f.fd);
-      stats.filesHashed++;
-      stats.bytesHashed += bytes;
-      const after = await root.lstat(rel);
-      if (!after || !sameSignatureStats(after, f.stat) || bytes !== Number(f.stat.size)) {
-        return { kind: 'error', detail: 'changed while hashed' };
+    return root.withDirSync(dir, (dfd) => {
+      const p = RootDir.at(dfd, name);
+      let st: fs.BigIntStats;
+      try {
+        st = fs.lstatSync(p, { bigint: true });
+      } catch (err) {
+        if (isErrno(err, 'ENOENT')) return { kind: 'missing' } as const;
+        throw err;
       }
-      const rec = recordOf(f.stat, hash, xattrs, pkg);
-      inodes.set(inodeKey(f.stat), rec);
-      return { kind: 'file', rec };
-    } finally {
-      await f.close();
-    }
+      stats.filesStatted++;
+      if (!st.isFile()) return { kind: 'notRegular' } as const;
+      const key = inodeKey(st);
+      if (old && sameSignature(st, old)) {
+        const rec = old.pkg === pkg && old.nlink === Number(st.nlink) ? old : { ...old, pkg, nlink: Number(st.nlink) };
+        inodes.set(key, rec);
+        return { kind: 'file', rec } as const;
+      }
+      const twin = inodes.get(key);
+      if (twin) return { kind: 'file', rec: recordOf(st, twin.hash, twin.xattrs, pkg) } as const;
+      const rec = recordOf(st, st.size === 0n ? EMPTY_HASH : '', xattrDigest(readXattrsAt(p)), pkg);
+      inodes.set(key, rec);
+      return { kind: 'file', rec } as const;
+    });
   } catch (err) {
     if (err instanceof UnsafePathError) return { kind: 'symlinkInPath', detail: err.message };
-    if ((err as NodeJS.ErrnoException).code === 'ELOOP') return { kind: 'notRegular' };
-    if ((err as NodeJS.ErrnoException).code === 'ENOTREG') return { kind: 'notRegular' };
-    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return { kind: 'missing' };
+    if (isErrno(err, 'ENOENT')) return { kind: 'missing' };
     return { kind: 'error', detail: oneLine(err) };
   }
+}
+
+/**
+ * Reads and hashes the files of one root whose hash is not known (each inode once), and
+ * records the hashes. A file that changes while read becomes an 'error' entry.
+ */
+export async function hashFiles(
+  root: RootDir,
+  entries: Map<RelPath, ScanEntry>,
+  paths: RelPath[],
+  index: Index,
+  stats: ScanStats,
+  opts: { concurrency?: number; inodes?: Map<string, string> } = {},
+): Promise<void> {
+  const limit = pLimit(opts.concurrency ?? 4);
+  const known = opts.inodes ?? new Map<string, string>(); // dev:ino:ctime -> hash
+  const updates: Array<[string, RelPath, FileRecord]> = [];
+  await Promise.all(paths.map((rel) => limit(async () => {
+    const e = entries.get(rel);
+    if (e?.kind !== 'file' || e.rec.hash !== '') return;
+    const key = `${e.rec.dev}:${e.rec.ino}:${e.rec.ctimeNs}`;
+    let hash = known.get(key);
+    if (hash === undefined) {
+      try {
+        const f = await root.openFile(rel);
+        try {
+          if (String(f.stat.ino) !== e.rec.ino || String(f.stat.ctimeNs) !== e.rec.ctimeNs) throw new Error('changed since scanned');
+          const r = await hashFd(f.fd);
+          const after = await new Promise<fs.BigIntStats>((res, rej) => fs.fstat(f.fd, { bigint: true }, (er, s) => (er ? rej(er) : res(s))));
+          if (!sameSignatureStats(after, f.stat) || r.bytes !== e.rec.size) throw new Error('changed while read');
+          stats.filesHashed++;
+          stats.bytesHashed += r.bytes;
+          hash = r.hash;
+          known.set(key, hash);
+        } finally {
+          await f.close();
+        }
+      } catch (err) {
+        entries.set(rel, { kind: 'error', detail: oneLine(err) });
+        return;
+      }
+    }
+    e.rec = { ...e.rec, hash };
+    updates.push([root.path, rel, e.rec]);
+  })));
+  await index.putFiles(updates);
 }
 
 export function sameSignatureStats(a: fs.BigIntStats, b: fs.BigIntStats): boolean {

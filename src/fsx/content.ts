@@ -5,6 +5,11 @@ import { Blake3Hasher } from '@napi-rs/blake-hash';
 
 const CHUNK = 1 << 20;
 
+// Read buffers are reused: a fresh 1 MiB buffer per file costs more in GC than the read.
+const pool: Buffer[] = [];
+const take = () => pool.pop() ?? Buffer.allocUnsafeSlow(CHUNK);
+const give = (...bufs: Buffer[]) => { for (const b of bufs) if (pool.length < 64) pool.push(b); };
+
 function readAt(fd: number, buf: Buffer, pos: number): Promise<number> {
   return new Promise((res, rej) =>
     fs.read(fd, buf, 0, buf.length, pos, (err, n) => (err ? rej(err) : res(n))),
@@ -14,28 +19,46 @@ function readAt(fd: number, buf: Buffer, pos: number): Promise<number> {
 /** BLAKE3 of the whole file behind fd, as hex; also returns the bytes read. */
 export async function hashFd(fd: number): Promise<{ hash: string; bytes: number }> {
   const hasher = new Blake3Hasher();
-  const buf = Buffer.allocUnsafe(CHUNK);
+  const buf = take();
   let pos = 0;
-  for (;;) {
-    const n = await readAt(fd, buf, pos);
-    if (n === 0) break;
-    hasher.update(n === buf.length ? buf : buf.subarray(0, n));
-    pos += n;
+  try {
+    for (;;) {
+      const n = await readAt(fd, buf, pos);
+      if (n === 0) break;
+      hasher.update(n === buf.length ? buf : buf.subarray(0, n));
+      pos += n;
+    }
+  } finally {
+    give(buf);
   }
   return { hash: hasher.digest('hex'), bytes: pos };
 }
 
-/** True when both fds hold the same bytes (and the same length). */
-export async function sameBytes(fdA: number, fdB: number): Promise<boolean> {
-  const a = Buffer.allocUnsafe(CHUNK);
-  const b = Buffer.allocUnsafe(CHUNK);
+/** BLAKE3 of no bytes: the hash of every empty file, known without reading. */
+export const EMPTY_HASH = new Blake3Hasher().digest('hex');
+
+/**
+ * True when both fds hold the same bytes (and the same length). With a hasher, A's bytes
+ * are hashed in the same pass (complete only when the result is true). With the expected
+ * size, a short read at that size ends the loop without one more read for end of file
+ * (the callers check the size and signature of both files around the comparison).
+ */
+export async function sameBytes(fdA: number, fdB: number, hashA?: Blake3Hasher, size?: number): Promise<{ same: boolean; bytes: number }> {
+  const a = take();
+  const b = take();
   let pos = 0;
-  for (;;) {
-    const [na, nb] = await Promise.all([readAt(fdA, a, pos), readAt(fdB, b, pos)]);
-    if (na !== nb) return false;
-    if (na === 0) return true;
-    if (a.compare(b, 0, nb, 0, na) !== 0) return false;
-    pos += na;
+  try {
+    for (;;) {
+      if (size !== undefined && pos === size && pos > 0) return { same: true, bytes: pos };
+      const [na, nb] = await Promise.all([readAt(fdA, a, pos), readAt(fdB, b, pos)]);
+      if (na !== nb) return { same: false, bytes: pos + Math.max(na, nb) };
+      if (na === 0) return { same: true, bytes: pos };
+      if (a.compare(b, 0, nb, 0, na) !== 0) return { same: false, bytes: pos + na };
+      hashA?.update(na === a.length ? a : a.subarray(0, na));
+      pos += na;
+    }
+  } finally {
+    give(a, b);
   }
 }
 
@@ -47,12 +70,16 @@ function writeAt(fd: number, buf: Buffer, off: number, len: number, pos: number)
 
 /** Copies every byte of src into dst (both open fds), from offset 0; returns the length. */
 export async function copyFd(src: number, dst: number): Promise<number> {
-  const buf = Buffer.allocUnsafe(CHUNK);
+  const buf = take();
   let pos = 0;
-  for (;;) {
-    const n = await readAt(src, buf, pos);
-    if (n === 0) return pos;
-    for (let off = 0; off < n; ) off += await writeAt(dst, buf, off, n - off, pos + off);
-    pos += n;
+  try {
+    for (;;) {
+      const n = await readAt(src, buf, pos);
+      if (n === 0) return pos;
+      for (let off = 0; off < n; ) off += await writeAt(dst, buf, off, n - off, pos + off);
+      pos += n;
+    }
+  } finally {
+    give(buf);
   }
 }

@@ -18,6 +18,8 @@ const cIoctl = libc.func('int ioctl(int fd, unsigned long req, _Inout_ int *arg)
 const cFlistxattr = libc.func('intptr_t flistxattr(int fd, _Out_ uint8_t *list, size_t size)');
 const cFgetxattr = libc.func('intptr_t fgetxattr(int fd, const char *name, _Out_ uint8_t *value, size_t size)');
 const cFsetxattr = libc.func('int fsetxattr(int fd, const char *name, const uint8_t *value, size_t size, int flags)');
+const cLlistxattr = libc.func('intptr_t llistxattr(const uint8_t *path, _Out_ uint8_t *list, size_t size)');
+const cLgetxattr = libc.func('intptr_t lgetxattr(const uint8_t *path, const char *name, _Out_ uint8_t *value, size_t size)');
 const cFremovexattr = libc.func('int fremovexattr(int fd, const char *name)');
 const cFutimens = libc.func(`int futimens(int fd, _In_ ${'vunify_timespec'} *times)`);
 void Timespec;
@@ -61,35 +63,60 @@ export function setImmutable(fd: number, on: boolean): boolean {
 
 export type Xattrs = Record<string, Buffer>;
 
-/** All extended attributes of an open file, by name (binary-safe values). */
-export function readXattrs(fd: number): Xattrs {
-  let size = 1024;
+type ListFn = (buf: Buffer, size: number) => number;
+type GetFn = (name: string, buf: Buffer, size: number) => number;
+
+function collectXattrs(list: ListFn, get: GetFn, what: string): Xattrs {
+  let size = 256;
   let listBuf: Buffer;
   let n: number;
   for (;;) {
     listBuf = Buffer.alloc(size);
-    n = Number(cFlistxattr(fd, listBuf, size));
+    n = list(listBuf, size);
     if (n >= 0) break;
-    const err = sysError('flistxattr');
+    const err = sysError(`${what}listxattr`);
     if (err.code === 'ERANGE') { size *= 4; continue; }
     if (err.code === 'ENOTSUP' || err.code === 'EOPNOTSUPP') return {};
     throw err;
   }
   const out: Xattrs = {};
+  if (n === 0) return out;
   for (const name of listBuf.subarray(0, n).toString('latin1').split('\0')) {
     if (!name) continue;
     let vsize = 256;
     for (;;) {
       const v = Buffer.alloc(vsize);
-      const m = Number(cFgetxattr(fd, name, v, vsize));
+      const m = get(name, v, vsize);
       if (m >= 0) { out[name] = v.subarray(0, m); break; }
-      const err = sysError('fgetxattr');
+      const err = sysError(`${what}getxattr`);
       if (err.code === 'ERANGE') { vsize *= 8; continue; }
       if (err.code === 'ENODATA') break; // removed meanwhile
       throw err;
     }
   }
   return out;
+}
+
+/** All extended attributes of an open file, by name (binary-safe values). */
+export function readXattrs(fd: number): Xattrs {
+  return collectXattrs(
+    (b, n) => Number(cFlistxattr(fd, b, n)),
+    (name, b, n) => Number(cFgetxattr(fd, name, b, n)),
+    'f',
+  );
+}
+
+/**
+ * The same by path without following a final symlink (llistxattr): for scans, where
+ * opening every file would cost more. The path must be a /proc/self/fd/N/name path.
+ */
+export function readXattrsAt(p: Buffer): Xattrs {
+  const z = Buffer.concat([p, Buffer.from([0])]);
+  return collectXattrs(
+    (b, n) => Number(cLlistxattr(z, b, n)),
+    (name, b, n) => Number(cLgetxattr(z, name, b, n)),
+    'l',
+  );
 }
 
 export function writeXattr(fd: number, name: string, value: Buffer): void {
@@ -119,4 +146,14 @@ export function tryLock(fd: number): boolean {
   const err = sysError('flock');
   if (err.code === 'EWOULDBLOCK' || err.code === 'EAGAIN') return false;
   throw err;
+}
+
+const cSyncfs = libc.func('int syncfs(int fd)');
+
+/**
+ * Commits everything of the filesystem that holds fd: one journal commit for a whole batch
+ * of renames costs what one folder fsync does, where a fsync per folder costs one each.
+ */
+export function syncFilesystem(fd: number): void {
+  if (cSyncfs(fd) < 0) throw sysError('syncfs');
 }

@@ -27,7 +27,7 @@ export interface FileRecord {
   mtimeNs: string;
   ctimeNs: string;
   nlink: number;
-  /** BLAKE3 hex of the content. */
+  /** BLAKE3 hex of the content; '' while not read (no file of the same size to pair with). */
   hash: string;
   /** BLAKE3 hex of the sorted extended attributes, '' when there are none. */
   xattrs: string;
@@ -169,10 +169,11 @@ export class Index {
     await this.env.transaction(() => {
       for (const [root, rel, rec] of entries) {
         const old = this.files.get([root, rel]);
-        if (old && (!rec || old.hash !== rec.hash)) this.content.remove([old.hash, root, rel]);
+        if (old && old.hash && (!rec || old.hash !== rec.hash)) this.content.remove([old.hash, root, rel]);
         if (rec) {
           this.files.put([root, rel], rec);
-          this.content.put([rec.hash, root, rel], null);
+          // '' means not read yet: no content address.
+          if (rec.hash) this.content.put([rec.hash, root, rel], null);
         } else if (old) {
           this.files.remove([root, rel]);
         }
