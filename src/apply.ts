@@ -12,7 +12,8 @@ import { RootDir, openFileAt, splitRel, type OpenedFile, type RelPath } from './
 import { isImmutable, readXattrs, removeXattr, setImmutable, setTimesNs, syncFilesystem, writeXattr, type Xattrs } from './fsx/sys.js';
 import type { Decision, SkipReason } from './plan.js';
 import { recordOf, sameSignatureStats } from './scan.js';
-import type { FileRecord, Index, InodeRecord, LinkRecord } from './store/index-db.js';
+import { faultPoint } from './fault.js';
+import type { FileRecord, Index, JournalEntry, LinkRecord } from './store/index-db.js';
 
 export type Outcome =
   | { kind: 'unified'; bytesSaved: number }
@@ -96,7 +97,7 @@ async function dropTmp(dirFd: number, name: string): Promise<void> {
 type LinkDecision = Extract<Decision, { kind: 'link' }>;
 type Group = Array<Extract<Decision, { kind: 'link' | 'already' }>>;
 
-interface Verified { d: LinkDecision; st1: fs.BigIntStats; rec: LinkRecord }
+interface Verified { d: LinkDecision; st1: fs.BigIntStats; rec: LinkRecord; tmp: string }
 interface GroupState { ours: boolean; wasImmutable: boolean; refHash: string; verified: Verified[] }
 
 /** How many reference inodes are verified, journaled and linked together. */
@@ -149,16 +150,29 @@ async function linkChunk(groups: Group[], ctx: ApplyContext, outcomes: Map<Decis
   lap('verify');
   // 2. journal
   const verified = [...states.values()].flatMap((st) => st.verified);
-  await Promise.all(verified.map((v) => ctx.index.putLink(ctx.serverRoots.get(v.d.server)!, v.d.path, v.rec)));
-  await ctx.index.flush();
+  const journal: JournalEntry[] = verified.map((v) => ({
+    op: 'link', root: ctx.serverRoots.get(v.d.server)!, path: v.d.path, tmp: v.tmp, dev: v.rec.dev, ino: v.rec.ino,
+  }));
+  for (const [g, st] of states) {
+    // The attribute is cleared while links are added to an inode that has it.
+    if (st.wasImmutable && st.verified.length > 0) journal.push({ op: 'flag', root: ctx.refRoot, path: g[0].refPath, dev: g[0].ref.dev, ino: g[0].ref.ino });
+  }
+  for (const v of verified) void ctx.index.putLink(ctx.serverRoots.get(v.d.server)!, v.d.path, v.rec);
+  // Inodes that may get the attribute are recorded as vunify's before it is set: a crash
+  // in between must not leave an attribute that looks as if someone else had set it.
+  for (const [g, st] of states) {
+    if (ctx.immutable && !st.ours && !st.wasImmutable) {
+      void ctx.index.putInode(g[0].ref.dev, g[0].ref.ino, { root: ctx.refRoot, path: g[0].refPath, setAt: new Date().toISOString() });
+    }
+  }
+  await ctx.index.journalAdd(journal);
   lap('journal');
   // 3. link
   const updates: Array<[string, RelPath, FileRecord | null]> = [...learned];
-  const inodes: Array<[string, string, InodeRecord]> = [];
   const touched = new Map<string, [string, RelPath]>();
   await Promise.all(groups.map((g) => limit(async () => {
     const st = states.get(g);
-    if (st) await linkGroup(g, st, ctx, outcomes, updates, inodes, touched).catch((err) => fail(g, err));
+    if (st) await linkGroup(g, st, ctx, outcomes, updates, touched).catch((err) => fail(g, err));
   })));
   lap('link');
   // 4. folders get their times back; then one syncfs makes every rename durable
@@ -180,8 +194,8 @@ async function linkChunk(groups: Group[], ctx: ApplyContext, outcomes: Map<Decis
   const notMade = verified.filter((v) => outcomes.get(v.d)?.kind !== 'unified');
   await Promise.all([
     ...notMade.map((v) => ctx.index.removeLink(ctx.serverRoots.get(v.d.server)!, v.d.path)),
-    ...inodes.map(([dev, ino, rec]) => ctx.index.putInode(dev, ino, rec)),
     ctx.index.putFiles(updates),
+    ctx.index.journalDone(journal),
   ]);
   lap('records');
 }
@@ -251,6 +265,7 @@ async function verifyOne(
       if (rs.mode !== ss.mode || rs.uid !== ss.uid || rs.gid !== ss.gid || rs.mtimeNs !== ss.mtimeNs) {
         return skip('metadataDiffers', 'changed since scanned');
       }
+      if (isImmutable(srv.fd)) return skip('immutable', 'the server\'s file is immutable (not set by vunify)');
       const srvXattrs = readXattrs(srv.fd);
       if (!sameXattrs(refXattrs, srvXattrs)) return skip('metadataDiffers', 'xattrs');
       const cmp = await sameBytes(ref.fd, srv.fd, hasher, Number(ss.size));
@@ -263,7 +278,7 @@ async function verifyOne(
         return skip('contentDiffers', 'the bytes differ');
       }
       return {
-        d, st1,
+        d, st1, tmp: tmpName(),
         rec: {
           refRoot: ctx.refRoot, refPath: d.refPath, dev: String(rs.dev), ino: String(rs.ino),
           size: Number(ss.size), pkg: d.pkg,
@@ -285,7 +300,6 @@ async function linkGroup(
   ctx: ApplyContext,
   outcomes: Map<Decision, Outcome>,
   updates: Array<[string, RelPath, FileRecord | null]>,
-  inodes: Array<[string, string, InodeRecord]>,
   touched: Map<string, [string, RelPath]>,
 ): Promise<void> {
   const refRoot = ctx.roots.get(ctx.refRoot)!;
@@ -301,7 +315,10 @@ async function linkGroup(
       }
       let cleared = false;
       try {
-        if (state.verified.length > 0 && state.wasImmutable) cleared = setImmutable(ref.fd, false);
+        if (state.verified.length > 0 && state.wasImmutable) {
+          cleared = setImmutable(ref.fd, false);
+          faultPoint();
+        }
         for (const v of state.verified) {
           outcomes.set(v.d, await linkVerified(v, refDirFd, refName, ref.stat.ino, ctx, touched).catch((err) => skip('error', oneLine(err))));
         }
@@ -310,9 +327,8 @@ async function linkGroup(
         const shared = now !== null && now.nlink > 1n;
         if ((ctx.immutable && shared && !state.wasImmutable) || cleared) {
           try {
-            if (setImmutable(ref.fd, true) && !state.ours) {
-              inodes.push([r.dev, r.ino, { root: ctx.refRoot, path: first.refPath, setAt: new Date().toISOString() }]);
-            }
+            setImmutable(ref.fd, true);
+            faultPoint();
           } catch (err) {
             // The links stand (the files are identical); the missing attribute is reported.
             ctx.problems.push({ root: ctx.refRoot, path: first.refPath, reason: `cannot set the immutable attribute: ${oneLine(err)}` });
@@ -339,9 +355,10 @@ async function linkVerified(
   return ctx.roots.get(srvRootPath)!.withDir(dir, async (dfd) => {
     await rememberDirTimes(ctx, srvRootPath, dir, dfd);
     touched.set(`${srvRootPath}\0${dir}`, [srvRootPath, dir]);
-    let tmp: string | null = tmpName();
+    let tmp: string | null = v.tmp;
     try {
       fs.linkSync(at(refDirFd, refName), at(dfd, tmp));
+      faultPoint();
       const lt = fs.lstatSync(at(dfd, tmp), { bigint: true });
       if (lt.ino !== refIno) return skip('changed', 'reference replaced while linking');
       const st2 = lstatOrNull(at(dfd, name));
@@ -355,6 +372,7 @@ async function linkVerified(
         fs.close(hold, () => {});
       }
       tmp = null;
+      faultPoint();
       return { kind: 'unified', bytesSaved: v.st1.nlink === 1n ? Number(v.st1.size) : 0 };
     } catch (err) {
       if (isErrno(err, 'EXDEV')) return skip('otherFilesystem', oneLine(err));
@@ -394,7 +412,7 @@ async function refreshInode(
 }
 
 /** A server file to make private again: it shares the reference's inode, or vunify linked it. */
-export interface UndoItem { server: string; path: RelPath; pkg: string; dev: string; ino: string; refPath?: RelPath }
+export interface UndoItem { server: string; path: RelPath; pkg: string; dev: string; ino: string; refPath?: RelPath; tmp?: string }
 
 /** Puts private copies back, one shared inode at a time. */
 export async function applyUndo(items: UndoItem[], ctx: ApplyContext): Promise<Map<UndoItem, Outcome>> {
@@ -408,6 +426,19 @@ export async function applyUndo(items: UndoItem[], ctx: ApplyContext): Promise<M
   }
   const limit = pLimit(ctx.concurrency ?? 4);
   const updates: Array<[string, RelPath, FileRecord | null]> = [];
+  // Journal every copy about to be made, and every attribute about to be lifted.
+  const journal: JournalEntry[] = [];
+  for (const it of items) {
+    it.tmp = tmpName();
+    journal.push({ op: 'undo', root: ctx.serverRoots.get(it.server)!, path: it.path, tmp: it.tmp, dev: it.dev, ino: it.ino });
+  }
+  for (const g of groups.values()) {
+    const withRef = g.find((it) => it.refPath !== undefined);
+    journal.push(withRef
+      ? { op: 'flag', root: ctx.refRoot, path: withRef.refPath!, dev: g[0].dev, ino: g[0].ino }
+      : { op: 'flag', root: ctx.serverRoots.get(g[0].server)!, path: g[0].path, dev: g[0].dev, ino: g[0].ino });
+  }
+  await ctx.index.journalAdd(journal);
   await Promise.all(
     [...groups.values()].map((group) =>
       limit(async () => {
@@ -435,6 +466,7 @@ export async function applyUndo(items: UndoItem[], ctx: ApplyContext): Promise<M
     ),
   );
   await ctx.index.putFiles(updates);
+  await ctx.index.journalDone(journal);
   return outcomes;
 }
 
@@ -461,7 +493,7 @@ async function undoOne(it: UndoItem, ctx: ApplyContext): Promise<Outcome> {
             atimeNs: cur.stat.atimeNs, mtimeNs: cur.stat.mtimeNs, xattrs: readXattrs(cur.fd),
           };
       restoreDir = await rememberDirTimes(ctx, srvRootPath, dir, dfd);
-      tmp = tmpName();
+      tmp = it.tmp ?? tmpName();
       const out = await fsp.open(at(dfd, tmp), O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW, 0o600);
       try {
         await copyFd(cur.fd, out.fd);
@@ -476,13 +508,16 @@ async function undoOne(it: UndoItem, ctx: ApplyContext): Promise<Outcome> {
       } finally {
         await out.close();
       }
+      faultPoint();
       const wasImmutable = isImmutable(cur.fd);
       if (wasImmutable) setImmutable(cur.fd, false);
       try {
+        faultPoint();
         fs.renameSync(at(dfd, tmp), at(dfd, name));
         tmp = null;
         restoreDir();
         await fsyncFd(dfd);
+        faultPoint();
       } finally {
         if (wasImmutable) {
           const now = await fstat(cur.fd, { bigint: true });

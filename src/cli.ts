@@ -4,7 +4,7 @@
 import { readFileSync } from 'node:fs';
 import { Command, CommanderError, Option } from 'commander';
 import { DEFAULT_DB, DEFAULT_VSERVERS_DIR, planRun, scan, undo, unify, type CommonOptions } from './engine.js';
-import { gc, type GcReport } from './maintenance.js';
+import { gc, recoverRun, type GcReport } from './maintenance.js';
 import { formatIndexReport, indexReport } from './summary.js';
 import { EXIT, VunifyError, oneLine } from './errors.js';
 import { formatText, type Report } from './report.js';
@@ -65,6 +65,7 @@ function runOptions(ref: string, servers: string[], flags: Flags, packages: stri
     rpm: flags.rpm,
     verbose: (flags.verbose ?? 0) > 0,
     rebuildIndex: flags.rebuildIndex,
+    log: flags.quiet || flags.json ? undefined : (line) => process.stderr.write(`vunify: ${line}\n`),
     trace: process.env.VUNIFY_TRACE ? (phase, ms) => process.stderr.write(`vunify: trace: ${phase} ${ms.toFixed(0)} ms\n`) : undefined,
     packageManager: flags.packageManager,
     allFiles: flags.allFiles,
@@ -148,12 +149,44 @@ export function buildProgram(packages: string[], done: (code: number) => void): 
       done(EXIT.ok);
     });
 
+  program.command('recover')
+    .description('finish or roll back the changes a killed run left under way (every command does this first)')
+    .addOption(dbOption())
+    .option('--json', 'print the result as one JSON document on stdout')
+    .action(async (flags: Flags) => {
+      const r = await recoverRun({ db: flags.db });
+      if (flags.json) process.stdout.write(JSON.stringify(r, null, 2) + '\n');
+      else {
+        process.stdout.write(r.entries === 0 ? 'nothing to recover\n'
+          : `recovered ${r.entries} unfinished change(s): ${r.temporariesRemoved} temporary file(s) removed, ${r.linksKept} link(s) kept, ` +
+            `${r.linkRecordsDropped} link record(s) dropped, ${r.attributesRestored} attribute(s) restored\n`);
+        for (const p of r.problems) process.stderr.write(`vunify: ${p}\n`);
+      }
+      done(r.problems.length ? EXIT.partial : EXIT.ok);
+    });
+
   return program;
+}
+
+const COMMANDS = new Set(['unify', 'plan', 'undo', 'scan', 'report', 'gc', 'recover', 'help']);
+const TAKES_VALUE = new Set(['--db', '--vservers-dir', '--rpm', '--exclude', '--exclude-from', '--package-manager', '--top']);
+
+/** Lets options come before the command too (`vunify -q undo ...`): the command moves first. */
+export function commandFirst(args: string[]): string[] {
+  for (let i = 0; i < args.length; i++) {
+    const a = args[i];
+    if (a.startsWith('-')) {
+      if (TAKES_VALUE.has(a)) i++;
+      continue;
+    }
+    return COMMANDS.has(a) && i > 0 ? [a, ...args.slice(0, i), ...args.slice(i + 1)] : args;
+  }
+  return args;
 }
 
 export async function main(argv: string[]): Promise<number> {
   const dd = argv.indexOf('--', 2);
-  const before = dd < 0 ? argv : argv.slice(0, dd);
+  const before = [...argv.slice(0, 2), ...commandFirst((dd < 0 ? argv : argv.slice(0, dd)).slice(2))];
   const packages = dd < 0 ? [] : argv.slice(dd + 1);
   let code: number = EXIT.ok;
   const program = buildProgram(packages, (c) => { code = c; });

@@ -13,6 +13,7 @@ import { DpkgSource } from './sources/dpkg.js';
 import { RpmSource } from './sources/rpm.js';
 import { DEFAULT_EXCLUDES, makeExcluder, readExcludeFile, walkTree } from './sources/tree.js';
 import type { PackageListing, PackageSource } from './sources/types.js';
+import { recover } from './recover.js';
 import { Index, type FileRecord } from './store/index-db.js';
 
 export const DEFAULT_VSERVERS_DIR = '/vservers';
@@ -136,6 +137,12 @@ async function openFarm(opts: CommonOptions, needImmutable: boolean): Promise<Fa
     const lockFd = takeLock(dbPath);
     try {
       const index = Index.open(dbPath, { rebuild: opts.rebuildIndex });
+      try {
+        await recover(index, opts.log);
+      } catch (err) {
+        await index.close();
+        throw err;
+      }
       return { ref, servers, index, lockFd };
     } catch (err) {
       fs.closeSync(lockFd);

@@ -4,6 +4,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { VunifyError } from './errors.js';
 import { RootDir } from './fsx/rootdir.js';
+import { recover, type RecoverReport } from './recover.js';
 import { Index } from './store/index-db.js';
 import { DEFAULT_DB, dropVanishedRoots, takeLock } from './engine.js';
 
@@ -105,4 +106,21 @@ export async function gc(opts: { db?: string; rebuildIndex?: boolean; log?: (l: 
     fs.closeSync(lockFd);
   }
   return { command: 'gc', index: dbPath, steps, bytesBefore, bytesAfter: sizeOf(dbPath), durationMs: Date.now() - started };
+}
+
+/** `vunify recover`: finishes or rolls back what a killed run left under way. */
+export async function recoverRun(opts: { db?: string; log?: (l: string) => void }): Promise<RecoverReport & { command: 'recover' }> {
+  const dbPath = path.resolve(opts.db ?? DEFAULT_DB);
+  if (!fs.existsSync(dbPath)) throw new VunifyError('INDEX', 'no index here: nothing to recover (give --db?)', dbPath);
+  const lockFd = takeLock(dbPath);
+  try {
+    const index = Index.open(dbPath);
+    try {
+      return { command: 'recover', ...(await recover(index, opts.log)) };
+    } finally {
+      await index.close();
+    }
+  } finally {
+    fs.closeSync(lockFd);
+  }
 }

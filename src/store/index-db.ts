@@ -6,6 +6,7 @@
 //   links     [serverRoot, path] -> LinkRecord    links vunify made, with what it replaced
 //   inodes    'dev:ino' -> InodeRecord            inodes vunify made immutable
 //   roots     root -> RootRecord                  every root seen: name, last scan
+//   journal   key -> JournalEntry                 changes under way (see recover.ts)
 //
 // Paths are binary strings (one char per byte). Times are nanosecond decimal strings,
 // dev and ino decimal strings: all exact.
@@ -58,6 +59,17 @@ export interface InodeRecord {
   setAt: string;
 }
 
+/**
+ * A change under way, written durably before the change starts and removed once it is
+ * durable: after a crash, recover.ts finishes or rolls back each one it finds.
+ */
+export type JournalEntry =
+  | { op: 'link'; root: string; path: RelPath; tmp: string; dev: string; ino: string }
+  | { op: 'undo'; root: string; path: RelPath; tmp: string; dev: string; ino: string }
+  | { op: 'flag'; root: string; path: RelPath; dev: string; ino: string };
+
+export const journalKey = (e: JournalEntry) => `${e.op}\0${e.op === 'flag' ? `${e.dev}:${e.ino}` : `${e.root}\0${e.path}`}`;
+
 export interface RootRecord {
   name: string;
   /** When the last scan of this root ended, and how long it took. */
@@ -108,6 +120,7 @@ export class Index {
     private readonly links: Database<LinkRecord, [string, string]>,
     private readonly inodes: Database<InodeRecord, string>,
     private readonly roots: Database<RootRecord, string>,
+    private readonly journal: Database<JournalEntry, string>,
   ) {}
 
   /**
@@ -151,6 +164,7 @@ export class Index {
         env.openDB({ name: 'links' }),
         env.openDB({ name: 'inodes' }),
         env.openDB({ name: 'roots' }),
+        env.openDB({ name: 'journal' }),
       );
     } catch (err) {
       void env.close();
@@ -244,6 +258,21 @@ export class Index {
       const [dev, ino] = String(key).split(':');
       yield { dev, ino, rec: value };
     }
+  }
+
+  /** Writes journal entries in one transaction and waits until they are on disk. */
+  async journalAdd(entries: JournalEntry[]): Promise<void> {
+    if (entries.length === 0) return;
+    await Promise.all(entries.map((e) => this.journal.put(journalKey(e), e)));
+    await this.flush();
+  }
+
+  async journalDone(entries: JournalEntry[]): Promise<void> {
+    await Promise.all(entries.map((e) => this.journal.remove(journalKey(e))));
+  }
+
+  journalEntries(): JournalEntry[] {
+    return [...this.journal.getRange({})].map(({ value }) => value);
   }
 
   getRoot(root: string): RootRecord | undefined {

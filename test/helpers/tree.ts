@@ -8,7 +8,7 @@ import { readXattrs } from '../../src/fsx/sys.js';
 
 export const CLI = fileURLToPath(new URL('../../dist/cli.js', import.meta.url));
 
-export interface CliResult { status: number; stdout: string; stderr: string }
+export interface CliResult { status: number; signal: NodeJS.Signals | null; stdout: string; stderr: string }
 
 export function vunify(args: string[], env: NodeJS.ProcessEnv = {}): CliResult {
   const r = spawnSync(process.execPath, [CLI, ...args], {
@@ -16,7 +16,7 @@ export function vunify(args: string[], env: NodeJS.ProcessEnv = {}): CliResult {
     env: { ...process.env, ...env },
     maxBuffer: 64 << 20,
   });
-  return { status: r.status ?? -1, stdout: r.stdout, stderr: r.stderr };
+  return { status: r.status ?? -1, signal: r.signal, stdout: r.stdout, stderr: r.stderr };
 }
 
 export interface FileSnap {

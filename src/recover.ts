@@ -1,0 +1,91 @@
+// Recovery: finishes or rolls back the changes a killed run left under way, from the
+// journal in the index. Runs at the start of every command that opens the index, and as
+// `vunify recover`. It only ever removes the temporary names the journal recorded.
+import fs from 'node:fs';
+import { oneLine } from './errors.js';
+import { RootDir, joinRel, splitRel, openFileAtSync } from './fsx/rootdir.js';
+import { setImmutable, syncFilesystem } from './fsx/sys.js';
+import type { Index, JournalEntry } from './store/index-db.js';
+
+export interface RecoverReport {
+  entries: number;
+  temporariesRemoved: number;
+  linksKept: number;
+  linkRecordsDropped: number;
+  attributesRestored: number;
+  problems: string[];
+}
+
+export async function recover(index: Index, log?: (line: string) => void): Promise<RecoverReport> {
+  const report: RecoverReport = { entries: 0, temporariesRemoved: 0, linksKept: 0, linkRecordsDropped: 0, attributesRestored: 0, problems: [] };
+  const entries = index.journalEntries();
+  if (entries.length === 0) return report;
+  report.entries = entries.length;
+  const roots = new Map<string, RootDir | null>();
+  const rootOf = async (r: string) => {
+    if (!roots.has(r)) roots.set(r, await RootDir.open(r).catch(() => null));
+    return roots.get(r)!;
+  };
+  // Links and copies first, attributes last: an attribute goes back on once the links are settled.
+  const order = (e: JournalEntry) => (e.op === 'flag' ? 1 : 0);
+  try {
+    for (const e of [...entries].sort((a, b) => order(a) - order(b))) {
+      const dir = await rootOf(e.root);
+      try {
+        if (dir) await recoverOne(e, dir, index, report);
+      } catch (err) {
+        report.problems.push(`${e.root}/${e.path}: ${oneLine(err)}`);
+        continue; // kept in the journal: the next run tries again
+      }
+      await index.journalDone([e]);
+    }
+    for (const d of roots.values()) if (d) syncFilesystem(d.rootFd);
+  } finally {
+    for (const d of roots.values()) await d?.close();
+  }
+  log?.(`recovered ${report.entries} unfinished change(s): ${report.temporariesRemoved} temporary file(s) removed, ` +
+    `${report.linksKept} link(s) kept, ${report.linkRecordsDropped} link record(s) dropped, ${report.attributesRestored} attribute(s) restored`);
+  return report;
+}
+
+async function recoverOne(e: JournalEntry, dir: RootDir, index: Index, report: RecoverReport): Promise<void> {
+  const onInode = (st: fs.BigIntStats | null) => st !== null && String(st.ino) === e.ino && String(st.dev) === e.dev;
+  if (e.op === 'flag') {
+    const { dir: d, name } = splitRel(e.path);
+    dir.withDirSync(d, (dfd) => {
+      let f;
+      try { f = openFileAtSync(dfd, name); } catch { return; } // gone: nothing to put back
+      try {
+        if (!onInode(f.stat)) return;
+        if (f.stat.nlink > 1n) {
+          if (setImmutable(f.fd, true)) report.attributesRestored++;
+        } else {
+          // No link is left to protect: the attribute stays off, as a finished undo leaves it.
+          setImmutable(f.fd, false);
+          void index.removeInode(e.dev, e.ino);
+        }
+      } finally {
+        void f.close();
+      }
+    });
+    return;
+  }
+  const { dir: d } = splitRel(e.path);
+  const tmpRel = joinRel(d, e.tmp);
+  const tmp = dir.lstatSync(tmpRel);
+  // A link's temporary name is the shared inode; an undo's is a new copy: never the shared one.
+  const ours = e.op === 'link' ? onInode(tmp) : tmp !== null && tmp.isFile() && !onInode(tmp);
+  if (ours) {
+    dir.withDirSync(d, (dfd) => fs.unlinkSync(RootDir.at(dfd, e.tmp)));
+    report.temporariesRemoved++;
+  }
+  const now = dir.lstatSync(e.path);
+  const rec = index.getLink(e.root, e.path);
+  const linked = onInode(now);
+  if (e.op === 'link' && linked) report.linksKept++;
+  // A link not made, or an undo that finished: the link record no longer describes the disk.
+  if (!linked && rec && rec.ino === e.ino && rec.dev === e.dev) {
+    await index.removeLink(e.root, e.path);
+    report.linkRecordsDropped++;
+  }
+}
