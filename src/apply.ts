@@ -8,7 +8,7 @@ import { Blake3Hasher } from '@napi-rs/blake-hash';
 import pLimit from 'p-limit';
 import { isErrno, oneLine } from './errors.js';
 import { copyFd, hashFd, sameBytes } from './fsx/content.js';
-import { RootDir, openFileAt, splitRel, type OpenedFile, type RelPath } from './fsx/rootdir.js';
+import { RootDir, openFileAt, openFileAtSync, splitRel, type OpenedFile, type RelPath } from './fsx/rootdir.js';
 import { isImmutable, readXattrs, removeXattr, setImmutable, setTimesNs, syncFilesystem, writeXattr, type Xattrs } from './fsx/sys.js';
 import type { Decision, SkipReason } from './plan.js';
 import { recordOf, sameSignatureStats } from './scan.js';
@@ -314,13 +314,21 @@ async function linkGroup(
         return;
       }
       let cleared = false;
+      const extra: SecondCopy[] = [];
       try {
         if (state.verified.length > 0 && state.wasImmutable) {
           cleared = setImmutable(ref.fd, false);
           faultPoint();
         }
-        for (const v of state.verified) {
-          outcomes.set(v.d, await linkVerified(v, refDirFd, refName, ref.stat.ino, ctx, touched).catch((err) => skip('error', oneLine(err))));
+        let canon = { fd: refDirFd, name: refName, ino: ref.stat.ino };
+        for (let i = 0; i < state.verified.length; i++) {
+          const v = state.verified[i];
+          const out = await linkVerified(v, canon.fd, canon.name, canon.ino, ctx, touched).catch((err) => skip('error', oneLine(err)));
+          outcomes.set(v.d, out);
+          const rest = state.verified.slice(i + 1);
+          if (out.kind === 'skip' && out.reason === 'linkLimit' && rest.length > 0) {
+            canon = await startSecondCopy(v, rest, ctx, extra);
+          }
         }
       } finally {
         const now = await fstat(ref.fd, { bigint: true }).catch(() => null);
@@ -335,6 +343,11 @@ async function linkGroup(
           }
         }
       }
+      for (const c of extra) {
+        await finishSecondCopy(c, ctx);
+        if (r.hash !== '') await refreshInode(ctx, { ...r, ino: String(c.ino) }, [[c.rootPath, c.path], ...c.linked()], updates);
+        c.held.release();
+      }
       // Linking and the attribute moved the inode's ctime and nlink: record the new
       // signatures (and the hash learnt while comparing) so the next scan reads nothing.
       const paths: Array<[string, RelPath]> = [[ctx.refRoot, first.refPath], ...g
@@ -345,6 +358,47 @@ async function linkGroup(
       await ref.close();
     }
   });
+}
+
+interface SecondCopy {
+  rootPath: string;
+  path: RelPath;
+  ino: bigint;
+  held: { fd: number; release: () => void };
+  linked: () => Array<[string, RelPath]>;
+}
+
+/**
+ * The shared inode is full (EMLINK): the server copy that could not be linked stays
+ * private and becomes the shared copy for the remaining servers. Their link records and
+ * journal entries are rewritten to the new inode, durably, before any link to it.
+ */
+async function startSecondCopy(v: Verified, rest: Verified[], ctx: ApplyContext, extra: SecondCopy[]): Promise<{ fd: number; name: string; ino: bigint }> {
+  const rootPath = ctx.serverRoots.get(v.d.server)!;
+  const { dir, name } = splitRel(v.d.path);
+  const held = ctx.roots.get(rootPath)!.holdDir(dir);
+  const ino = v.st1.ino;
+  for (const r of rest) r.rec = { ...r.rec, refRoot: rootPath, refPath: v.d.path, ino: String(ino) };
+  for (const r of rest) void ctx.index.putLink(ctx.serverRoots.get(r.d.server)!, r.d.path, r.rec);
+  if (ctx.immutable) void ctx.index.putInode(String(v.st1.dev), String(ino), { root: rootPath, path: v.d.path, setAt: new Date().toISOString() });
+  await ctx.index.journalAdd(rest.map((r) => ({ op: 'link', root: ctx.serverRoots.get(r.d.server)!, path: r.d.path, tmp: r.tmp, dev: r.rec.dev, ino: r.rec.ino })));
+  extra.push({
+    rootPath, path: v.d.path, ino, held,
+    linked: () => rest.filter((r) => r.rec.ino === String(ino)).map((r) => [ctx.serverRoots.get(r.d.server)!, r.d.path]),
+  });
+  return { fd: held.fd, name, ino };
+}
+
+async function finishSecondCopy(c: SecondCopy, ctx: ApplyContext): Promise<void> {
+  if (!ctx.immutable) return;
+  const f = openFileAtSync(c.held.fd, splitRel(c.path).name);
+  try {
+    if (f.stat.ino === c.ino && f.stat.nlink > 1n) setImmutable(f.fd, true);
+  } catch (err) {
+    ctx.problems.push({ root: c.rootPath, path: c.path, reason: `cannot set the immutable attribute: ${oneLine(err)}` });
+  } finally {
+    await f.close();
+  }
 }
 
 async function linkVerified(
@@ -376,6 +430,7 @@ async function linkVerified(
       return { kind: 'unified', bytesSaved: v.st1.nlink === 1n ? Number(v.st1.size) : 0 };
     } catch (err) {
       if (isErrno(err, 'EXDEV')) return skip('otherFilesystem', oneLine(err));
+      if (isErrno(err, 'EMLINK')) return skip('linkLimit', 'the shared copy has the most links the filesystem allows; this copy is shared from now on');
       return skip('error', oneLine(err));
     } finally {
       if (tmp !== null) await dropTmp(dfd, tmp);

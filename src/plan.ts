@@ -17,6 +17,7 @@ export const SKIP_REASONS = [
   'contentDiffers',
   'metadataDiffers', // mode, owner, mtime or extended attributes
   'immutable', // immutable before vunify came: left as it is
+  'linkLimit', // the shared inode has the most links the filesystem allows: this copy is shared instead
   'changed', // changed between comparison and link: left untouched
   'error',
 ] as const;

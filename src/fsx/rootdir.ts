@@ -89,6 +89,14 @@ export class RootDir {
     }
   }
 
+  /** An open folder to hold across calls; release() it when done. */
+  holdDir(dir: RelPath): { fd: number; release: () => void } {
+    if (dir === '') return { fd: this.rootFd, release: () => {} };
+    const e = this.acquire(dir, dir);
+    let held = true;
+    return { fd: e.fd, release: () => { if (held) { held = false; e.refs--; this.trim(); } } };
+  }
+
   /** The same for synchronous work. */
   withDirSync<T>(dir: RelPath, fn: (dirFd: number) => T): T {
     if (dir === '') return fn(this.rootFd);

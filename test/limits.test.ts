@@ -1,0 +1,84 @@
+// Limits and exact undo: a shared inode that reaches the filesystem's link limit (real
+// EMLINK on ext4, 65,000 links), and undo restoring metadata that differs from the shared copy's.
+import { execFileSync } from 'node:child_process';
+import fs from 'node:fs';
+import path from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { installRpms, makeRoot, makeRpmFarm, removeFarm, rpmVerify, type Farm } from '../src/testing/rpmfarm.js';
+import { lsattrHasImmutable, snapshot, vunify } from './helpers/tree.js';
+
+let farm: Farm;
+let env: NodeJS.ProcessEnv;
+const LIB = 'usr/lib/vu/libvu.so.1';
+const ino = (s: string, p = LIB) => fs.statSync(path.join(farm.root(s), p)).ino;
+
+beforeAll(async () => {
+  farm = await makeRpmFarm();
+  env = { VUNIFY_VSERVERS_DIR: farm.vserversDir, VUNIFY_DB: path.join(farm.base, 'index') };
+  makeRoot(farm.root('s4'));
+  installRpms(farm.root('s4'), ['vu-base-1.0-1.noarch.rpm', 'vu-extra-1.0-1.noarch.rpm'].map((f) => path.join(farm.rpmDir, f)));
+});
+afterAll(async () => {
+  if (farm) {
+    execFileSync('chattr', ['-i', path.join(farm.root('ref'), LIB)]);
+    fs.rmSync(path.join(farm.base, 'links'), { recursive: true, force: true });
+    await removeFarm(farm);
+  }
+});
+
+describe('the link limit', () => {
+  it('a full inode (EMLINK) makes the next server copy a second shared copy', () => {
+    // Fill the reference's inode up to one free link (ext4 allows 65,000).
+    const links = path.join(farm.base, 'links');
+    fs.mkdirSync(links);
+    const lib = path.join(farm.root('ref'), LIB);
+    for (let i = fs.statSync(lib).nlink; i < 64_999; i++) fs.linkSync(lib, path.join(links, String(i)));
+    expect(fs.statSync(lib).nlink).toBe(64_999);
+    const verifyS2 = rpmVerify(farm.root('s2'), ['vu-base']);
+    const r = vunify(['unify', '--json', '-v', 'ref', 's1', 's2', 's4', '--', 'vu-base'], env);
+    expect(r.status, r.stderr).toBe(0);
+    const rep = JSON.parse(r.stdout);
+    expect(rep.totals.skipped.linkLimit).toBe(1);
+    expect(rep.files.find((f: { server: string; path: string }) => f.server === 's2' && f.path === `/${LIB}`).action).toBe('skip:linkLimit');
+    expect(ino('s1')).toBe(ino('ref'));
+    expect(ino('s2')).not.toBe(ino('ref'));
+    expect(ino('s4')).toBe(ino('s2')); // linked to the second shared copy
+    expect(lsattrHasImmutable(path.join(farm.root('s2'), LIB))).toBe(true);
+    expect(fs.statSync(lib).nlink).toBe(65_000);
+    // Other files of s2 were linked to the reference as usual.
+    expect(ino('s2', 'usr/bin/vu-tool')).toBe(ino('ref', 'usr/bin/vu-tool'));
+    // A rescan changes nothing, and undo makes every copy private again.
+    const again = JSON.parse(vunify(['unify', '--json', 'ref', 's1', 's2', 's4', '--', 'vu-base'], env).stdout);
+    expect(again.totals.unified).toBe(0);
+    const u = vunify(['undo', '--json', 'ref', 's1', 's2', 's4', '--', 'vu-base'], env);
+    expect(u.status, u.stderr).toBe(0);
+    expect(new Set(['s1', 's2', 's4'].map((s) => ino(s))).size).toBe(3);
+    expect(lsattrHasImmutable(path.join(farm.root('s2'), LIB))).toBe(false);
+    expect(rpmVerify(farm.root('s2'), ['vu-base'])).toBe(verifyS2);
+    // The reference's inode still has the 64,998 links of this test: still shared, still immutable.
+    expect(lsattrHasImmutable(lib)).toBe(true);
+    execFileSync('chattr', ['-i', lib]);
+    fs.rmSync(links, { recursive: true });
+  });
+});
+
+describe('exact undo', () => {
+  it('restores each file\'s own atime and mtime (ns), mode and xattrs, even when the shared copy differs by then', () => {
+    const before = snapshot(farm.root('s1'));
+    // Without the attribute, the shared copy's metadata can change after linking.
+    expect(vunify(['unify', '-q', '--no-immutable', 'ref', 's1', '--', 'vu-extra'], env).status).toBe(0);
+    const shared = path.join(farm.root('ref'), 'usr/share/vu-extra/b.txt');
+    expect(fs.statSync(path.join(farm.root('s1'), 'usr/share/vu-extra/b.txt')).ino).toBe(fs.statSync(shared).ino);
+    fs.chmodSync(shared, 0o600);
+    fs.utimesSync(shared, 1_600_000_000, 1_600_000_000);
+    const u = vunify(['undo', '-q', 'ref', 's1', '--', 'vu-extra'], env);
+    expect(u.status, u.stderr).toBe(0);
+    const after = snapshot(farm.root('s1'));
+    for (const p of ['usr/share/vu-extra/a.txt', 'usr/share/vu-extra/b.txt', 'usr/share/vu-extra/with space.txt']) {
+      const [b, a] = [before.get(p)!, after.get(p)!];
+      expect({ mode: a.mode, uid: a.uid, mtime: a.mtimeNs, atime: a.atimeNs, xattrs: a.xattrs, sha: a.sha })
+        .toEqual({ mode: b.mode, uid: b.uid, mtime: b.mtimeNs, atime: b.atimeNs, xattrs: b.xattrs, sha: b.sha });
+      expect(a.ino).not.toBe(fs.statSync(path.join(farm.root('ref'), p)).ino);
+    }
+  });
+});
