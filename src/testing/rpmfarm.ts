@@ -28,6 +28,9 @@ export interface PackageSpec {
   version: string;
   release?: string;
   files: PackageFile[];
+  /** Lines added verbatim to %install and %files (for names no PackageFile can carry). */
+  rawInstall?: string[];
+  rawFiles?: string[];
 }
 
 export interface Farm {
@@ -140,9 +143,11 @@ function specText(spec: PackageSpec, release: string): string {
     '%build',
     '%install',
     ...install,
+    ...(spec.rawInstall ?? []),
     '',
     '%files',
     ...files,
+    ...(spec.rawFiles ?? []),
     '',
   ].join('\n');
 }
