@@ -12,7 +12,7 @@ import { RootDir, openFileAt, openFileAtSync, splitRel, type OpenedFile, type Re
 import { isImmutable, readXattrs, removeXattr, setImmutable, setTimesNs, syncFilesystem, writeXattr, type Xattrs } from './fsx/sys.js';
 import type { Decision, SkipReason } from './plan.js';
 import { recordOf, sameSignatureStats } from './scan.js';
-import { faultPoint } from './fault.js';
+import { afterVerify, faultPoint } from './fault.js';
 import type { FileRecord, Index, JournalEntry, LinkRecord } from './store/index-db.js';
 
 export type Outcome =
@@ -148,6 +148,7 @@ async function linkChunk(groups: Group[], ctx: ApplyContext, outcomes: Map<Decis
   const learned: Array<[string, RelPath, FileRecord]> = [];
   await Promise.all(groups.map((g) => limit(() => verifyGroup(g, ctx, outcomes, learned).then((st) => { if (st) states.set(g, st); }, (err) => fail(g, err)))));
   lap('verify');
+  afterVerify();
   // 2. journal
   const verified = [...states.values()].flatMap((st) => st.verified);
   const journal: JournalEntry[] = verified.map((v) => ({

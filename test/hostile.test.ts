@@ -1,4 +1,5 @@
 // A vserver's root controls its tree: symlinks inside it must never lead vunify outside.
+import { spawn } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
@@ -52,6 +53,48 @@ describe('symlinks inside server roots', () => {
     expect(u.status, u.stderr).toBe(0);
     expect(snapshot(outside)).toEqual(before);
     expect(fs.lstatSync(path.join(farm.root('s2'), 'usr/lib/vu/libvu.so.1')).isSymbolicLink()).toBe(true);
+  });
+
+  it('a folder swapped for a symlink again and again during runs never leads outside', async () => {
+    // s2's usr/share/vu-extra flips between the real folder and a symlink to identical files
+    // outside the farm, as fast as it can, while unify and undo run.
+    const target = path.join(farm.root('s2'), 'usr/share/vu-extra');
+    const decoy = path.join(outside, 'decoy');
+    fs.cpSync(target, decoy, { recursive: true, preserveTimestamps: true });
+    const before = snapshot(outside);
+    const swapper = spawn(process.execPath, ['-e', `
+      const fs = require('fs');
+      const [t, d] = process.argv.slice(1);
+      const aside = t + '.real';
+      const end = Date.now() + 4000;
+      let n = 0;
+      while (Date.now() < end) {
+        fs.renameSync(t, aside); fs.symlinkSync(d, t);
+        fs.unlinkSync(t); fs.renameSync(aside, t);
+        n++;
+      }
+      console.log(n);
+    `, target, decoy], { stdio: ['ignore', 'pipe', 'inherit'] });
+    let swaps = '';
+    swapper.stdout.on('data', (b) => (swaps += b));
+    let running = true;
+    const done = new Promise((res) => swapper.on('exit', () => { running = false; res(null); }));
+    await new Promise((r) => setTimeout(r, 100));
+    let runs = 0;
+    // Each spawnSync blocks this process; the swapper, a process of its own, keeps going.
+    while (running || runs < 2) {
+      const u = vunify(['unify', '-q', 'ref', 's2', '--', 'vu-extra'], env);
+      expect([0, 1], u.stderr).toContain(u.status); // files may fail while their folder is away
+      const d = vunify(['undo', '-q', 'ref', 's2', '--', 'vu-extra'], env);
+      expect([0, 1], d.stderr).toContain(d.status);
+      runs++;
+      await new Promise((r) => setImmediate(r));
+    }
+    await done;
+    expect(Number(swaps)).toBeGreaterThan(100);
+    expect(fs.lstatSync(target).isDirectory()).toBe(true);
+    expect(snapshot(outside)).toEqual(before);
+    for (const f of ['decoy/a.txt', 'decoy/b.txt', 'libvu.so.1']) expect(lsattrHasImmutable(path.join(outside, f))).toBe(false);
   });
 
   it('a reference root given through a symlinked vservers entry is used as the folder it names', () => {

@@ -1,0 +1,36 @@
+// A server file written between the byte comparison and the link is never replaced.
+import fs from 'node:fs';
+import path from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { makeRpmFarm, removeFarm, type Farm } from '../src/testing/rpmfarm.js';
+import { lsattrHasImmutable, strayTemps, vunify } from './helpers/tree.js';
+
+let farm: Farm;
+let env: NodeJS.ProcessEnv;
+beforeAll(async () => {
+  farm = await makeRpmFarm();
+  env = { VUNIFY_VSERVERS_DIR: farm.vserversDir, VUNIFY_DB: path.join(farm.base, 'index') };
+});
+afterAll(async () => { if (farm) await removeFarm(farm); });
+
+describe('a concurrent writer', () => {
+  it('writing right after the comparison keeps its file: untouched, reported as changed', () => {
+    const victim = path.join(farm.root('s1'), 'usr/share/vu-extra/b.txt');
+    const original = fs.readFileSync(victim);
+    const ino = fs.statSync(victim).ino;
+    const r = vunify(['unify', '--json', '-v', 'ref', 's1', '--', 'vu-extra'], { ...env, VUNIFY_TEST_WRITE_AFTER_VERIFY: victim });
+    expect(r.status, r.stderr).toBe(0);
+    const rep = JSON.parse(r.stdout);
+    const line = rep.files.find((f: { path: string }) => f.path === '/usr/share/vu-extra/b.txt');
+    expect(line.action).toBe('skip:changed');
+    expect(fs.statSync(victim).ino).toBe(ino);
+    expect(fs.readFileSync(victim)).toEqual(Buffer.concat([original, Buffer.from('x')]));
+    expect(lsattrHasImmutable(victim)).toBe(false);
+    expect(rep.servers.s1.unified).toBe(3); // the others were linked
+    expect(strayTemps(farm.root('s1'))).toEqual([]);
+    // The link record of the file not linked is gone: undo leaves it alone.
+    const u = JSON.parse(vunify(['undo', '--json', 'ref', 's1', '--', 'vu-extra'], env).stdout);
+    expect(u.totals.restored).toBe(3);
+    expect(fs.readFileSync(victim)).toEqual(Buffer.concat([original, Buffer.from('x')]));
+  });
+});
