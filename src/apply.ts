@@ -13,6 +13,7 @@ import { isImmutable, readXattrs, removeXattr, setImmutable, setTimesNs, syncFil
 import type { Decision, SkipReason } from './plan.js';
 import { recordOf, sameSignatureStats } from './scan.js';
 import { afterVerify, faultPoint } from './fault.js';
+import { phaseCounter, type ProgressSink } from './progress.js';
 import type { FileRecord, Index, JournalEntry, LinkRecord } from './store/index-db.js';
 
 export type Outcome =
@@ -33,6 +34,8 @@ export interface ApplyContext {
   problems: Array<{ root: string; path: RelPath; reason: string }>;
   /** Folder times as first seen in this run, put back after each rename in the folder. */
   dirTimes?: Map<string, { atimeNs: bigint; mtimeNs: bigint }>;
+  /** Progress of compare, link and undo. */
+  progress?: ProgressSink;
   /** Phase timings, when tracing. */
   trace?: (phase: string, ms: number) => void;
   /** Told of every file whose content is read (for the report). */
@@ -130,13 +133,21 @@ export async function applyLinks(decisions: Decision[], ctx: ApplyContext): Prom
   // --no-immutable run); the index knows which inodes already carry vunify's attribute.
   const todo = [...groups.values()].filter((g) =>
     g.some((d) => d.kind === 'link') || (ctx.immutable && !ctx.index.getInode(g[0].ref.dev, g[0].ref.ino)));
+  const links = todo.flatMap((g) => g.filter((d): d is LinkDecision => d.kind === 'link'));
+  const bytes = phaseCounter(ctx.progress, 'compare', links.reduce((a, d) => a + d.srv.size, 0), 'bytes');
+  const count = { bytes, links: phaseCounter(undefined, 'link', 0, 'files') };
   for (let i = 0; i < todo.length; i += CHUNK_GROUPS) {
-    await linkChunk(todo.slice(i, i + CHUNK_GROUPS), ctx, outcomes);
+    await linkChunk(todo.slice(i, i + CHUNK_GROUPS), ctx, outcomes, count);
   }
+  bytes.end();
   return outcomes;
 }
 
-async function linkChunk(groups: Group[], ctx: ApplyContext, outcomes: Map<Decision, Outcome>): Promise<void> {
+type Counter = ReturnType<typeof phaseCounter>;
+
+async function linkChunk(
+  groups: Group[], ctx: ApplyContext, outcomes: Map<Decision, Outcome>, count: { bytes: Counter; links: Counter },
+): Promise<void> {
   const limit = pLimit(ctx.concurrency ?? 4);
   const states = new Map<Group, GroupState>();
   const fail = (g: Group, err: unknown) => {
@@ -146,7 +157,7 @@ async function linkChunk(groups: Group[], ctx: ApplyContext, outcomes: Map<Decis
   const lap = (phase: string) => { const now = performance.now(); ctx.trace?.(phase, now - t); t = now; };
   // 1. verify
   const learned: Array<[string, RelPath, FileRecord]> = [];
-  await Promise.all(groups.map((g) => limit(() => verifyGroup(g, ctx, outcomes, learned).then((st) => { if (st) states.set(g, st); }, (err) => fail(g, err)))));
+  await Promise.all(groups.map((g) => limit(() => verifyGroup(g, ctx, outcomes, learned, count.bytes).then((st) => { if (st) states.set(g, st); }, (err) => fail(g, err)))));
   lap('verify');
   afterVerify();
   // 2. journal
@@ -168,13 +179,16 @@ async function linkChunk(groups: Group[], ctx: ApplyContext, outcomes: Map<Decis
   }
   await ctx.index.journalAdd(journal);
   lap('journal');
+  count.links = phaseCounter(ctx.progress, 'link', verified.length, 'files');
   // 3. link
   const updates: Array<[string, RelPath, FileRecord | null]> = [...learned];
   const touched = new Map<string, [string, RelPath]>();
   await Promise.all(groups.map((g) => limit(async () => {
     const st = states.get(g);
     if (st) await linkGroup(g, st, ctx, outcomes, updates, touched).catch((err) => fail(g, err));
+    count.links.add(st?.verified.length ?? 0);
   })));
+  count.links.end();
   lap('link');
   // 4. folders get their times back; then one syncfs makes every rename durable
   for (const [root, dir] of touched.values()) {
@@ -202,7 +216,7 @@ async function linkChunk(groups: Group[], ctx: ApplyContext, outcomes: Map<Decis
 }
 
 async function verifyGroup(
-  g: Group, ctx: ApplyContext, outcomes: Map<Decision, Outcome>, learned: Array<[string, RelPath, FileRecord]>,
+  g: Group, ctx: ApplyContext, outcomes: Map<Decision, Outcome>, learned: Array<[string, RelPath, FileRecord]>, bytes: Counter,
 ): Promise<GroupState | null> {
   const refRoot = ctx.roots.get(ctx.refRoot)!;
   const first = g[0];
@@ -233,6 +247,7 @@ async function verifyGroup(
       for (const d of links) {
         const hasher = state.refHash === '' ? new Blake3Hasher() : undefined;
         const v = await verifyOne(d, ref, refXattrs, hasher, ctx, learned).catch((err) => skip('error', oneLine(err)));
+        bytes.add(d.srv.size);
         if ('kind' in v) { outcomes.set(d, v); continue; }
         if (hasher) state.refHash = hasher.digest('hex');
         v.rec.refPath = first.refPath;
@@ -495,10 +510,12 @@ export async function applyUndo(items: UndoItem[], ctx: ApplyContext): Promise<M
       : { op: 'flag', root: ctx.serverRoots.get(g[0].server)!, path: g[0].path, dev: g[0].dev, ino: g[0].ino });
   }
   await ctx.index.journalAdd(journal);
+  const counter = phaseCounter(ctx.progress, 'undo', items.length, 'files');
   await Promise.all(
     [...groups.values()].map((group) =>
       limit(async () => {
         for (const it of group) {
+          counter.add(1);
           const srvRoot = ctx.serverRoots.get(it.server)!;
           const old = ctx.index.getFile(srvRoot, it.path);
           const out = await undoOne(it, ctx).catch((err) => skip('error', oneLine(err)));
@@ -521,6 +538,7 @@ export async function applyUndo(items: UndoItem[], ctx: ApplyContext): Promise<M
       }),
     ),
   );
+  counter.end();
   await ctx.index.putFiles(updates);
   await ctx.index.journalDone(journal);
   return outcomes;

@@ -7,6 +7,7 @@ import { DEFAULT_DB, DEFAULT_VSERVERS_DIR, planRun, scan, undo, unify, type Comm
 import { gc, recoverRun, type GcReport } from './maintenance.js';
 import { formatIndexReport, indexReport } from './summary.js';
 import { EXIT, VunifyError, oneLine } from './errors.js';
+import { terminalProgress } from './cli-progress-bar.js';
 import { formatText, type Report } from './report.js';
 
 const pkg = JSON.parse(readFileSync(new URL('../package.json', import.meta.url), 'utf8')) as { version: string };
@@ -29,6 +30,7 @@ interface Flags {
   exclude?: string[];
   excludeFrom?: string[];
   defaultExcludes?: boolean;
+  progress?: boolean;
 }
 
 const collect = (v: string, prev: string[] = []) => [...prev, v];
@@ -51,6 +53,7 @@ function common(cmd: Command): Command {
     .option('--no-default-excludes', 'tree mode: do not start from the built-in list (/etc, /var, /tmp, /home, keys...)')
     .option('--json', 'print the report as one JSON document on stdout')
     .option('-q, --quiet', 'print errors only')
+    .option('--progress', 'show progress on stderr even when it is not a terminal')
     .option('-v, --verbose', 'list every file and its decision (repeat for more)', (_v: string, prev: number) => prev + 1, 0);
 }
 
@@ -66,6 +69,7 @@ function runOptions(ref: string, servers: string[], flags: Flags, packages: stri
     verbose: (flags.verbose ?? 0) > 0,
     rebuildIndex: flags.rebuildIndex,
     log: flags.quiet || flags.json ? undefined : (line) => process.stderr.write(`vunify: ${line}\n`),
+    progress: progressFor(flags),
     trace: process.env.VUNIFY_TRACE ? (phase, ms) => process.stderr.write(`vunify: trace: ${phase} ${ms.toFixed(0)} ms\n`) : undefined,
     packageManager: flags.packageManager,
     allFiles: flags.allFiles,
@@ -75,7 +79,18 @@ function runOptions(ref: string, servers: string[], flags: Flags, packages: stri
   };
 }
 
+let bars: ReturnType<typeof terminalProgress> | null = null;
+
+/** A live display on a terminal (stdout and stderr both), never with --quiet; --progress forces it. */
+function progressFor(flags: Flags) {
+  const tty = process.stdout.isTTY && process.stderr.isTTY;
+  if (flags.quiet || !(flags.progress || tty)) return undefined;
+  bars ??= terminalProgress();
+  return bars.sink;
+}
+
 function print(report: Report, flags: Flags): number {
+  bars?.stop();
   if (flags.json) process.stdout.write(JSON.stringify(report, null, 2) + '\n');
   else if (!flags.quiet) process.stdout.write(formatText(report));
   else for (const e of report.errors) process.stderr.write(`vunify: ${e.server}: ${e.path}: ${e.reason}\n`);

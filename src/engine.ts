@@ -8,6 +8,7 @@ import { getInodeFlags, tryLock } from './fsx/sys.js';
 import { applyLinks, applyUndo, type ApplyContext, type UndoItem } from './apply.js';
 import { metadataDiff, plan, type Decision, type Owned, type PlanRoot } from './plan.js';
 import { addCounters, emptyCounters, pathForReport, type Counters, type FileLine, type Report } from './report.js';
+import { phaseCounter, type ProgressSink } from './progress.js';
 import { hashFiles, scanRoot, type InodeCache, type ScanStats } from './scan.js';
 import { DpkgSource } from './sources/dpkg.js';
 import { RpmSource } from './sources/rpm.js';
@@ -43,6 +44,8 @@ export interface CommonOptions {
   rebuildIndex?: boolean;
   /** Warnings and progress lines (stderr in the CLI). */
   log?: (line: string) => void;
+  /** Progress of each phase (a bar on a terminal in the CLI). */
+  progress?: ProgressSink;
   /** Phase timings (VUNIFY_TRACE=1 in the CLI). */
   trace?: (phase: string, ms: number) => void;
 }
@@ -289,14 +292,17 @@ async function scanAll(p: Prepared, opts: CommonOptions, report: Report, complet
   const inodes: InodeCache = new Map();
   const named = new Set(p.packages);
   const covers = opts.packages === 'all' || opts.allFiles ? () => true : (rec: FileRecord) => rec.pkg !== undefined && named.has(rec.pkg);
-  for (const [root, pr, role] of rootsOf(p)) {
+  const all = rootsOf(p);
+  const counter = phaseCounter(opts.progress, 'scan', all.reduce((a, [, pr]) => a + candidatePaths(pr).length, 0), 'files');
+  for (const [root, pr, role] of all) {
     const started = Date.now();
     const stats: ScanStats = { filesHashed: 0, bytesHashed: 0, filesStatted: 0 };
     pr.entries = await scanRoot(root.dir, candidatePaths(pr), farm.index, stats, {
-      inodes, covers, pkgOf: (k) => pr.owned.get(k)?.pkg,
+      inodes, covers, pkgOf: (k) => pr.owned.get(k)?.pkg, onFile: () => counter.add(1),
     });
     await farm.index.putRoot(root.dir.path, { name: root.name, lastScanAt: new Date().toISOString(), lastScanMs: Date.now() - started, lastRole: role });
   }
+  counter.end();
   await hashForPlan(p, opts, report, complete);
 }
 
@@ -348,10 +354,14 @@ async function hashForPlan(p: Prepared, opts: CommonOptions, report: Report, com
     needSrv.push(need);
   }
   const known = new Map<string, string>();
+  const sizeOf = (pr: PlanRoot, k: RelPath) => (pr.entries.get(k) as { rec: FileRecord }).rec.size;
+  const totalBytes = [...needRef].reduce((a, k) => a + sizeOf(p.refPlan, k), 0) +
+    needSrv.reduce((a, l, i) => a + l.reduce((b, k) => b + sizeOf(p.serverPlans[i], k), 0), 0);
+  const counter = phaseCounter(opts.progress, 'hash', totalBytes, 'bytes');
   const hashRoot = async (root: Root, pr: PlanRoot, paths: RelPath[], c: { filesHashed: number; bytesHashed: number }) => {
     if (paths.length === 0) return;
     const stats: ScanStats = { filesHashed: 0, bytesHashed: 0, filesStatted: 0 };
-    await hashFiles(root.dir, pr.entries, paths, p.farm.index, stats, { concurrency: opts.concurrency, inodes: known });
+    await hashFiles(root.dir, pr.entries, paths, p.farm.index, stats, { concurrency: opts.concurrency, inodes: known, onBytes: (n) => counter.add(n) });
     c.filesHashed += stats.filesHashed;
     c.bytesHashed += stats.bytesHashed;
   };
@@ -359,6 +369,7 @@ async function hashForPlan(p: Prepared, opts: CommonOptions, report: Report, com
   for (let i = 0; i < p.serverPlans.length; i++) {
     await hashRoot(p.farm.servers[i], p.serverPlans[i], needSrv[i], report.servers[p.serverPlans[i].name]);
   }
+  counter.end();
 }
 
 /** Reference candidates by content, from the index, for server files with no twin at their own path. */
@@ -423,6 +434,7 @@ export async function unify(opts: UnifyOptions): Promise<Report> {
     lap('plan');
     const ctx = applyContext(p, immutable, opts.concurrency);
     ctx.trace = opts.trace;
+    ctx.progress = opts.progress;
     const counters = new Map<string, { filesHashed: number; bytesHashed: number }>([
       [p.farm.ref.dir.path, report.reference],
       ...p.farm.servers.map((sv): [string, Counters] => [sv.dir.path, report.servers[sv.name]]),
@@ -518,6 +530,7 @@ export async function undo(opts: CommonOptions): Promise<Report> {
       }
     }
     const ctx = applyContext(p, false, opts.concurrency);
+    ctx.progress = opts.progress;
     const outcomes = await applyUndo(items, ctx);
     const files: FileLine[] = [];
     for (const it of items) {

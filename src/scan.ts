@@ -67,6 +67,8 @@ export interface ScanOptions {
    * ones whose path was not scanned now (a removed package or file) are dropped.
    */
   covers?: (rec: FileRecord) => boolean;
+  /** Told of each file scanned. */
+  onFile?: () => void;
 }
 
 /**
@@ -89,6 +91,7 @@ export async function scanRoot(
     const old = index.getFile(root.path, rel);
     const entry = scanOne(root, rel, old, stats, inodes, opts.pkgOf?.(rel));
     out.set(rel, entry);
+    opts.onFile?.();
     if (entry.kind === 'file') {
       if (old !== entry.rec) pending.push([root.path, rel, entry.rec]);
     } else if (old && entry.kind !== 'error') {
@@ -151,7 +154,7 @@ export async function hashFiles(
   paths: RelPath[],
   index: Index,
   stats: ScanStats,
-  opts: { concurrency?: number; inodes?: Map<string, string> } = {},
+  opts: { concurrency?: number; inodes?: Map<string, string>; onBytes?: (n: number) => void } = {},
 ): Promise<void> {
   const limit = pLimit(opts.concurrency ?? 4);
   const known = opts.inodes ?? new Map<string, string>(); // dev:ino:ctime -> hash
@@ -182,6 +185,7 @@ export async function hashFiles(
       }
     }
     e.rec = { ...e.rec, hash };
+    opts.onBytes?.(e.rec.size);
     updates.push([root.path, rel, e.rec]);
   })));
   await index.putFiles(updates);
