@@ -1,0 +1,225 @@
+// The command line: parses options, calls the library, prints the report, maps errors
+// to one line and an exit code. `vunify REF SERVER... -- PKG...` stays the seed syntax.
+// cli.ts runs it; tests import the program from here.
+import { readFileSync } from 'node:fs';
+import { Command, CommanderError, Option } from 'commander';
+import { DEFAULT_DB, DEFAULT_VSERVERS_DIR, planRun, scan, undo, unify, type CommonOptions } from './engine.js';
+import { gc, recoverRun, type GcReport } from './maintenance.js';
+import { formatIndexReport, indexReport } from './summary.js';
+import { EXIT, VunifyError, oneLine } from './errors.js';
+import { terminalProgress } from './cli-progress-bar.js';
+import { formatText, type Report } from './report.js';
+
+const pkg = JSON.parse(readFileSync(new URL('../package.json', import.meta.url), 'utf8')) as { version: string };
+
+interface Flags {
+  vserversDir: string;
+  db: string;
+  rpm: string;
+  allPackages?: boolean;
+  json?: boolean;
+  quiet?: boolean;
+  verbose?: number;
+  dryRun?: boolean;
+  immutable?: boolean;
+  undo?: boolean;
+  rebuildIndex?: boolean;
+  top?: string;
+  packageManager?: 'auto' | 'rpm' | 'dpkg' | 'none';
+  allFiles?: boolean;
+  exclude?: string[];
+  excludeFrom?: string[];
+  defaultExcludes?: boolean;
+  progress?: boolean;
+}
+
+const collect = (v: string, prev: string[] = []) => [...prev, v];
+
+const dbOption = () => new Option('--db <path>', 'the LMDB index').env('VUNIFY_DB').default(DEFAULT_DB);
+
+function common(cmd: Command): Command {
+  return cmd
+    .argument('<reference>', 'the reference server: its copy of each file becomes the shared one')
+    .argument('<servers...>', 'servers to unify with the reference (names under --vservers-dir, or paths)')
+    .addOption(new Option('--vservers-dir <dir>', 'where server names are looked up').env('VUNIFY_VSERVERS_DIR').default(DEFAULT_VSERVERS_DIR))
+    .addOption(dbOption())
+    .option('--rebuild-index', 'if the index cannot be read, move it aside and start a new one')
+    .addOption(new Option('--rpm <program>', 'the rpm program used to read package databases').env('VUNIFY_RPM').default('rpm'))
+    .option('--all-packages', 'every package installed in the reference, instead of a list after --')
+    .addOption(new Option('--package-manager <kind>', 'package database to read (detected per root by default)').choices(['auto', 'rpm', 'dpkg', 'none']).default('auto'))
+    .option('--all-files', 'tree mode: every regular file of the roots, minus the excludes (config files of a package database stay out)')
+    .option('--exclude <pattern>', 'tree mode: leave out paths matching this glob (repeatable; /x anchors at the root, a bare name matches at any depth)', collect)
+    .option('--exclude-from <file>', 'tree mode: leave out the patterns in this file, one per line (repeatable)', collect)
+    .option('--no-default-excludes', 'tree mode: do not start from the built-in list (/etc, /var, /tmp, /home, keys...)')
+    .option('--json', 'print the report as one JSON document on stdout')
+    .option('-q, --quiet', 'print errors only')
+    .option('--progress', 'show progress on stderr even when it is not a terminal')
+    .option('-v, --verbose', 'list every file and its decision (repeat for more)', (_v: string, prev: number) => prev + 1, 0);
+}
+
+function runOptions(ref: string, servers: string[], flags: Flags, packages: string[]): CommonOptions {
+  if (flags.allPackages && packages.length > 0) throw new VunifyError('USAGE', 'give packages after -- or --all-packages, not both');
+  return {
+    reference: ref,
+    servers,
+    packages: flags.allPackages ? 'all' : packages,
+    vserversDir: flags.vserversDir,
+    db: flags.db,
+    rpm: flags.rpm,
+    verbose: (flags.verbose ?? 0) > 0,
+    rebuildIndex: flags.rebuildIndex,
+    log: flags.quiet || flags.json ? undefined : (line) => process.stderr.write(`vunify: ${line}\n`),
+    progress: progressFor(flags),
+    trace: process.env.VUNIFY_TRACE ? (phase, ms) => process.stderr.write(`vunify: trace: ${phase} ${ms.toFixed(0)} ms\n`) : undefined,
+    packageManager: flags.packageManager,
+    allFiles: flags.allFiles,
+    exclude: flags.exclude,
+    excludeFrom: flags.excludeFrom,
+    defaultExcludes: flags.defaultExcludes,
+  };
+}
+
+let bars: ReturnType<typeof terminalProgress> | null = null;
+
+/** A live display on a terminal (stdout and stderr both), never with --quiet; --progress forces it. */
+function progressFor(flags: Flags) {
+  const tty = process.stdout.isTTY && process.stderr.isTTY;
+  if (flags.quiet || !(flags.progress || tty)) return undefined;
+  bars ??= terminalProgress();
+  return bars.sink;
+}
+
+function print(report: Report, flags: Flags): number {
+  bars?.stop();
+  if (flags.json) process.stdout.write(JSON.stringify(report, null, 2) + '\n');
+  else if (!flags.quiet) process.stdout.write(formatText(report));
+  else for (const e of report.errors) process.stderr.write(`vunify: ${e.server}: ${e.path}: ${e.reason}\n`);
+  return report.errors.length > 0 ? EXIT.partial : EXIT.ok;
+}
+
+export function buildProgram(packages: string[], done: (code: number) => void): Command {
+  const program = new Command('vunify')
+    .description('Hard-link identical package files of vservers to a reference server, immutable, undoable.')
+    .version(pkg.version)
+    .usage('[options] REFERENCE SERVER... -- PACKAGE...')
+    .showHelpAfterError('(run vunify --help for usage)')
+    .exitOverride();
+
+  common(program.command('unify', { isDefault: true }))
+    .description('link identical files of the named packages (the default command)')
+    .option('-n, --dry-run', 'report what would be linked; change nothing')
+    .option('--no-immutable', 'do not set the immutable attribute (a write in one server then changes all)')
+    .option('--undo', 'same as the undo command (seed syntax)')
+    .action(async (ref: string, servers: string[], flags: Flags) => {
+      const o = runOptions(ref, servers, flags, packages);
+      if (flags.undo) {
+        if (flags.dryRun) throw new VunifyError('USAGE', '--undo cannot be combined with --dry-run');
+        return done(print(await undo(o), flags));
+      }
+      done(print(await unify({ ...o, dryRun: flags.dryRun, immutable: flags.immutable }), flags));
+    });
+
+  common(program.command('plan'))
+    .description('a dry run: report what unify would link, change nothing in any server')
+    .action(async (ref: string, servers: string[], flags: Flags) => {
+      done(print(await planRun(runOptions(ref, servers, flags, packages)), flags));
+    });
+
+  common(program.command('undo'))
+    .description('give each server a private copy of its shared files again, with their original metadata')
+    .action(async (ref: string, servers: string[], flags: Flags) => {
+      done(print(await undo(runOptions(ref, servers, flags, packages)), flags));
+    });
+
+  common(program.command('scan'))
+    .description('refresh the index for the packages\' files (reads only what changed); link nothing')
+    .action(async (ref: string, servers: string[], flags: Flags) => {
+      done(print(await scan(runOptions(ref, servers, flags, packages)), flags));
+    });
+
+  program.command('report')
+    .description('savings so far and still possible, per server and package, from the index alone')
+    .addOption(dbOption())
+    .option('--top <n>', 'how many of the largest possible wins to list', '10')
+    .option('--json', 'print the report as one JSON document on stdout')
+    .action(async (flags: Flags) => {
+      const r = await indexReport({ db: flags.db, top: Number(flags.top) });
+      process.stdout.write(flags.json ? JSON.stringify(r, null, 2) + '\n' : formatIndexReport(r));
+      done(EXIT.ok);
+    });
+
+  program.command('gc')
+    .description('drop index entries of vanished files and servers, then compact the index')
+    .addOption(dbOption())
+    .option('--rebuild-index', 'if the index cannot be read, move it aside and start a new one')
+    .option('--json', 'print the result as one JSON document on stdout')
+    .option('-q, --quiet', 'print errors only')
+    .action(async (flags: Flags) => {
+      const r: GcReport = await gc({ db: flags.db, rebuildIndex: flags.rebuildIndex });
+      if (flags.json) process.stdout.write(JSON.stringify(r, null, 2) + '\n');
+      else if (!flags.quiet) {
+        for (const st of r.steps) process.stdout.write(`${st.name.padEnd(24)} ${String(st.dropped).padStart(8)} dropped  ${st.ms} ms\n`);
+        process.stdout.write(`index ${r.index}: ${r.bytesBefore} -> ${r.bytesAfter} bytes\n`);
+      }
+      done(EXIT.ok);
+    });
+
+  program.command('recover')
+    .description('finish or roll back the changes a killed run left under way (every command does this first)')
+    .addOption(dbOption())
+    .option('--json', 'print the result as one JSON document on stdout')
+    .action(async (flags: Flags) => {
+      const r = await recoverRun({ db: flags.db });
+      if (flags.json) process.stdout.write(JSON.stringify(r, null, 2) + '\n');
+      else {
+        process.stdout.write(r.entries === 0 ? 'nothing to recover\n'
+          : `recovered ${r.entries} unfinished change(s): ${r.temporariesRemoved} temporary file(s) removed, ${r.linksKept} link(s) kept, ` +
+            `${r.linkRecordsDropped} link record(s) dropped, ${r.attributesRestored} attribute(s) restored\n`);
+        for (const p of r.problems) process.stderr.write(`vunify: ${p}\n`);
+      }
+      done(r.problems.length ? EXIT.partial : EXIT.ok);
+    });
+
+  return program;
+}
+
+const COMMANDS = new Set(['unify', 'plan', 'undo', 'scan', 'report', 'gc', 'recover', 'help']);
+const TAKES_VALUE = new Set(['--db', '--vservers-dir', '--rpm', '--exclude', '--exclude-from', '--package-manager', '--top']);
+
+/** Lets options come before the command too (`vunify -q undo ...`): the command moves first. */
+export function commandFirst(args: string[]): string[] {
+  for (let i = 0; i < args.length; i++) {
+    const a = args[i];
+    if (a.startsWith('-')) {
+      if (TAKES_VALUE.has(a)) i++;
+      continue;
+    }
+    return COMMANDS.has(a) && i > 0 ? [a, ...args.slice(0, i), ...args.slice(i + 1)] : args;
+  }
+  return args;
+}
+
+export async function main(argv: string[]): Promise<number> {
+  const dd = argv.indexOf('--', 2);
+  const before = [...argv.slice(0, 2), ...commandFirst((dd < 0 ? argv : argv.slice(0, dd)).slice(2))];
+  const packages = dd < 0 ? [] : argv.slice(dd + 1);
+  let code: number = EXIT.ok;
+  const program = buildProgram(packages, (c) => { code = c; });
+  program.configureOutput({ writeErr: (s) => process.stderr.write(s) });
+  try {
+    await program.parseAsync(before);
+    return code;
+  } catch (err) {
+    if (err instanceof CommanderError) {
+      if (err.code === 'commander.helpDisplayed' || err.code === 'commander.version' || err.code === 'commander.help') return EXIT.ok;
+      return EXIT.usage; // commander printed the message
+    }
+    if (err instanceof VunifyError) {
+      process.stderr.write(`vunify: error: ${err.message}\n`);
+      return err.exitCode;
+    }
+    process.stderr.write(`vunify: internal error: ${oneLine(err)}\n`);
+    return EXIT.internal;
+  }
+}
+
