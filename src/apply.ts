@@ -251,6 +251,7 @@ async function verifyGroup(
         if ('kind' in v) { outcomes.set(d, v); continue; }
         if (hasher) state.refHash = hasher.digest('hex');
         v.rec.refPath = first.refPath;
+        if (state.refHash) v.rec.hash = state.refHash;
         state.verified.push(v);
       }
       return state;

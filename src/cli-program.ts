@@ -5,10 +5,12 @@ import { readFileSync } from 'node:fs';
 import { Command, CommanderError, Option } from 'commander';
 import { DEFAULT_DB, DEFAULT_VSERVERS_DIR, planRun, scan, undo, unify, type CommonOptions } from './engine.js';
 import { gc, recoverRun, type GcReport } from './maintenance.js';
-import { formatIndexReport, indexReport } from './summary.js';
+import { formatStatus, status } from './status.js';
+import { formatVerify, verifyIndex } from './verify.js';
+import { formatIndexReport, indexReport, indexReportCsv } from './summary.js';
 import { EXIT, VunifyError, oneLine } from './errors.js';
 import { terminalProgress } from './cli-progress-bar.js';
-import { formatText, type Report } from './report.js';
+import { formatCsv, formatText, type Report } from './report.js';
 
 const pkg = JSON.parse(readFileSync(new URL('../package.json', import.meta.url), 'utf8')) as { version: string };
 
@@ -18,6 +20,7 @@ interface Flags {
   rpm: string;
   allPackages?: boolean;
   json?: boolean;
+  csv?: boolean;
   quiet?: boolean;
   verbose?: number;
   dryRun?: boolean;
@@ -31,6 +34,7 @@ interface Flags {
   excludeFrom?: string[];
   defaultExcludes?: boolean;
   progress?: boolean;
+  sample?: string;
 }
 
 const collect = (v: string, prev: string[] = []) => [...prev, v];
@@ -54,7 +58,8 @@ function common(cmd: Command): Command {
     .option('--json', 'print the report as one JSON document on stdout')
     .option('-q, --quiet', 'print errors only')
     .option('--progress', 'show progress on stderr even when it is not a terminal')
-    .option('-v, --verbose', 'list every file and its decision (repeat for more)', (_v: string, prev: number) => prev + 1, 0);
+    .option('--csv', 'print the report as CSV on stdout (per server; with -v, one row per file)')
+    .option('-v, --verbose', 'list the files linked or restored, and those that failed; -vv: every file and its reason', (_v: string, prev: number) => prev + 1, 0);
 }
 
 function runOptions(ref: string, servers: string[], flags: Flags, packages: string[]): CommonOptions {
@@ -66,7 +71,7 @@ function runOptions(ref: string, servers: string[], flags: Flags, packages: stri
     vserversDir: flags.vserversDir,
     db: flags.db,
     rpm: flags.rpm,
-    verbose: (flags.verbose ?? 0) > 0,
+    verbose: flags.verbose ?? 0,
     rebuildIndex: flags.rebuildIndex,
     log: flags.quiet || flags.json ? undefined : (line) => process.stderr.write(`vunify: ${line}\n`),
     progress: progressFor(flags),
@@ -91,7 +96,9 @@ function progressFor(flags: Flags) {
 
 function print(report: Report, flags: Flags): number {
   bars?.stop();
+  if (flags.json && flags.csv) throw new VunifyError('USAGE', 'choose --json or --csv, not both');
   if (flags.json) process.stdout.write(JSON.stringify(report, null, 2) + '\n');
+  else if (flags.csv) process.stdout.write(formatCsv(report));
   else if (!flags.quiet) process.stdout.write(formatText(report));
   else for (const e of report.errors) process.stderr.write(`vunify: ${e.server}: ${e.path}: ${e.reason}\n`);
   return report.errors.length > 0 ? EXIT.partial : EXIT.ok;
@@ -142,9 +149,10 @@ export function buildProgram(packages: string[], done: (code: number) => void): 
     .addOption(dbOption())
     .option('--top <n>', 'how many of the largest possible wins to list', '10')
     .option('--json', 'print the report as one JSON document on stdout')
+    .option('--csv', 'print the report as CSV on stdout (one row per server, package and win)')
     .action(async (flags: Flags) => {
       const r = await indexReport({ db: flags.db, top: Number(flags.top) });
-      process.stdout.write(flags.json ? JSON.stringify(r, null, 2) + '\n' : formatIndexReport(r));
+      process.stdout.write(flags.json ? JSON.stringify(r, null, 2) + '\n' : flags.csv ? indexReportCsv(r) : formatIndexReport(r));
       done(EXIT.ok);
     });
 
@@ -161,6 +169,31 @@ export function buildProgram(packages: string[], done: (code: number) => void): 
         for (const st of r.steps) process.stdout.write(`${st.name.padEnd(24)} ${String(st.dropped).padStart(8)} dropped  ${st.ms} ms\n`);
         process.stdout.write(`index ${r.index}: ${r.bytesBefore} -> ${r.bytesAfter} bytes\n`);
       }
+      done(EXIT.ok);
+    });
+
+  program.command('verify')
+    .description('check that the links vunify made are intact: still linked, still immutable, same content (changes nothing)')
+    .addOption(dbOption())
+    .option('--sample <n>', 'hash the content of only N randomly chosen shared inodes (default: every one)')
+    .option('--json', 'print the result as one JSON document on stdout')
+    .action(async (flags: Flags) => {
+      const sample = flags.sample === undefined ? undefined : Number(flags.sample);
+      if (sample !== undefined && !(/^\d+$/.test(flags.sample!) && Number.isSafeInteger(sample))) {
+        throw new VunifyError('USAGE', `--sample takes a whole number of inodes, not ${JSON.stringify(flags.sample)}`);
+      }
+      const r = await verifyIndex({ db: flags.db, sample });
+      process.stdout.write(flags.json ? JSON.stringify(r, null, 2) + '\n' : formatVerify(r));
+      done(r.drifts.length > 0 ? EXIT.partial : EXIT.ok);
+    });
+
+  program.command('status')
+    .description('what the index holds: roots and their last scan, links and bytes saved per server, from the index alone')
+    .addOption(dbOption())
+    .option('--json', 'print the result as one JSON document on stdout')
+    .action(async (flags: Flags) => {
+      const r = await status({ db: flags.db });
+      process.stdout.write(flags.json ? JSON.stringify(r, null, 2) + '\n' : formatStatus(r));
       done(EXIT.ok);
     });
 
@@ -183,8 +216,8 @@ export function buildProgram(packages: string[], done: (code: number) => void): 
   return program;
 }
 
-const COMMANDS = new Set(['unify', 'plan', 'undo', 'scan', 'report', 'gc', 'recover', 'help']);
-const TAKES_VALUE = new Set(['--db', '--vservers-dir', '--rpm', '--exclude', '--exclude-from', '--package-manager', '--top']);
+const COMMANDS = new Set(['unify', 'plan', 'undo', 'scan', 'report', 'gc', 'recover', 'verify', 'status', 'help']);
+const TAKES_VALUE = new Set(['--db', '--vservers-dir', '--rpm', '--exclude', '--exclude-from', '--package-manager', '--top', '--sample']);
 
 /** Lets options come before the command too (`vunify -q undo ...`): the command moves first. */
 export function commandFirst(args: string[]): string[] {

@@ -29,8 +29,11 @@ export interface CommonOptions {
   db?: string;
   rpm?: string;
   concurrency?: number;
-  /** List every file decision in the report. */
-  verbose?: boolean;
+  /**
+   * Files in the report: 1 lists the files linked (or restored), and those that failed or
+   * changed under way; 2 lists every file with its decision and reason.
+   */
+  verbose?: number;
   /** Which package database to read: detected per root by default. */
   packageManager?: 'auto' | 'rpm' | 'dpkg' | 'none';
   /** Tree mode: every regular file of the roots is a candidate, minus the excludes. */
@@ -469,7 +472,7 @@ export async function unify(opts: UnifyOptions): Promise<Report> {
         detail = s.detail;
         if (s.reason === 'error') report.errors.push({ server: d.server, path: shown, reason: s.detail ?? 'error' });
       }
-      if (opts.verbose) files.push({ server: d.server, path: shown, action, detail });
+      if (shouldList(opts.verbose, action)) files.push({ server: d.server, path: shown, action, detail });
     }
     if (opts.verbose) report.files = files;
     return finish(report, started, ctx, rootNames(p));
@@ -490,6 +493,9 @@ export async function scan(opts: CommonOptions): Promise<Report> {
     await closeFarm(p.farm);
   }
 }
+
+const NOTABLE = new Set(['linked', 'would-link', 'restored', 'skip:error', 'skip:changed', 'skip:linkLimit', 'skip:immutable']);
+const shouldList = (level: number | undefined, action: string) => (level ?? 0) >= 2 || ((level ?? 0) >= 1 && NOTABLE.has(action));
 
 function rootNames(p: Prepared): Map<string, string> {
   return new Map([p.farm.ref, ...p.farm.servers].map((r) => [r.dir.path, r.name]));
@@ -542,7 +548,8 @@ export async function undo(opts: CommonOptions): Promise<Report> {
         c.skipped[o.reason]++;
         if (o.reason === 'error') report.errors.push({ server: it.server, path: shown, reason: o.detail ?? 'error' });
       }
-      if (opts.verbose) files.push({ server: it.server, path: shown, action: o.kind === 'skip' ? `skip:${o.reason}` : o.kind, detail: o.kind === 'skip' ? o.detail : undefined });
+      const action = o.kind === 'skip' ? `skip:${o.reason}` : o.kind;
+      if (shouldList(opts.verbose, action)) files.push({ server: it.server, path: shown, action, detail: o.kind === 'skip' ? o.detail : undefined });
     }
     if (opts.verbose) report.files = files;
     return finish(report, started, ctx, rootNames(p));

@@ -1,6 +1,7 @@
 // Reports: counters per server and in total, as a text table or one JSON document.
 import { display, type RelPath } from './fsx/rootdir.js';
 import { SKIP_REASONS, type SkipReason } from './plan.js';
+import { toCsv, visible } from './table.js';
 
 export interface Counters {
   unified: number;
@@ -92,7 +93,16 @@ export function formatText(r: Report): string {
   if (!r.immutable && r.command !== 'undo' && !r.dryRun && r.totals.unified > 0) {
     lines.push('warning: --no-immutable: a write to a unified file in one vserver changes it in all of them');
   }
-  for (const e of r.errors) lines.push(`error: ${e.server}: ${e.path}: ${e.reason}`);
-  if (r.files) for (const f of r.files) lines.push(`${f.server}\t${f.action}\t${f.path}${f.detail ? `\t${f.detail}` : ''}`);
+  // Names come from the vservers: control characters are shown escaped, never sent raw.
+  for (const e of r.errors) lines.push(`error: ${e.server}: ${visible(e.path)}: ${visible(e.reason)}`);
+  if (r.files) for (const f of r.files) lines.push(`${f.server}\t${f.action}\t${visible(f.path)}${f.detail ? `\t${visible(f.detail)}` : ''}`);
   return lines.join('\n') + '\n';
+}
+
+/** CSV: one row per server and a total row; with listed files, one row per file instead. */
+export function formatCsv(r: Report): string {
+  if (r.files) return toCsv(['server', 'action', 'path', 'detail'], r.files.map((f) => [f.server, f.action, f.path, f.detail ?? '']));
+  const head = ['server', 'unified', 'alreadyUnified', 'restored', 'bytesSaved', 'filesHashed', 'bytesHashed', ...SKIP_REASONS.map((k) => `skipped.${k}`)];
+  const row = (name: string, c: Counters) => [name, c.unified, c.alreadyUnified, c.restored, c.bytesSaved, c.filesHashed, c.bytesHashed, ...SKIP_REASONS.map((k) => c.skipped[k])];
+  return toCsv(head, [...Object.entries(r.servers).map(([n, c]) => row(n, c)), row('total', r.totals)]);
 }

@@ -6,6 +6,7 @@ import path from 'node:path';
 import { VunifyError } from './errors.js';
 import { display } from './fsx/rootdir.js';
 import { humanBytes } from './report.js';
+import { toCsv, visible } from './table.js';
 import { Index, type FileRecord } from './store/index-db.js';
 import { DEFAULT_DB } from './engine.js';
 
@@ -104,10 +105,20 @@ export function formatIndexReport(r: IndexReport): string {
     Object.entries(r.packages).sort((a, b) => b[1].bytesSaved + b[1].possibleBytes - a[1].bytesSaved - a[1].possibleBytes).map(([n, s]) => savingsRow(n, s)));
   if (r.largest.length) {
     out.push('', 'largest possible wins');
-    table(['file', 'size', 'copies', 'saving'], r.largest.map((w) => [w.example, humanBytes(w.size), String(w.copies), humanBytes(w.bytes)]));
+    table(['file', 'size', 'copies', 'saving'], r.largest.map((w) => [visible(w.example), humanBytes(w.size), String(w.copies), humanBytes(w.bytes)]));
   }
   out.push('', 'roots');
   table(['root', 'role', 'files', 'size', 'last scan', 'took'],
     r.roots.map((x) => [x.name, x.role ?? '', String(x.files), humanBytes(x.bytes), x.lastScanAt ?? 'never', x.lastScanMs !== undefined ? `${x.lastScanMs} ms` : '']));
   return out.join('\n') + '\n';
+}
+
+/** CSV of the index report: one row per server, per package and per largest win. */
+export function indexReportCsv(r: IndexReport): string {
+  const rows: (string | number)[][] = [];
+  for (const [n, s] of Object.entries(r.servers)) rows.push(['server', n, s.linkedFiles, s.bytesSaved, s.possibleFiles, s.possibleBytes, '']);
+  for (const [n, s] of Object.entries(r.packages)) rows.push(['package', n, s.linkedFiles, s.bytesSaved, s.possibleFiles, s.possibleBytes, '']);
+  for (const w of r.largest) rows.push(['win', w.example, 0, 0, w.copies, w.bytes, w.size]);
+  rows.push(['total', '', r.totals.linkedFiles, r.totals.bytesSaved, r.totals.possibleFiles, r.totals.possibleBytes, '']);
+  return toCsv(['kind', 'name', 'linkedFiles', 'bytesSaved', 'possibleFiles', 'possibleBytes', 'size'], rows);
 }

@@ -36,7 +36,7 @@ afterAll(async () => {
 describe('symlinks inside server roots', () => {
   it('are never followed by unify or undo, and nothing outside the farm changes', () => {
     const before = snapshot(outside);
-    const r = vunify(['-v', '--json', 'ref', 's1', 's2', '--', 'vu-base', 'vu-extra'], env);
+    const r = vunify(['-vv', '--json', 'ref', 's1', 's2', '--', 'vu-base', 'vu-extra'], env);
     expect(r.status, r.stderr).toBe(0);
     const rep = JSON.parse(r.stdout);
     const line = (s: string, p: string) => rep.files.find((f: { server: string; path: string }) => f.server === s && f.path === p)?.action;

@@ -71,7 +71,7 @@ describe('dpkg roots', () => {
 describe('tree mode (--all-files)', () => {
   it('takes every regular file but the default and given excludes', () => {
     fs.writeFileSync(path.join(farm.base, 'excludes'), '# from a file\n/usr/share/x/differs\n');
-    const rep = run('unify', '--json', '-v', '--all-files', '--exclude', '/usr/share/skip', '--exclude-from', path.join(farm.base, 'excludes'), 't1', 't2');
+    const rep = run('unify', '--json', '-vv', '--all-files', '--exclude', '/usr/share/skip', '--exclude-from', path.join(farm.base, 'excludes'), 't1', 't2');
     const actions = Object.fromEntries(rep.files.map((f: { path: string; action: string }) => [f.path, f.action]));
     expect(actions).toEqual({
       '/usr/lib/x/libx.so': 'linked',
@@ -86,7 +86,7 @@ describe('tree mode (--all-files)', () => {
   });
 
   it('keeps the config files of a root with a package database out, even under --no-default-excludes', () => {
-    const rep = run('plan', '--json', '-v', '--all-files', '--no-default-excludes', 'ref', 's1');
+    const rep = run('plan', '--json', '-vv', '--all-files', '--no-default-excludes', 'ref', 's1');
     const action = (p: string) => rep.files.find((f: { path: string }) => f.path === p)?.action;
     expect(action('/etc/vu/vu.conf')).toBe('skip:config');
     expect(action('/usr/lib/vu/libvu.so.1')).toBe('would-link');

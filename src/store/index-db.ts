@@ -50,6 +50,8 @@ export interface LinkRecord {
   xattrs: Record<string, string>; // name -> base64
   size: number;
   pkg?: string;
+  /** BLAKE3 of the shared content, as compared when linking (verify checks against it). */
+  hash?: string;
   linkedAt: string;
 }
 
