@@ -48,7 +48,7 @@ let tmpCounter = 0;
 // Unique within this process; another process's name clashes with EEXIST, never silently.
 const tmpName = () => `.vunify-tmp.${process.pid}.${++tmpCounter}`;
 
-function lstatOrNull(p: Buffer): fs.BigIntStats | null {
+function lstatOrNull(p: Buffer | string): fs.BigIntStats | null {
   try {
     return fs.lstatSync(p, { bigint: true });
   } catch (err) {
@@ -83,7 +83,9 @@ async function rememberDirTimes(ctx: ApplyContext, root: string, dir: RelPath, d
   const times = (ctx.dirTimes ??= new Map());
   const key = `${root}\0${dir}`;
   if (!times.has(key)) {
-    const st = await fstat(dfd, { bigint: true });
+    // Synchronous: check and set with no await between, or a concurrent step in the same
+    // folder could record the time after its first change.
+    const st = fs.fstatSync(dfd, { bigint: true });
     times.set(key, { atimeNs: st.atimeNs, mtimeNs: st.mtimeNs });
   }
   const t = times.get(key)!;

@@ -380,8 +380,10 @@ function refByHash(p: Prepared): Map<string, RelPath[]> {
   const out = new Map<string, RelPath[]>();
   const refRoot = p.farm.ref.dir.path;
   for (const sp of p.serverPlans) {
-    for (const e of sp.entries.values()) {
-      if (e.kind !== 'file' || out.has(e.rec.hash)) continue;
+    for (const [k, e] of sp.entries) {
+      if (e.kind !== 'file' || !e.rec.hash || out.has(e.rec.hash)) continue;
+      const same = p.refPlan.entries.get(k);
+      if (same?.kind === 'file' && same.rec.ino === e.rec.ino && same.rec.dev === e.rec.dev) continue; // linked already
       const holders = p.farm.index.holders(e.rec.hash)
         .filter((h) => h.root === refRoot && p.refPlan.entries.get(h.path)?.kind === 'file' && linkable(p.refPlan.owned.get(h.path)))
         .map((h) => h.path);

@@ -99,7 +99,12 @@ export function plan(input: PlanInput): Decision[] {
       if (s.size === 0) { skip('empty'); continue; }
       // The same path first; then the reference's other files with this content.
       const same = refCandidate(path);
-      const others = (input.refByHash?.get(s.hash) ?? []).filter((p) => p !== path).sort();
+      if (same && same.dev === s.dev && same.ino === s.ino) {
+        out.push({ ...base, kind: 'already', refPath: path, ref: same, srv: s }); // the common case of a rescan
+        continue;
+      }
+      const holders = s.hash ? input.refByHash?.get(s.hash) : undefined;
+      const others = holders ? holders.filter((p) => p !== path).sort() : [];
       const tries = same ? [path, ...others] : others;
       // Already sharing an inode with any of them wins over a new link.
       const shared = tries.find((p) => { const r = refCandidate(p); return r && r.dev === s.dev && r.ino === s.ino; });

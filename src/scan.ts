@@ -86,10 +86,14 @@ export async function scanRoot(
   const out = new Map<RelPath, ScanEntry>();
   const inodes = opts.inodes ?? new Map();
   let pending: Array<[string, RelPath, FileRecord | null]> = [];
+  // One range read of the root's records costs less than a lookup per path.
+  const known = new Map<RelPath, FileRecord>();
+  for (const f of index.filesOf(root.path)) known.set(f.path, f.rec);
   // Sorted paths keep one folder's files together, so folder fds are reused.
+  const held = new HeldDir();
   for (const rel of [...paths].sort()) {
-    const old = index.getFile(root.path, rel);
-    const entry = scanOne(root, rel, old, stats, inodes, opts.pkgOf?.(rel));
+    const old = known.get(rel);
+    const entry = scanOne(root, rel, old, stats, inodes, opts.pkgOf?.(rel), held);
     out.set(rel, entry);
     opts.onFile?.();
     if (entry.kind === 'file') {
@@ -98,12 +102,14 @@ export async function scanRoot(
       pending.push([root.path, rel, null]);
     }
     if (pending.length >= (opts.batch ?? 20000)) {
+      held.release();
       await index.putFiles(pending);
       pending = [];
     }
   }
+  held.release();
   if (opts.covers) {
-    for (const f of index.filesOf(root.path)) if (!out.has(f.path) && opts.covers(f.rec)) pending.push([root.path, f.path, null]);
+    for (const [rel, rec] of known) if (!out.has(rel) && opts.covers(rec)) pending.push([root.path, rel, null]);
   }
   await index.putFiles(pending);
   return out;
@@ -111,36 +117,56 @@ export async function scanRoot(
 
 function scanOne(
   root: RootDir, rel: RelPath, old: FileRecord | undefined, stats: ScanStats, inodes: InodeCache, pkg: string | undefined,
+  held: HeldDir,
 ): ScanEntry {
   const { dir, name } = splitRel(rel);
   try {
-    return root.withDirSync(dir, (dfd) => {
-      const p = RootDir.at(dfd, name);
-      let st: fs.BigIntStats;
-      try {
-        st = fs.lstatSync(p, { bigint: true });
-      } catch (err) {
-        if (isErrno(err, 'ENOENT')) return { kind: 'missing' } as const;
-        throw err;
-      }
-      stats.filesStatted++;
-      if (!st.isFile()) return { kind: 'notRegular' } as const;
-      const key = inodeKey(st);
-      if (old && sameSignature(st, old)) {
-        const rec = old.pkg === pkg && old.nlink === Number(st.nlink) ? old : { ...old, pkg, nlink: Number(st.nlink) };
-        inodes.set(key, rec);
-        return { kind: 'file', rec } as const;
-      }
-      const twin = inodes.get(key);
-      if (twin) return { kind: 'file', rec: recordOf(st, twin.hash, twin.xattrs, pkg) } as const;
-      const rec = recordOf(st, st.size === 0n ? EMPTY_HASH : '', xattrDigest(readXattrsAt(p)), pkg);
-      inodes.set(key, rec);
-      return { kind: 'file', rec } as const;
-    });
+    const dfd = held.fd(root, dir);
+    const p = RootDir.at(dfd, name);
+    let st: fs.BigIntStats;
+    try {
+      st = fs.lstatSync(p, { bigint: true });
+    } catch (err) {
+      if (isErrno(err, 'ENOENT')) return { kind: 'missing' };
+      throw err;
+    }
+    stats.filesStatted++;
+    if (!st.isFile()) return { kind: 'notRegular' };
+    // Only files with more than one link can have a twin met earlier in this run.
+    const key = st.nlink > 1n ? inodeKey(st) : null;
+    if (old && sameSignature(st, old)) {
+      const rec = old.pkg === pkg && old.nlink === Number(st.nlink) ? old : { ...old, pkg, nlink: Number(st.nlink) };
+      if (key) inodes.set(key, rec);
+      return { kind: 'file', rec };
+    }
+    const twin = key ? inodes.get(key) : undefined;
+    if (twin) return { kind: 'file', rec: recordOf(st, twin.hash, twin.xattrs, pkg) };
+    const rec = recordOf(st, st.size === 0n ? EMPTY_HASH : '', xattrDigest(readXattrsAt(p)), pkg);
+    if (key) inodes.set(key, rec);
+    return { kind: 'file', rec };
   } catch (err) {
     if (err instanceof UnsafePathError) return { kind: 'symlinkInPath', detail: err.message };
     if (isErrno(err, 'ENOENT')) return { kind: 'missing' };
     return { kind: 'error', detail: oneLine(err) };
+  }
+}
+
+/** The folder of the previous file stays open for the next one (paths come sorted). */
+class HeldDir {
+  private dir: RelPath | null = null;
+  private hold: { fd: number; release: () => void } | null = null;
+  fd(root: RootDir, dir: RelPath): number {
+    if (this.dir !== dir || !this.hold) {
+      this.release();
+      this.hold = root.holdDir(dir);
+      this.dir = dir;
+    }
+    return this.hold.fd;
+  }
+  release(): void {
+    this.hold?.release();
+    this.hold = null;
+    this.dir = null;
   }
 }
 

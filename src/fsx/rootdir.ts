@@ -73,7 +73,9 @@ export class RootDir {
   }
 
   /** The /proc path of `name` inside an open folder: resolves without following symlinks above it. */
-  static at(dirFd: number, name: string): Buffer {
+  static at(dirFd: number, name: string): Buffer | string {
+    // A plain ASCII name can go as a string (cheaper); any other byte must go as bytes.
+    if (/^[\x20-\x7e]*$/.test(name)) return `/proc/self/fd/${dirFd}/${name}`;
     return Buffer.concat([Buffer.from(`/proc/self/fd/${dirFd}/`), Buffer.from(name, 'latin1')]);
   }
 

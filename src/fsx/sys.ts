@@ -110,8 +110,8 @@ export function readXattrs(fd: number): Xattrs {
  * The same by path without following a final symlink (llistxattr): for scans, where
  * opening every file would cost more. The path must be a /proc/self/fd/N/name path.
  */
-export function readXattrsAt(p: Buffer): Xattrs {
-  const z = Buffer.concat([p, Buffer.from([0])]);
+export function readXattrsAt(p: Buffer | string): Xattrs {
+  const z = Buffer.concat([typeof p === 'string' ? Buffer.from(p) : p, Buffer.from([0])]);
   return collectXattrs(
     (b, n) => Number(cLlistxattr(z, b, n)),
     (name, b, n) => Number(cLgetxattr(z, name, b, n)),
