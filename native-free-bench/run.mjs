@@ -1,0 +1,608 @@
+#!/usr/bin/env node
+// vunify benchmark: vunify's first unify, rescan and 1%-change unify against util-linux
+// hardlink, jdupes and rdfind, and the read and stat floors, on a synthetic farm. Plain ESM,
+// Node built-ins only; it runs the system's own cp, find, xargs, cat, chattr, sync and rm, and
+// measures peak RSS by sampling /proc (no native helper of its own).
+//
+//   node native-free-bench/run.mjs [--profile default|small] [--runs 3] [--no-peers] ...
+//   node native-free-bench/run.mjs --help
+import { spawn, spawnSync } from 'node:child_process';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { parseArgs } from 'node:util';
+import {
+  changeFarm, changedIndexes, farmParams, fileSpec, linkCensus, serverName, writeFarm,
+} from './farm.mjs';
+
+const HERE = path.dirname(fileURLToPath(import.meta.url));
+const REPO = path.resolve(HERE, '..');
+const SAMPLE_MS = 10;
+const RSS_METHOD = `sampled: VmHWM from /proc/PID/status every ${SAMPLE_MS} ms while the process runs `
+  + '(for a shell pipeline, the sum over the shell and its live descendants); max over samples and runs. '
+  + 'A process shorter than one sample may show no figure.';
+
+const HELP = `Usage: node native-free-bench/run.mjs [options]
+
+Times vunify (first unify, rescan, unify after 1% of the files changed) against util-linux
+hardlink, jdupes -rL and rdfind -makehardlinks true (where installed) and the cat and stat-walk
+floors, on a synthetic farm of vserver roots; warm cache; medians of --runs runs.
+
+Farm:
+  --profile NAME        default (7 servers x 3000 files, ~3 GB) or small (~500,000 small files)
+  --servers N           number of roots, s0 (the reference) included (profile: 7)
+  --files N             files per root (profile: 3000 or 71429)
+  --scale X             multiply the files per root by X (default 1)
+  --seed N              PRNG seed (default 1)
+  --regen               write the farm again even if a matching one exists
+  --keep-farm           keep the farm after the run (the next run with the same options reuses it)
+
+Run:
+  --runs N              measurements per contender, a fresh copy per run (default 3)
+  --no-peers            skip hardlink, jdupes and rdfind
+  --only LIST           comma list of groups: vunify,hardlink,jdupes,rdfind,floors
+  --change-percent P    files rewritten before the change run (default 1)
+  --no-immutable        pass --no-immutable to vunify (default: vunify sets immutable)
+  --dir DIR             work folder, on a filesystem with hard links and chattr
+                        (default /var/tmp/vunify-bench)
+  --cli PATH            vunify's CLI (default dist/cli.js; build it first: npx tsc -p tsconfig.json)
+  --json-out PATH       where the JSON goes (default native-free-bench/results/latest.json)
+  --strict              exit 1 when a target fails (default: targets are reported only)
+  -q, --quiet           no progress lines on stderr
+  -h, --help            this text
+`;
+
+// ---------------------------------------------------------------------------------------------
+// Small helpers
+
+const q = (s) => `'${String(s).replace(/'/g, `'\\''`)}'`;
+let quiet = false;
+const progress = (msg) => { if (!quiet) process.stderr.write(`[bench] ${msg}\n`); };
+
+function median(xs) {
+  const v = xs.filter((x) => typeof x === 'number' && Number.isFinite(x)).sort((a, b) => a - b);
+  if (v.length === 0) return null;
+  const m = v.length >> 1;
+  return v.length % 2 ? v[m] : (v[m - 1] + v[m]) / 2;
+}
+
+function run(cmd, args, opts = {}) {
+  const r = spawnSync(cmd, args, { encoding: 'utf8', maxBuffer: 64 << 20, ...opts });
+  if (r.error) throw new Error(`${cmd}: ${r.error.message}`);
+  if (r.status !== 0 && !opts.allowFail) {
+    throw new Error(`${cmd} ${args.join(' ')} exited ${r.status}: ${(r.stderr || '').trim().slice(-2000)}`);
+  }
+  return r;
+}
+
+function commandPath(name) {
+  const r = spawnSync('sh', ['-c', `command -v ${q(name)}`], { encoding: 'utf8' });
+  return r.status === 0 ? r.stdout.trim() : null;
+}
+
+function firstLine(cmd, args) {
+  try {
+    const r = spawnSync(cmd, args, { encoding: 'utf8' });
+    return `${r.stdout || ''}${r.stderr || ''}`.split('\n').find((l) => l.trim()) ?? null;
+  } catch { return null; }
+}
+
+function fsTypeOf(dir) {
+  try {
+    const real = fs.realpathSync(dir);
+    let best = { mnt: '', type: null };
+    for (const line of fs.readFileSync('/proc/mounts', 'utf8').split('\n')) {
+      const [, mnt, type] = line.split(' ');
+      if (!mnt) continue;
+      const m = mnt.replace(/\\040/g, ' ');
+      if ((real === m || real.startsWith(m.endsWith('/') ? m : `${m}/`)) && m.length >= best.mnt.length) best = { mnt: m, type };
+    }
+    return best.type;
+  } catch { return null; }
+}
+
+const isRoot = () => typeof process.getuid === 'function' && process.getuid() === 0;
+
+// ---------------------------------------------------------------------------------------------
+// Peak RSS by sampling /proc (no native tool)
+
+const OWN_CMDLINE = fs.readFileSync('/proc/self/cmdline');
+
+function hwmKB(pid) {
+  try {
+    const m = /VmHWM:\s+(\d+)\s+kB/.exec(fs.readFileSync(`/proc/${pid}/status`, 'latin1'));
+    return m ? Number(m[1]) : null;
+  } catch { return null; }
+}
+
+/** True while a fresh child is still a copy of this process (forked, not yet exec'd). */
+function preExec(pid) {
+  try { return fs.readFileSync(`/proc/${pid}/cmdline`).equals(OWN_CMDLINE); } catch { return true; }
+}
+
+/** pid and its live descendants, from the ppid field of every /proc/N/stat. */
+function processTree(rootPid) {
+  const kids = new Map();
+  for (const name of fs.readdirSync('/proc')) {
+    if (!/^\d+$/.test(name)) continue;
+    let stat;
+    try { stat = fs.readFileSync(`/proc/${name}/stat`, 'latin1'); } catch { continue; }
+    const rest = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+    const ppid = Number(rest[1]);
+    if (!kids.has(ppid)) kids.set(ppid, []);
+    kids.get(ppid).push(Number(name));
+  }
+  const out = [rootPid];
+  for (let k = 0; k < out.length; k++) for (const c of kids.get(out[k]) ?? []) out.push(c);
+  return out;
+}
+
+/**
+ * Run one timed process: wall time from spawn to exit, peak RSS sampled every SAMPLE_MS.
+ * stdout: 'capture' (returned), a file path (written there), or 'ignore'.
+ */
+function timedRun(cmd, args, { tree = false, stdout = 'ignore', cwd } = {}) {
+  return new Promise((resolve) => {
+    let outFd = null;
+    let stdio1 = 'ignore';
+    if (stdout === 'capture') stdio1 = 'pipe';
+    else if (stdout !== 'ignore') { outFd = fs.openSync(stdout, 'w'); stdio1 = outFd; }
+    const chunks = [];
+    let errTail = '';
+    let peak = null;
+    let t1 = null;
+    const t0 = process.hrtime.bigint();
+    const child = spawn(cmd, args, { stdio: ['ignore', stdio1, 'pipe'], cwd });
+    const sample = () => {
+      const pid = child.pid;
+      if (!pid || t1 !== null || preExec(pid)) return;
+      let sum = 0;
+      let any = false;
+      for (const p of tree ? processTree(pid) : [pid]) {
+        const v = hwmKB(p);
+        if (v) { sum += v; any = true; } // 0 or none: mid-exec or a zombie
+      }
+      if (any && (peak === null || sum > peak)) peak = sum;
+    };
+    const timer = setInterval(sample, SAMPLE_MS);
+    setImmediate(sample);
+    if (child.stdout) child.stdout.on('data', (d) => chunks.push(d));
+    child.stderr.on('data', (d) => { errTail = (errTail + d.toString()).slice(-8192); });
+    child.on('exit', () => { t1 = process.hrtime.bigint(); clearInterval(timer); });
+    child.on('error', (e) => { errTail += String(e); });
+    child.on('close', (code, signal) => {
+      clearInterval(timer);
+      if (outFd !== null) fs.closeSync(outFd);
+      const end = t1 ?? process.hrtime.bigint();
+      resolve({
+        seconds: Number(end - t0) / 1e9,
+        peakRssKB: peak,
+        exitCode: code,
+        signal,
+        stdout: Buffer.concat(chunks).toString('utf8'),
+        stderrTail: errTail,
+      });
+    });
+  });
+}
+
+// ---------------------------------------------------------------------------------------------
+// Copies of the farm
+
+const liveCopies = new Set();
+
+function removeTree(dir) {
+  if (!fs.existsSync(dir)) return;
+  // vunify sets the immutable attribute: clear it first or rm cannot unlink.
+  if (commandPath('chattr')) spawnSync('chattr', ['-R', '-i', dir], { stdio: 'ignore' });
+  run('rm', ['-rf', dir]);
+}
+
+function freshCopy(farm, dest) {
+  removeTree(dest);
+  fs.mkdirSync(dest, { recursive: true });
+  liveCopies.add(dest);
+  // cp -a: new inodes for every file (hard links within the source only, and it has none).
+  run('cp', ['-a', farm.vserversDir, path.join(dest, 'vservers')]);
+  run('sync', []);
+  warm(path.join(dest, 'vservers'));
+  return path.join(dest, 'vservers');
+}
+
+function dropCopy(dest) {
+  removeTree(dest);
+  liveCopies.delete(dest);
+}
+
+/** Read every byte once so the timed run starts on a warm page cache. */
+function warm(dir) {
+  run('sh', ['-c', `find ${q(dir)} -type f -print0 | xargs -0 -r cat > /dev/null`]);
+}
+
+function usrDirs(vs, servers) {
+  return servers.map((s) => path.join(vs, s, 'usr'));
+}
+
+function chattrMinusI(paths) {
+  if (!commandPath('chattr')) return;
+  for (let k = 0; k < paths.length; k += 500) {
+    spawnSync('chattr', ['-i', ...paths.slice(k, k + 500)], { stdio: 'ignore' });
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Contenders
+
+const GROUPS = ['vunify', 'hardlink', 'jdupes', 'rdfind', 'floors'];
+
+function contenderTable() {
+  return [
+    { id: 'vunify.first', group: 'vunify', label: 'vunify unify, first run' },
+    { id: 'vunify.rescan', group: 'vunify', label: 'vunify unify, rescan (nothing changed)' },
+    { id: 'vunify.change', group: 'vunify', label: 'vunify unify after N% changed' },
+    { id: 'hardlink.first', group: 'hardlink', label: 'hardlink, first run' },
+    { id: 'hardlink.second', group: 'hardlink', label: 'hardlink, second run (linked copy)' },
+    { id: 'jdupes.first', group: 'jdupes', label: 'jdupes -rL, first run' },
+    { id: 'jdupes.second', group: 'jdupes', label: 'jdupes -rL, second run' },
+    { id: 'rdfind.first', group: 'rdfind', label: 'rdfind -makehardlinks, first run' },
+    { id: 'rdfind.second', group: 'rdfind', label: 'rdfind -makehardlinks, second run' },
+    { id: 'floor.cat', group: 'floors', label: 'floor: cat every byte, 1 at a time' },
+    { id: 'floor.cat8', group: 'floors', label: 'floor: cat every byte, 8 at a time' },
+    { id: 'floor.stat', group: 'floors', label: 'floor: find -printf stat walk' },
+    { id: 'floor.node', group: 'floors', label: 'floor: node -e 0 (Node startup)' },
+  ].map((c) => ({ ...c, status: 'pending', command: null, runs: [], note: null }));
+}
+
+function totalsOf(stdout) {
+  try {
+    const j = JSON.parse(stdout);
+    const t = j.totals ?? {};
+    return {
+      unified: t.unified, alreadyUnified: t.alreadyUnified, bytesSaved: t.bytesSaved,
+      filesHashed: t.filesHashed, bytesHashed: t.bytesHashed,
+      skipped: t.skipped, errors: Array.isArray(j.errors) ? j.errors.length : undefined,
+    };
+  } catch { return null; }
+}
+
+function censusNote(c) {
+  if (!c) return null;
+  let s = `linked ${c.linkedIdentical}/${c.expectedIdentical} identical`;
+  if (c.linkedMetadataDiffers) s += `, +${c.linkedMetadataDiffers}/${c.metadataVariants} mode/owner variants`;
+  if (c.linkedContentDiffers) s += `, WRONG: ${c.linkedContentDiffers} content-different`;
+  return s;
+}
+
+// ---------------------------------------------------------------------------------------------
+
+async function main() {
+  const { values: o } = parseArgs({
+    options: {
+      profile: { type: 'string', default: 'default' },
+      servers: { type: 'string' },
+      files: { type: 'string' },
+      scale: { type: 'string' },
+      seed: { type: 'string' },
+      regen: { type: 'boolean', default: false },
+      'keep-farm': { type: 'boolean', default: false },
+      runs: { type: 'string', default: '3' },
+      'no-peers': { type: 'boolean', default: false },
+      only: { type: 'string' },
+      'change-percent': { type: 'string', default: '1' },
+      'no-immutable': { type: 'boolean', default: false },
+      dir: { type: 'string', default: '/var/tmp/vunify-bench' },
+      cli: { type: 'string', default: path.join(REPO, 'dist', 'cli.js') },
+      'json-out': { type: 'string', default: path.join(HERE, 'results', 'latest.json') },
+      strict: { type: 'boolean', default: false },
+      quiet: { type: 'boolean', short: 'q', default: false },
+      help: { type: 'boolean', short: 'h', default: false },
+    },
+    allowPositionals: false,
+  });
+  if (o.help) { process.stdout.write(HELP); return 0; }
+  quiet = o.quiet;
+
+  const runs = Math.max(1, Number.parseInt(o.runs, 10) || 1);
+  const changePercent = Number(o['change-percent']);
+  const immutable = !o['no-immutable'];
+  let groups = new Set(o.only ? o.only.split(',').map((s) => s.trim()).filter(Boolean) : GROUPS);
+  for (const g of groups) if (!GROUPS.includes(g)) throw new Error(`--only: unknown group ${g} (known: ${GROUPS.join(', ')})`);
+  const peersSkipped = o['no-peers'];
+  if (peersSkipped) groups = new Set([...groups].filter((g) => !['hardlink', 'jdupes', 'rdfind'].includes(g)));
+
+  const params = farmParams({
+    profile: o.profile, servers: o.servers, filesPerServer: o.files, scale: o.scale, seed: o.seed,
+  });
+  const cli = path.resolve(o.cli);
+  const workDir = path.resolve(o.dir);
+  const jsonOut = path.resolve(o['json-out']);
+
+  // Preflight --------------------------------------------------------------------------------
+  if (groups.has('vunify') && !fs.existsSync(cli)) {
+    throw new Error(`${cli} not found: build vunify first (npx tsc -p tsconfig.json)`);
+  }
+  for (const tool of ['cp', 'find', 'xargs', 'cat', 'sync', 'rm', 'sh']) {
+    if (!commandPath(tool)) throw new Error(`${tool} is missing`);
+  }
+  fs.mkdirSync(workDir, { recursive: true });
+  if (groups.has('vunify') && immutable) {
+    if (!isRoot()) throw new Error('vunify sets the immutable attribute, which needs root: run as root or pass --no-immutable');
+    if (!commandPath('chattr')) throw new Error('chattr (e2fsprogs) is missing: the bench needs it to clear the immutable attribute before deleting its copies');
+    const probe = path.join(workDir, `.immutable-probe-${process.pid}`);
+    fs.writeFileSync(probe, 'x');
+    const r = spawnSync('chattr', ['+i', probe], { encoding: 'utf8' });
+    spawnSync('chattr', ['-i', probe]);
+    fs.rmSync(probe, { force: true });
+    if (r.status !== 0) {
+      throw new Error(`the filesystem of ${workDir} (${fsTypeOf(workDir)}) does not take the immutable attribute: `
+        + `pass --dir on ext4/xfs/btrfs, or --no-immutable (${(r.stderr || '').trim()})`);
+    }
+  }
+  const peerInfo = {};
+  for (const [name, versionArgs] of [['hardlink', ['--version']], ['jdupes', ['-v']], ['rdfind', ['-v']]]) {
+    const where = commandPath(name);
+    peerInfo[name] = { installed: !!where, path: where, version: where ? firstLine(name, versionArgs) : null };
+  }
+
+  const cleanup = () => { for (const d of [...liveCopies]) { try { dropCopy(d); } catch { /* best effort */ } } };
+  process.on('SIGINT', () => { cleanup(); process.exit(130); });
+  process.on('SIGTERM', () => { cleanup(); process.exit(143); });
+
+  // Farm ---------------------------------------------------------------------------------------
+  const farmDir = path.join(workDir, `farm-${params.profile}-${params.servers}x${params.filesPerServer}-seed${params.seed}`);
+  progress(`farm: ${params.servers} roots x ${params.filesPerServer} files (profile ${params.profile}) in ${farmDir}`);
+  const farm = writeFarm(farmDir, params, { force: o.regen, log: progress });
+  progress(farm.reused
+    ? `farm: reused (${farm.files} files, ${(farm.bytes / 1e9).toFixed(2)} GB)`
+    : `farm: written in ${farm.generationSeconds.toFixed(1)} s (${farm.files} files, ${(farm.bytes / 1e9).toFixed(2)} GB)`);
+  run('sync', []);
+  const servers = farm.servers;
+  const contenders = contenderTable();
+  const byId = new Map(contenders.map((c) => [c.id, c]));
+  byId.get('vunify.change').label = `vunify unify after ${changePercent}% changed`;
+  for (const c of contenders) {
+    if (['hardlink', 'jdupes', 'rdfind'].includes(c.group)) {
+      if (!groups.has(c.group)) c.status = peersSkipped ? 'skipped (--no-peers)' : 'skipped (--only)';
+      else if (!peerInfo[c.group].installed) c.status = 'not installed';
+    } else if (!groups.has(c.group)) c.status = 'skipped (--only)';
+  }
+  const active = (id) => byId.get(id).status === 'pending';
+  const record = (id, r, extra = {}) => {
+    const c = byId.get(id);
+    const entry = { seconds: r.seconds, peakRssKB: r.peakRssKB, exitCode: r.exitCode, ...extra };
+    if (r.exitCode !== 0) entry.stderrTail = r.stderrTail.slice(-2000);
+    c.runs.push(entry);
+    return entry;
+  };
+  const copyRoot = path.join(workDir, 'copy');
+
+  // Floors (read-only: on the farm itself, after one warm-up read) ------------------------------
+  if (groups.has('floors')) {
+    const dirs = usrDirs(farm.vserversDir, servers).map(q).join(' ');
+    const floorCmd = {
+      'floor.cat': ['sh', ['-c', `find ${dirs} -type f -print0 | xargs -0 -r cat > /dev/null`], true],
+      'floor.cat8': ['sh', ['-c', `find ${dirs} -type f -print0 | xargs -0 -r -P 8 -n 64 cat > /dev/null`], true],
+      'floor.stat': ['sh', ['-c', `find ${dirs} -type f -printf '%s %i %T@ %C@\\n' > /dev/null`], true],
+      'floor.node': [process.execPath, ['-e', '0'], false],
+    };
+    warm(farm.vserversDir);
+    for (let r = 1; r <= runs; r++) {
+      for (const [id, [cmd, args, tree]] of Object.entries(floorCmd)) {
+        byId.get(id).command = [cmd, ...args].join(' ');
+        const res = await timedRun(cmd, args, { tree });
+        record(id, res);
+        progress(`${id} run ${r}: ${res.seconds.toFixed(3)} s`);
+      }
+    }
+  }
+
+  // vunify -------------------------------------------------------------------------------------
+  if (groups.has('vunify')) {
+    for (let r = 1; r <= runs; r++) {
+      const vs = freshCopy(farm, copyRoot);
+      const db = path.join(copyRoot, 'index');
+      const args = [cli, 'unify', '--all-files', '--no-default-excludes', '--db', db, '--vservers-dir', vs,
+        '--json', '-q', ...(immutable ? [] : ['--no-immutable']), ...servers];
+      const shown = ['node', path.relative(process.cwd(), cli) || cli, ...args.slice(1)].join(' ');
+      for (const id of ['vunify.first', 'vunify.rescan', 'vunify.change']) byId.get(id).command = shown;
+
+      progress(`vunify.first run ${r}: running`);
+      let res = await timedRun(process.execPath, args, { stdout: 'capture' });
+      const first = record('vunify.first', res, { totals: totalsOf(res.stdout) });
+      if (r === 1) first.census = linkCensus(vs, params);
+      progress(`vunify.first run ${r}: ${res.seconds.toFixed(3)} s (exit ${res.exitCode})`);
+
+      res = await timedRun(process.execPath, args, { stdout: 'capture' });
+      record('vunify.rescan', res, { totals: totalsOf(res.stdout) });
+      progress(`vunify.rescan run ${r}: ${res.seconds.toFixed(3)} s (exit ${res.exitCode})`);
+
+      // The change: a package upgrade in every root (reference included): new bytes, identical
+      // across roots, written beside each file and renamed over it. Untimed.
+      const picked = changedIndexes(params, changePercent, 1);
+      const paths = [];
+      for (const s of servers) for (const i of picked) paths.push(path.join(vs, s, fileSpec(params, i).rel));
+      chattrMinusI(paths);
+      changeFarm(vs, params, picked, 1);
+      run('sync', []);
+      res = await timedRun(process.execPath, args, { stdout: 'capture' });
+      const ch = record('vunify.change', res, { totals: totalsOf(res.stdout), changedFilesPerRoot: picked.length });
+      if (r === 1) ch.census = linkCensus(vs, params, picked);
+      progress(`vunify.change run ${r}: ${res.seconds.toFixed(3)} s (exit ${res.exitCode}, ${picked.length} files x ${servers.length} roots rewritten)`);
+      dropCopy(copyRoot);
+    }
+  }
+
+  // Peers ----------------------------------------------------------------------------------------
+  const peerArgs = {
+    hardlink: (dirs) => ['hardlink', dirs],
+    jdupes: (dirs) => ['jdupes', ['-r', '-L', '-q', ...dirs]],
+    rdfind: (dirs) => ['rdfind', ['-makehardlinks', 'true', '-makeresultsfile', 'false', ...dirs]],
+  };
+  for (const peer of ['hardlink', 'jdupes', 'rdfind']) {
+    if (!active(`${peer}.first`)) continue;
+    for (let r = 1; r <= runs; r++) {
+      const vs = freshCopy(farm, copyRoot);
+      const [cmd, args] = peerArgs[peer](usrDirs(vs, servers));
+      const shownArgs = args.map((a) => (a.startsWith(vs) ? a.replace(vs, 'COPY/vservers') : a));
+      byId.get(`${peer}.first`).command = [cmd, ...shownArgs].join(' ');
+      byId.get(`${peer}.second`).command = [cmd, ...shownArgs].join(' ');
+      for (const which of ['first', 'second']) {
+        const log = path.join(copyRoot, `${peer}-${which}.log`);
+        const res = await timedRun(cmd, args, { stdout: log, cwd: copyRoot });
+        const e = record(`${peer}.${which}`, res);
+        if (r === 1 && which === 'first') e.census = linkCensus(vs, params);
+        if (r === 1) { try { e.outputTail = fs.readFileSync(log, 'utf8').slice(-1500); } catch { /* none */ } }
+        progress(`${peer}.${which} run ${r}: ${res.seconds.toFixed(3)} s (exit ${res.exitCode})`);
+      }
+      dropCopy(copyRoot);
+    }
+  }
+
+  if (!o['keep-farm']) removeTree(farmDir);
+
+  // Summary ------------------------------------------------------------------------------------
+  let failed = false;
+  for (const c of contenders) {
+    if (c.status !== 'pending') continue;
+    const bad = c.runs.filter((x) => x.exitCode !== 0);
+    c.status = bad.length ? 'failed' : 'ok';
+    if (bad.length) { failed = true; c.error = `exit ${bad[0].exitCode}: ${(bad[0].stderrTail || '').trim().slice(-500)}`; }
+    c.medianSeconds = median(c.runs.map((x) => x.seconds));
+    const rss = c.runs.map((x) => x.peakRssKB).filter((x) => x !== null);
+    c.peakRssMB = rss.length ? Math.max(...rss) / 1024 : null;
+    const cen = c.runs.find((x) => x.census)?.census;
+    if (cen) { c.census = cen; c.note = censusNote(cen); if (cen.linkedContentDiffers) failed = true; }
+  }
+  const med = (id) => (byId.get(id).status === 'ok' ? byId.get(id).medianSeconds : null);
+  const firstMed = med('vunify.first');
+  for (const c of contenders) {
+    c.ratioToFirstUnify = c.medianSeconds != null && firstMed ? c.medianSeconds / firstMed : null;
+  }
+  const vt = (id) => byId.get(id).runs[0]?.totals ?? null;
+  const vunifyTotals = { first: vt('vunify.first'), rescan: vt('vunify.rescan'), change: vt('vunify.change') };
+
+  const target = (id, text, value, factor, ref, refName) => {
+    const limit = ref != null ? factor * ref : null;
+    const pass = value != null && limit != null ? value <= limit : null;
+    return { id, text, value, limit, factor, reference: refName, pass };
+  };
+  const targets = [
+    target('first-vs-hardlink', 'first unify <= 0.5x hardlink first run', firstMed, 0.5, med('hardlink.first'), 'hardlink.first'),
+    target('rescan-vs-stat', 'rescan <= 1.5x stat walk', med('vunify.rescan'), 1.5, med('floor.stat'), 'floor.stat'),
+    target('rescan-vs-hardlink', 'rescan <= 1.5x hardlink second run', med('vunify.rescan'), 1.5, med('hardlink.second'), 'hardlink.second'),
+    target('change-vs-first', `${changePercent}%-change unify <= 0.1x first unify`, med('vunify.change'), 0.1, firstMed, 'vunify.first'),
+  ];
+
+  const memKB = Number(/MemTotal:\s+(\d+)/.exec(fs.readFileSync('/proc/meminfo', 'utf8'))?.[1] ?? 0);
+  let vunifyVersion = null;
+  try { vunifyVersion = JSON.parse(fs.readFileSync(path.join(REPO, 'package.json'), 'utf8')).version; } catch { /* none */ }
+  const git = spawnSync('git', ['-C', REPO, 'describe', '--always', '--dirty'], { encoding: 'utf8' });
+  const result = {
+    schema: 'vunify-native-free-bench/1',
+    date: new Date().toISOString(),
+    machine: {
+      nproc: os.availableParallelism ? os.availableParallelism() : os.cpus().length,
+      cpu: os.cpus()[0]?.model ?? null,
+      memTotalBytes: memKB * 1024,
+      kernel: `${os.type()} ${os.release()}`,
+      node: process.version,
+      workDir,
+      workDirFsType: fsTypeOf(workDir),
+    },
+    vunify: { cli, version: vunifyVersion, git: git.status === 0 ? git.stdout.trim() : null, immutable },
+    peers: peerInfo,
+    options: { runs, changePercent, immutable, groups: [...groups], peersSkipped },
+    farm: {
+      params: farm.params, files: farm.files, bytes: farm.bytes, largeFiles: farm.largeFiles,
+      serverVariants: farm.serverVariants, ownerVariantsWritten: farm.ownerVariantsWritten,
+      generationSeconds: farm.generationSeconds, reused: farm.reused, kept: o['keep-farm'], dir: farm.dir,
+    },
+    rssMethod: RSS_METHOD,
+    contenders: contenders.map(({ group, ...c }) => ({ group, ...c })),
+    vunifyTotals,
+    targets,
+  };
+  fs.mkdirSync(path.dirname(jsonOut), { recursive: true });
+  fs.writeFileSync(jsonOut, JSON.stringify(result, null, 2) + '\n');
+
+  process.stdout.write(renderText(result) + `\nJSON: ${jsonOut}\n`);
+  if (failed) return 1;
+  if (o.strict && targets.some((t) => t.pass === false)) return 1;
+  return 0;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Text output
+
+const fmtS = (x) => (x == null ? '—' : x < 10 ? x.toFixed(3) : x.toFixed(2));
+const fmtBytes = (b) => {
+  if (b == null) return '—';
+  const u = ['B', 'KiB', 'MiB', 'GiB', 'TiB'];
+  let v = b; let k = 0;
+  while (v >= 1024 && k < u.length - 1) { v /= 1024; k++; }
+  return `${v.toFixed(k ? 2 : 0)} ${u[k]}`;
+};
+
+function table(rows) {
+  const w = rows[0].map((_, c) => Math.max(...rows.map((r) => String(r[c]).length)));
+  return rows.map((r, n) => {
+    const line = r.map((cell, c) => (c === 0 || c === r.length - 1 ? String(cell).padEnd(w[c]) : String(cell).padStart(w[c]))).join('  ').trimEnd();
+    return n === 0 ? `${line}\n${w.map((x) => '-'.repeat(x)).join('  ')}` : line;
+  }).join('\n');
+}
+
+function renderText(r) {
+  const f = r.farm;
+  const m = r.machine;
+  const out = [];
+  out.push(`vunify native-free-bench, ${r.date}`);
+  out.push(`machine: ${m.nproc} CPUs (${m.cpu}), ${fmtBytes(m.memTotalBytes)} RAM, ${m.kernel}, Node ${m.node}, work dir ${m.workDir} (${m.workDirFsType})`);
+  out.push(`farm: profile ${f.params.profile}, ${f.params.servers} roots x ${f.params.filesPerServer} files = ${f.files} files, ${fmtBytes(f.bytes)} `
+    + `(${f.largeFiles} large), seed ${f.params.seed}; server variants: ${Object.entries(f.serverVariants).map(([k, v]) => `${k} ${v}`).join(', ')}`);
+  out.push(`runs: ${r.options.runs} per contender (medians), warm cache, a fresh cp -a copy per run; vunify ${r.vunify.immutable ? 'with' : 'WITHOUT (--no-immutable)'} immutable`);
+  out.push('');
+  const rows = [['contender', 'median s', 'runs', 'x first unify', 'peak RSS MB', 'notes']];
+  for (const c of r.contenders) {
+    if (c.status !== 'ok' && c.status !== 'failed') {
+      rows.push([c.label, '—', '—', '—', '—', c.status]);
+      continue;
+    }
+    rows.push([
+      c.label, fmtS(c.medianSeconds), String(c.runs.length),
+      c.ratioToFirstUnify == null ? '—' : `${c.ratioToFirstUnify.toFixed(2)}x`,
+      c.peakRssMB == null ? '—' : c.peakRssMB.toFixed(1),
+      [c.status === 'failed' ? `FAILED ${c.error}` : null, c.note].filter(Boolean).join('; '),
+    ]);
+  }
+  out.push(table(rows));
+  out.push('');
+  out.push(`peak RSS is ${r.rssMethod}`);
+  const t = r.vunifyTotals;
+  const tl = (name, x) => (x
+    ? `  ${name}: filesHashed ${x.filesHashed}, bytesHashed ${x.bytesHashed} (${fmtBytes(x.bytesHashed)}), unified ${x.unified}, alreadyUnified ${x.alreadyUnified}`
+    : `  ${name}: —`);
+  if (t.first || t.rescan || t.change) {
+    out.push('');
+    out.push(`vunify's own JSON totals (run 1; the farm is ${fmtBytes(f.bytes)} in ${f.files} files):`);
+    out.push(tl('first unify', t.first));
+    out.push(tl('rescan', t.rescan));
+    out.push(tl(`after ${r.options.changePercent}% changed`, t.change));
+  }
+  out.push('');
+  out.push('targets:');
+  for (const x of r.targets) {
+    const verdict = x.pass === null ? 'n/a ' : x.pass ? 'PASS' : 'FAIL';
+    const detail = x.pass === null
+      ? `(${x.value == null ? 'no vunify figure' : `no ${x.reference} figure`})`
+      : `${fmtS(x.value)} s vs limit ${fmtS(x.limit)} s (${x.factor} x ${x.reference} ${fmtS(x.limit / x.factor)} s)`;
+    out.push(`  ${verdict}  ${x.text}: ${detail}`);
+  }
+  return out.join('\n');
+}
+
+main().then((code) => { process.exitCode = code; }, (err) => {
+  for (const d of [...liveCopies]) { try { dropCopy(d); } catch { /* best effort */ } }
+  process.stderr.write(`bench: ${err.message}\n`);
+  process.exitCode = 2;
+});
