@@ -7,7 +7,7 @@ import fsp from 'node:fs/promises';
 import { Blake3Hasher } from '@napi-rs/blake-hash';
 import pLimit from 'p-limit';
 import { isErrno, oneLine } from './errors.js';
-import { copyFd, hashFd, sameBytes } from './fsx/content.js';
+import { copyFd, hashFd, readWhole, sameAsBuffer, sameBytes } from './fsx/content.js';
 import { RootDir, openFileAt, openFileAtSync, splitRel, type OpenedFile, type RelPath } from './fsx/rootdir.js';
 import { isImmutable, readXattrs, removeXattr, setImmutable, setTimesNs, syncFilesystem, writeXattr, type Xattrs } from './fsx/sys.js';
 import type { Decision, SkipReason } from './plan.js';
@@ -43,7 +43,6 @@ export interface ApplyContext {
 }
 
 const { O_WRONLY, O_CREAT, O_EXCL, O_NOFOLLOW } = fs.constants;
-const O_PATH = 0o10000000; // Linux; not in fs.constants
 let tmpCounter = 0;
 // Unique within this process; another process's name clashes with EEXIST, never silently.
 const tmpName = () => `.vunify-tmp.${process.pid}.${++tmpCounter}`;
@@ -104,6 +103,12 @@ type Group = Array<Extract<Decision, { kind: 'link' | 'already' }>>;
 
 interface Verified { d: LinkDecision; st1: fs.BigIntStats; rec: LinkRecord; tmp: string }
 interface GroupState { ours: boolean; wasImmutable: boolean; refHash: string; verified: Verified[] }
+
+/** Reference files up to this size are held in memory while their server copies are compared. */
+const HOLD_BYTES = 8 << 20;
+
+/** Reference inodes linked at a time (libuv's pool is set to this size by the CLI). */
+export const LINK_CONCURRENCY = 8;
 
 /** How many reference inodes are verified, journaled and linked together. */
 const CHUNK_GROUPS = 2048;
@@ -182,10 +187,11 @@ async function linkChunk(
   await ctx.index.journalAdd(journal);
   lap('journal');
   count.links = phaseCounter(ctx.progress, 'link', verified.length, 'files');
-  // 3. link
+  // 3. link: more inodes at a time than for reading, since renames wait on the filesystem
+  const linkLimit = pLimit(LINK_CONCURRENCY);
   const updates: Array<[string, RelPath, FileRecord | null]> = [...learned];
   const touched = new Map<string, [string, RelPath]>();
-  await Promise.all(groups.map((g) => limit(async () => {
+  await Promise.all(groups.map((g) => linkLimit(async () => {
     const st = states.get(g);
     if (st) await linkGroup(g, st, ctx, outcomes, updates, touched).catch((err) => fail(g, err));
     count.links.add(st?.verified.length ?? 0);
@@ -246,9 +252,21 @@ async function verifyGroup(
       }
       const refXattrs = readXattrs(ref.fd);
       const state: GroupState = { ours, wasImmutable, refHash: r.hash, verified: [] };
+      // A small reference file is read once and held: each server copy is compared with it
+      // in memory, instead of reading the reference again for every server.
+      let refBytes: Buffer | undefined;
+      if (links.length > 1 && r.size <= HOLD_BYTES) {
+        refBytes = await readWhole(ref.fd, r.size);
+        ctx.read?.(ctx.refRoot, first.refPath, r.size);
+        if (state.refHash === '' && refBytes.length === r.size) {
+          const h = new Blake3Hasher();
+          h.update(refBytes);
+          state.refHash = h.digest('hex');
+        }
+      }
       for (const d of links) {
         const hasher = state.refHash === '' ? new Blake3Hasher() : undefined;
-        const v = await verifyOne(d, ref, refXattrs, hasher, ctx, learned).catch((err) => skip('error', oneLine(err)));
+        const v = await verifyOne(d, ref, refXattrs, hasher, ctx, learned, refBytes).catch((err) => skip('error', oneLine(err)));
         bytes.add(d.srv.size);
         if ('kind' in v) { outcomes.set(d, v); continue; }
         if (hasher) state.refHash = hasher.digest('hex');
@@ -265,7 +283,7 @@ async function verifyGroup(
 
 async function verifyOne(
   d: LinkDecision, ref: OpenedFile, refXattrs: Xattrs, hasher: Blake3Hasher | undefined, ctx: ApplyContext,
-  learned: Array<[string, RelPath, FileRecord]>,
+  learned: Array<[string, RelPath, FileRecord]>, refBytes?: Buffer,
 ): Promise<Verified | Outcome> {
   const srvRootPath = ctx.serverRoots.get(d.server)!;
   const { dir, name } = splitRel(d.path);
@@ -287,7 +305,9 @@ async function verifyOne(
       if (isImmutable(srv.fd)) return skip('immutable', 'the server\'s file is immutable (not set by vunify)');
       const srvXattrs = readXattrs(srv.fd);
       if (!sameXattrs(refXattrs, srvXattrs)) return skip('metadataDiffers', 'xattrs');
-      const cmp = await sameBytes(ref.fd, srv.fd, hasher, Number(ss.size));
+      const cmp = refBytes && refBytes.length === Number(rs.size)
+        ? { same: await sameAsBuffer(srv.fd, refBytes) }
+        : await sameBytes(ref.fd, srv.fd, hasher, Number(ss.size));
       ctx.read?.(ctx.refRoot, d.refPath, Number(rs.size));
       ctx.read?.(srvRootPath, d.path, Number(ss.size));
       if (!cmp.same) {
@@ -430,20 +450,16 @@ async function linkVerified(
     touched.set(`${srvRootPath}\0${dir}`, [srvRootPath, dir]);
     let tmp: string | null = v.tmp;
     try {
-      fs.linkSync(at(refDirFd, refName), at(dfd, tmp));
+      await fsp.link(at(refDirFd, refName), at(dfd, tmp));
       faultPoint();
       const lt = fs.lstatSync(at(dfd, tmp), { bigint: true });
       if (lt.ino !== refIno) return skip('changed', 'reference replaced while linking');
       const st2 = lstatOrNull(at(dfd, name));
       if (!st2 || !sameSignatureStats(v.st1, st2)) return skip('changed', 'written after it was compared');
-      // Holding the replaced inode open makes the rename cheap; freeing its blocks then
-      // happens at close, in libuv's pool, in parallel with the next renames.
-      const hold = fs.openSync(at(dfd, name), O_PATH | O_NOFOLLOW);
-      try {
-        fs.renameSync(at(dfd, tmp), at(dfd, name));
-      } finally {
-        fs.close(hold, () => {});
-      }
+      // Renaming over a file frees its inode: ~0.1 ms of filesystem work here. In libuv's
+      // pool, several inodes' renames run at once (measured: 16,200 renames 2.0 s in
+      // sequence, 1.1 s eight at a time).
+      await fsp.rename(at(dfd, tmp), at(dfd, name));
       tmp = null;
       faultPoint();
       return { kind: 'unified', bytesSaved: v.st1.nlink === 1n ? Number(v.st1.size) : 0 };

@@ -1,5 +1,7 @@
 #!/usr/bin/env node
 // vunify's executable: everything is in cli-program.ts.
-import { main } from './cli-program.js';
+// libuv's pool must be sized before its first use: renames and reads run 8 at a time.
+process.env.UV_THREADPOOL_SIZE ??= '8';
+const { main } = await import('./cli-program.js');
 
 main(process.argv).then((code) => { process.exitCode = code; });

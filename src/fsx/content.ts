@@ -83,3 +83,32 @@ export async function copyFd(src: number, dst: number): Promise<number> {
     give(buf);
   }
 }
+
+/** The whole content of a small file (the caller bounds the size). */
+export async function readWhole(fd: number, size: number): Promise<Buffer> {
+  const buf = Buffer.allocUnsafe(size);
+  let pos = 0;
+  while (pos < size) {
+    const n = await new Promise<number>((res, rej) => fs.read(fd, buf, pos, size - pos, pos, (e, k) => (e ? rej(e) : res(k))));
+    if (n === 0) break;
+    pos += n;
+  }
+  return pos === size ? buf : buf.subarray(0, pos);
+}
+
+/** True when the file behind fd holds exactly these bytes. */
+export async function sameAsBuffer(fd: number, want: Buffer): Promise<boolean> {
+  const b = take();
+  let pos = 0;
+  try {
+    for (;;) {
+      const n = await readAt(fd, b, pos);
+      if (n === 0) return pos === want.length;
+      if (pos + n > want.length || b.compare(want, pos, pos + n, 0, n) !== 0) return false;
+      pos += n;
+      if (pos === want.length) return true; // size equality is checked by the caller's signatures
+    }
+  } finally {
+    give(b);
+  }
+}
