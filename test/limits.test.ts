@@ -82,3 +82,52 @@ describe('exact undo', () => {
     }
   });
 });
+
+describe('files vunify must leave alone', () => {
+  it('a file immutable before vunify came stays as it is, in a server or the reference', () => {
+    const srvFile = path.join(farm.root('s1'), 'usr/share/vu-extra/a.txt');
+    const refFile = path.join(farm.root('ref'), 'usr/share/vu-extra/with space.txt');
+    execFileSync('chattr', ['+i', srvFile, refFile]);
+    try {
+      const r = vunify(['unify', '--json', '-v', 'ref', 's1', 's2', '--', 'vu-extra'], env);
+      expect(r.status, r.stderr).toBe(0);
+      const rep = JSON.parse(r.stdout);
+      const action = (s: string, p: string) => rep.files.find((f: { server: string; path: string }) => f.server === s && f.path === p)?.action;
+      expect(action('s1', '/usr/share/vu-extra/a.txt')).toBe('skip:immutable');
+      expect(action('s1', '/usr/share/vu-extra/with space.txt')).toBe('skip:immutable');
+      expect(action('s2', '/usr/share/vu-extra/with space.txt')).toBe('skip:immutable');
+      expect(action('s2', '/usr/share/vu-extra/a.txt')).toBe('linked');
+      expect(fs.statSync(srvFile).ino).not.toBe(fs.statSync(path.join(farm.root('ref'), 'usr/share/vu-extra/a.txt')).ino);
+      const u = vunify(['undo', '-q', 'ref', 's1', 's2', '--', 'vu-extra'], env);
+      expect(u.status, u.stderr).toBe(0);
+      // Attributes vunify did not set are still there after undo.
+      expect(lsattrHasImmutable(srvFile)).toBe(true);
+      expect(lsattrHasImmutable(refFile)).toBe(true);
+    } finally {
+      execFileSync('chattr', ['-i', srvFile, refFile]);
+    }
+  });
+
+  it('files on another filesystem mounted inside a server are skipped, untouched', () => {
+    const mnt = path.join(farm.root('s2'), 'usr/share/doc');
+    const saved = fs.readFileSync(path.join(mnt, 'vu-base/README'));
+    const mtime = fs.statSync(path.join(mnt, 'vu-base/README')).mtime;
+    execFileSync('mount', ['-t', 'tmpfs', 'vunify-test', mnt]);
+    try {
+      fs.mkdirSync(path.join(mnt, 'vu-base'));
+      fs.writeFileSync(path.join(mnt, 'vu-base/README'), saved);
+      fs.utimesSync(path.join(mnt, 'vu-base/README'), mtime, mtime);
+      const r = vunify(['plan', '--json', '-vv', 'ref', 's2', '--', 'vu-base'], env);
+      expect(r.status, r.stderr).toBe(0);
+      const rep = JSON.parse(r.stdout);
+      expect(rep.files.find((f: { path: string }) => f.path === '/usr/share/doc/vu-base/README').action).toBe('skip:otherFilesystem');
+      const before = fs.statSync(path.join(mnt, 'vu-base/README'), { bigint: true });
+      expect(vunify(['unify', '-q', 'ref', 's2', '--', 'vu-base'], env).status).toBe(0);
+      const after = fs.statSync(path.join(mnt, 'vu-base/README'), { bigint: true });
+      expect([after.ino, after.ctimeNs, after.nlink]).toEqual([before.ino, before.ctimeNs, before.nlink]);
+      expect(vunify(['undo', '-q', 'ref', 's2', '--', 'vu-base'], env).status).toBe(0);
+    } finally {
+      execFileSync('umount', [mnt]);
+    }
+  });
+});
