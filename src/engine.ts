@@ -87,7 +87,7 @@ async function openRoot(token: string, opts: CommonOptions): Promise<Root> {
     dir = await RootDir.open(p);
   } catch (err) {
     if (err instanceof VunifyError) throw err;
-    if (isErrno(err, 'ENOENT')) throw new VunifyError('BAD_SERVER', `no such server (looked for ${p})`, token);
+    if (isErrno(err, 'ENOENT')) throw new VunifyError('BAD_SERVER', `no such server (looked for ${p}; give --vservers-dir, or a path)`, token);
     throw new VunifyError('BAD_SERVER', oneLine(err), p);
   }
   const source = await openSource(dir, opts);

@@ -136,15 +136,3 @@ export function plan(input: PlanInput): Decision[] {
   return out;
 }
 
-/** Link decisions grouped by the reference inode they share (one immutable flag each). */
-export function groupByRefInode(decisions: Decision[]): Map<string, Decision[]> {
-  const groups = new Map<string, Decision[]>();
-  for (const d of decisions) {
-    if (d.kind !== 'link' && d.kind !== 'already') continue;
-    const key = `${d.ref.dev}:${d.ref.ino}`;
-    let g = groups.get(key);
-    if (!g) groups.set(key, (g = []));
-    g.push(d);
-  }
-  return groups;
-}

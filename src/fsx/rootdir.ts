@@ -7,7 +7,6 @@
 // that are not valid UTF-8 survive the round trip from the package database to disk.
 import fs from 'node:fs';
 import fsp from 'node:fs/promises';
-import path from 'node:path';
 import { isErrno } from '../errors.js';
 
 // libuv adds O_CLOEXEC to every open.
@@ -220,4 +219,3 @@ export async function openFileAt(dirFd: number, name: string): Promise<OpenedFil
 }
 
 export const joinRel = (...parts: RelPath[]): RelPath => parts.filter(Boolean).join('/');
-export const absOf = (root: RootDir, rel: RelPath): string => path.join(root.path, display(rel));

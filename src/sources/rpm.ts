@@ -44,10 +44,6 @@ async function findDb(root: RootDir): Promise<DbLocation | null> {
   return null;
 }
 
-export async function hasRpmDb(root: RootDir): Promise<boolean> {
-  return (await findDb(root)) !== null;
-}
-
 let rpmChecked: string | null = null;
 
 /** Fails with NO_RPM when the rpm program cannot be run. */
@@ -64,7 +60,7 @@ export async function checkRpm(rpmBin: string): Promise<void> {
   rpmChecked = rpmBin;
 }
 
-export function parseRpmOutput(out: Buffer): PackageListing & { notInstalled: string[] } {
+export function parseRpmOutput(out: Buffer): PackageListing {
   const text = out.toString('latin1');
   const packages: InstalledPackage[] = [];
   const notInstalled: string[] = [];
@@ -89,7 +85,7 @@ export function parseRpmOutput(out: Buffer): PackageListing & { notInstalled: st
       throw new VunifyError('RPM_FAILED', `unexpected rpm output near '${raw.slice(0, 80).replace(/[\x00-\x1f]/g, '?')}' (a file name with control characters?)`);
     }
   }
-  return { packages, missing: [], notInstalled, rejectedPaths };
+  return { packages, missing: notInstalled, rejectedPaths };
 }
 
 export class RpmSource implements PackageSource {
@@ -129,8 +125,7 @@ export class RpmSource implements PackageSource {
           res(stdout);
         }),
       );
-      const parsed = parseRpmOutput(out);
-      return { packages: parsed.packages, missing: parsed.notInstalled, rejectedPaths: parsed.rejectedPaths };
+      return parseRpmOutput(out);
     } finally {
       await fsp.rm(tmp, { recursive: true, force: true });
     }

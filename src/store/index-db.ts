@@ -215,16 +215,8 @@ export class Index {
     return this.links.put([serverRoot, rel], rec);
   }
 
-  removeFile(root: string, rel: RelPath): Promise<void> {
-    return this.putFiles([[root, rel, null]]);
-  }
-
   removeLink(serverRoot: string, rel: RelPath): Promise<boolean> {
     return this.links.remove([serverRoot, rel]);
-  }
-
-  countLinks(): number {
-    return this.links.getCount();
   }
 
   getInode(dev: string, ino: string): InodeRecord | undefined {
@@ -275,10 +267,6 @@ export class Index {
 
   journalEntries(): JournalEntry[] {
     return [...this.journal.getRange({})].map(({ value }) => value);
-  }
-
-  getRoot(root: string): RootRecord | undefined {
-    return this.roots.get(root);
   }
 
   putRoot(root: string, rec: RootRecord): Promise<boolean> {
