@@ -14,14 +14,17 @@ function eta(seconds: number): string {
 
 export function terminalProgress(): { sink: ProgressSink; stop: () => void } {
   // One line per phase: compare and link alternate chunk by chunk, each keeps its own rate.
-  const state = new Map<Phase, { bar: cliProgress.SingleBar; unit: Unit; started: number }>();
+  const state = new Map<Phase, { bar: cliProgress.SingleBar; unit: Unit; started: number; ended?: number }>();
   let multi: cliProgress.MultiBar | null = null;
   const format = (options: cliProgress.Options, params: cliProgress.Params, payload: { phase: Phase }): string => {
     const st = state.get(payload.phase)!;
     const width = options.barsize ?? 30;
     const frac = params.total > 0 ? Math.min(1, params.value / params.total) : 1;
     const full = Math.round(frac * width);
-    const secs = (Date.now() - st.started) / 1000;
+    // A finished phase keeps the rate it ended with, not one that decays while others run.
+    if (params.value >= params.total) st.ended ??= Date.now();
+    else st.ended = undefined;
+    const secs = ((st.ended ?? Date.now()) - st.started) / 1000;
     const rate = secs > 0 ? params.value / secs : 0;
     const left = rate > 0 ? (params.total - params.value) / rate : NaN;
     const amount = st.unit === 'bytes'

@@ -255,7 +255,6 @@ async function prepareTree(farm: Farm, opts: CommonOptions): Promise<Prepared> {
     const known = r.source ? ownedOf(await r.source.list('all')).owned : new Map<RelPath, Owned>();
     const owned = new Map<RelPath, Owned>();
     for (const f of files) owned.set(f, { pkg: known.get(f)?.pkg ?? TREE_PKG, config: known.get(f)?.config ?? false });
-    if (r !== farm.ref) notes.set(r.name, [`${files.length} files${r.source ? `, package database: ${r.source.kind}` : ''}`]);
     return { name: r.name, root: r.dir.path, entries: new Map(), owned, installed: new Set() };
   };
   const refPlan = await planOf(farm.ref);
@@ -405,7 +404,7 @@ function newReport(p: Prepared, command: Report['command'], dryRun: boolean, imm
   const servers: Report['servers'] = {};
   for (const s of p.farm.servers) servers[s.name] = { ...emptyCounters(), root: s.dir.path, notes: p.notes.get(s.name) ?? [] };
   return {
-    command, dryRun, immutable,
+    command, dryRun, immutable, tree: p.tree,
     reference: { name: p.farm.ref.name, root: p.farm.ref.dir.path, filesHashed: 0, bytesHashed: 0 },
     packages: p.packages, servers, totals: emptyCounters(), errors: [], durationMs: 0,
   };

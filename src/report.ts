@@ -19,6 +19,8 @@ export interface Report {
   command: 'unify' | 'plan' | 'undo' | 'scan';
   dryRun: boolean;
   immutable: boolean;
+  /** Tree mode (--all-files): every file, no package list. */
+  tree: boolean;
   reference: { name: string; root: string; filesHashed: number; bytesHashed: number };
   packages: string[];
   servers: Record<string, Counters & { root: string; notes: string[] }>;
@@ -82,7 +84,8 @@ export function formatText(r: Report): string {
   row('total', r.totals);
   const widths = head.map((h, i) => Math.max(h.length, ...rows.map((x) => x[i].length)));
   const fmt = (cells: string[]) => cells.map((c, i) => (i === 0 ? c.padEnd(widths[i]) : c.padStart(widths[i]))).join('  ');
-  lines.push(`vunify ${r.command}${r.dryRun ? ' (dry run: nothing changed)' : ''}: reference ${r.reference.name}, ${r.packages.length} package(s)`);
+  const what = r.tree ? 'every file (--all-files)' : `${r.packages.length} package(s)`;
+  lines.push(`vunify ${r.command}${r.dryRun ? ' (dry run: nothing changed)' : ''}: reference ${r.reference.name}, ${what}`);
   lines.push(fmt(head));
   for (const x of rows) lines.push(fmt(x));
   if (r.command !== 'undo' && r.command !== 'scan') {
