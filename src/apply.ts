@@ -9,7 +9,7 @@ import pLimit from 'p-limit';
 import { isErrno, oneLine } from './errors.js';
 import { copyFd, hashFd, readWhole, sameAsBuffer, sameBytes } from './fsx/content.js';
 import { RootDir, openFileAt, openFileAtSync, splitRel, type OpenedFile, type RelPath } from './fsx/rootdir.js';
-import { isImmutable, readXattrs, removeXattr, setImmutable, setTimesNs, syncFilesystem, writeXattr, type Xattrs } from './fsx/sys.js';
+import { isImmutable, linkFd, readXattrs, removeXattr, setImmutable, setTimesNs, syncFilesystem, writeXattr, type Xattrs } from './fsx/sys.js';
 import type { Decision, SkipReason } from './plan.js';
 import { recordOf, sameSignatureStats } from './scan.js';
 import { afterVerify, faultPoint } from './fault.js';
@@ -107,8 +107,8 @@ interface GroupState { ours: boolean; wasImmutable: boolean; refHash: string; ve
 /** Reference files up to this size are held in memory while their server copies are compared. */
 const HOLD_BYTES = 8 << 20;
 
-/** Reference inodes linked at a time (libuv's pool is set to this size by the CLI). */
-export const LINK_CONCURRENCY = 8;
+/** Reference inodes linked at a time (the CLI sizes libuv's pool to match). */
+export const LINK_CONCURRENCY = 16;
 
 /** How many reference inodes are verified, journaled and linked together. */
 const CHUNK_GROUPS = 2048;
@@ -359,10 +359,10 @@ async function linkGroup(
           cleared = setImmutable(ref.fd, false);
           faultPoint();
         }
-        let canon = { fd: refDirFd, name: refName, ino: ref.stat.ino };
+        let canon = { fd: ref.fd, ino: ref.stat.ino };
         for (let i = 0; i < state.verified.length; i++) {
           const v = state.verified[i];
-          const out = await linkVerified(v, canon.fd, canon.name, canon.ino, ctx, touched).catch((err) => skip('error', oneLine(err)));
+          const out = await linkVerified(v, canon.fd, ctx, touched).catch((err) => skip('error', oneLine(err)));
           outcomes.set(v.d, out);
           const rest = state.verified.slice(i + 1);
           if (out.kind === 'skip' && out.reason === 'linkLimit' && rest.length > 0) {
@@ -384,7 +384,8 @@ async function linkGroup(
       }
       for (const c of extra) {
         await finishSecondCopy(c, ctx);
-        if (r.hash !== '') await refreshInode(ctx, { ...r, ino: String(c.ino) }, [[c.rootPath, c.path], ...c.linked()], updates);
+        if (r.hash !== '') await refreshInode(ctx, { ...r, ino: String(c.ino) }, [[c.rootPath, c.path], ...c.linked()], updates, fs.fstatSync(c.file.fd, { bigint: true }));
+        await c.file.close();
         c.held.release();
       }
       // Linking and the attribute moved the inode's ctime and nlink: record the new
@@ -392,7 +393,7 @@ async function linkGroup(
       const paths: Array<[string, RelPath]> = [[ctx.refRoot, first.refPath], ...g
         .filter((d) => d.kind === 'already' || outcomes.get(d)?.kind === 'unified')
         .map((d): [string, RelPath] => [ctx.serverRoots.get(d.server)!, d.path])];
-      if (r.hash !== '') await refreshInode(ctx, r, paths, updates);
+      if (r.hash !== '') await refreshInode(ctx, r, paths, updates, fs.fstatSync(ref.fd, { bigint: true }));
     } finally {
       await ref.close();
     }
@@ -404,6 +405,7 @@ interface SecondCopy {
   path: RelPath;
   ino: bigint;
   held: { fd: number; release: () => void };
+  file: OpenedFile;
   linked: () => Array<[string, RelPath]>;
 }
 
@@ -412,48 +414,50 @@ interface SecondCopy {
  * private and becomes the shared copy for the remaining servers. Their link records and
  * journal entries are rewritten to the new inode, durably, before any link to it.
  */
-async function startSecondCopy(v: Verified, rest: Verified[], ctx: ApplyContext, extra: SecondCopy[]): Promise<{ fd: number; name: string; ino: bigint }> {
+async function startSecondCopy(v: Verified, rest: Verified[], ctx: ApplyContext, extra: SecondCopy[]): Promise<{ fd: number; ino: bigint }> {
   const rootPath = ctx.serverRoots.get(v.d.server)!;
   const { dir, name } = splitRel(v.d.path);
   const held = ctx.roots.get(rootPath)!.holdDir(dir);
-  const ino = v.st1.ino;
+  const file = openFileAtSync(held.fd, name);
+  const ino = file.stat.ino;
+  if (ino !== v.st1.ino) {
+    await file.close();
+    held.release();
+    throw new Error('the copy to share instead changed meanwhile');
+  }
   for (const r of rest) r.rec = { ...r.rec, refRoot: rootPath, refPath: v.d.path, ino: String(ino) };
   for (const r of rest) void ctx.index.putLink(ctx.serverRoots.get(r.d.server)!, r.d.path, r.rec);
   if (ctx.immutable) void ctx.index.putInode(String(v.st1.dev), String(ino), { root: rootPath, path: v.d.path, setAt: new Date().toISOString() });
   await ctx.index.journalAdd(rest.map((r) => ({ op: 'link', root: ctx.serverRoots.get(r.d.server)!, path: r.d.path, tmp: r.tmp, dev: r.rec.dev, ino: r.rec.ino })));
   extra.push({
-    rootPath, path: v.d.path, ino, held,
+    rootPath, path: v.d.path, ino, held, file,
     linked: () => rest.filter((r) => r.rec.ino === String(ino)).map((r) => [ctx.serverRoots.get(r.d.server)!, r.d.path]),
   });
-  return { fd: held.fd, name, ino };
+  return { fd: file.fd, ino };
 }
 
 async function finishSecondCopy(c: SecondCopy, ctx: ApplyContext): Promise<void> {
   if (!ctx.immutable) return;
-  const f = openFileAtSync(c.held.fd, splitRel(c.path).name);
   try {
-    if (f.stat.ino === c.ino && f.stat.nlink > 1n) setImmutable(f.fd, true);
+    if (fs.fstatSync(c.file.fd, { bigint: true }).nlink > 1n) setImmutable(c.file.fd, true);
   } catch (err) {
     ctx.problems.push({ root: c.rootPath, path: c.path, reason: `cannot set the immutable attribute: ${oneLine(err)}` });
-  } finally {
-    await f.close();
   }
 }
 
-async function linkVerified(
-  v: Verified, refDirFd: number, refName: string, refIno: bigint, ctx: ApplyContext, touched: Map<string, [string, RelPath]>,
-): Promise<Outcome> {
+async function linkVerified(v: Verified, canonFd: number, ctx: ApplyContext, touched: Map<string, [string, RelPath]>): Promise<Outcome> {
   const srvRootPath = ctx.serverRoots.get(v.d.server)!;
   const { dir, name } = splitRel(v.d.path);
   return ctx.roots.get(srvRootPath)!.withDir(dir, async (dfd) => {
     await rememberDirTimes(ctx, srvRootPath, dir, dfd);
     touched.set(`${srvRootPath}\0${dir}`, [srvRootPath, dir]);
-    let tmp: string | null = v.tmp;
+    let tmp: string | null = null;
     try {
-      await fsp.link(at(refDirFd, refName), at(dfd, tmp));
+      // Linked from the open shared file itself: no name can be swapped under it. The
+      // temporary name is ours only once this succeeds (EEXIST: someone else's file).
+      linkFd(canonFd, dfd, v.tmp);
+      tmp = v.tmp;
       faultPoint();
-      const lt = fs.lstatSync(at(dfd, tmp), { bigint: true });
-      if (lt.ino !== refIno) return skip('changed', 'reference replaced while linking');
       const st2 = lstatOrNull(at(dfd, name));
       if (!st2 || !sameSignatureStats(v.st1, st2)) return skip('changed', 'written after it was compared');
       // Renaming over a file frees its inode: ~0.1 ms of filesystem work here. In libuv's
@@ -482,6 +486,7 @@ async function refreshInode(
   r: { dev: string; ino: string; hash: string; xattrs: string },
   extra: Array<[string, RelPath]>,
   updates: Array<[string, RelPath, FileRecord | null]>,
+  inode?: fs.BigIntStats,
 ): Promise<void> {
   const seen = new Set<string>();
   const todo: Array<[string, RelPath]> = [...extra];
@@ -494,7 +499,9 @@ async function refreshInode(
     const dir = ctx.roots.get(root);
     if (seen.has(key) || !dir) continue;
     seen.add(key);
-    const st = await dir.lstat(rel).catch(() => null);
+    // With the inode's own stat, every name of it has that signature: no lstat per name.
+    // A name that moved on meanwhile is caught by the next scan (its inode differs).
+    const st = inode ?? (await dir.lstat(rel).catch(() => null));
     if (st && String(st.ino) === r.ino && String(st.dev) === r.dev) {
       updates.push([root, rel, recordOf(st, r.hash, r.xattrs, ctx.index.getFile(root, rel)?.pkg)]);
     }
@@ -586,8 +593,9 @@ async function undoOne(it: UndoItem, ctx: ApplyContext): Promise<Outcome> {
             atimeNs: cur.stat.atimeNs, mtimeNs: cur.stat.mtimeNs, xattrs: readXattrs(cur.fd),
           };
       restoreDir = await rememberDirTimes(ctx, srvRootPath, dir, dfd);
-      tmp = it.tmp ?? tmpName();
-      const out = await fsp.open(at(dfd, tmp), O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW, 0o600);
+      const name2 = it.tmp ?? tmpName();
+      const out = await fsp.open(at(dfd, name2), O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW, 0o600);
+      tmp = name2; // ours only once created (EEXIST: someone else's file, left alone)
       try {
         await copyFd(cur.fd, out.fd);
         // Owner first: chown clears setuid bits and file capabilities.
