@@ -8,7 +8,7 @@ const CHUNK = 1 << 20;
 // Read buffers are reused: a fresh 1 MiB buffer per file costs more in GC than the read.
 const pool: Buffer[] = [];
 const take = () => pool.pop() ?? Buffer.allocUnsafeSlow(CHUNK);
-const give = (...bufs: Buffer[]) => { for (const b of bufs) if (pool.length < 64) pool.push(b); };
+const give = (...bufs: Buffer[]) => { for (const b of bufs) if (pool.length < 16) pool.push(b); };
 
 function readAt(fd: number, buf: Buffer, pos: number): Promise<number> {
   return new Promise((res, rej) =>
