@@ -6,6 +6,7 @@ import { VunifyError } from './errors.js';
 import { RootDir } from './fsx/rootdir.js';
 import { recover, type RecoverReport } from './recover.js';
 import { Index } from './store/index-db.js';
+import { withExistingIndex } from './store/existing.js';
 import { DEFAULT_DB, dropVanishedRoots, takeLock } from './engine.js';
 
 export interface GcStep { name: string; dropped: number; ms: number }
@@ -110,17 +111,6 @@ export async function gc(opts: { db?: string; rebuildIndex?: boolean; log?: (l: 
 
 /** `vunify recover`: finishes or rolls back what a killed run left under way. */
 export async function recoverRun(opts: { db?: string; log?: (l: string) => void }): Promise<RecoverReport & { command: 'recover' }> {
-  const dbPath = path.resolve(opts.db ?? DEFAULT_DB);
-  if (!fs.existsSync(dbPath)) throw new VunifyError('INDEX', 'no index here: nothing to recover (give --db?)', dbPath);
-  const lockFd = takeLock(dbPath);
-  try {
-    const index = Index.open(dbPath);
-    try {
-      return { command: 'recover', ...(await recover(index, opts.log)) };
-    } finally {
-      await index.close();
-    }
-  } finally {
-    fs.closeSync(lockFd);
-  }
+  return withExistingIndex(opts.db, { lock: true, missing: 'no index here: nothing to recover (give --db?)' },
+    async (index) => ({ command: 'recover', ...(await recover(index, opts.log)) }));
 }

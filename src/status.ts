@@ -2,10 +2,10 @@
 // lock is taken: LMDB readers never block nor see a half-written transaction).
 import fs from 'node:fs';
 import path from 'node:path';
-import { DEFAULT_DB, TREE_PKG } from './engine.js';
-import { VunifyError } from './errors.js';
+import { TREE_PKG } from './engine.js';
+import { NO_INDEX_YET, withExistingIndex } from './store/existing.js';
 import { humanBytes } from './report.js';
-import { Index, SCHEMA_VERSION } from './store/index-db.js';
+import { SCHEMA_VERSION } from './store/index-db.js';
 import { formatTable } from './table.js';
 
 export interface StatusReport {
@@ -45,17 +45,7 @@ function dataFileSize(dbPath: string): number {
 }
 
 export async function status(opts: { db?: string } = {}): Promise<StatusReport> {
-  const dbPath = path.resolve(opts.db ?? DEFAULT_DB);
-  // Index.open would create a new index: a status must not.
-  if (!fs.existsSync(dbPath)) throw new VunifyError('INDEX', 'no index here yet: run vunify scan or unify first (or give --db)', dbPath);
-  let index: Index;
-  try {
-    index = Index.open(dbPath);
-  } catch (err) {
-    if (err instanceof VunifyError) throw err;
-    throw new VunifyError('INDEX', `cannot read the index: ${(err as Error).message}`, dbPath);
-  }
-  try {
+  return withExistingIndex(opts.db, { lock: false, missing: NO_INDEX_YET }, async (index, dbPath) => {
     const roots = index.allRoots();
     const nameOf = new Map(roots.map((r) => [r.root, r.rec.name]));
     const report: StatusReport = {
@@ -90,9 +80,7 @@ export async function status(opts: { db?: string } = {}): Promise<StatusReport> 
     report.packages = [...packages].sort();
     report.totals.packages = packages.size;
     return report;
-  } finally {
-    await index.close();
-  }
+  });
 }
 
 /** Aligned text tables: the roots, then the links per server, then one line of totals. */

@@ -1,14 +1,11 @@
 // `vunify report`: savings so far and still possible, from the index alone (the farm is
 // not touched). "Possible" means a server file with the same content and metadata as a
 // file of the reference, on its filesystem, not yet sharing its inode, as last scanned.
-import fs from 'node:fs';
-import path from 'node:path';
-import { VunifyError } from './errors.js';
+import { NO_INDEX_YET, withExistingIndex } from './store/existing.js';
 import { display } from './fsx/rootdir.js';
 import { humanBytes } from './report.js';
 import { toCsv, visible } from './table.js';
-import { Index, type FileRecord } from './store/index-db.js';
-import { DEFAULT_DB } from './engine.js';
+import type { FileRecord } from './store/index-db.js';
 
 export interface Savings { linkedFiles: number; bytesSaved: number; possibleFiles: number; possibleBytes: number }
 export interface IndexReport {
@@ -26,16 +23,7 @@ const zero = (): Savings => ({ linkedFiles: 0, bytesSaved: 0, possibleFiles: 0, 
 const metaKey = (r: FileRecord) => `${r.hash}|${r.size}|${r.mode}|${r.uid}|${r.gid}|${r.mtimeNs}|${r.xattrs}|${r.dev}`;
 
 export async function indexReport(opts: { db?: string; top?: number }): Promise<IndexReport> {
-  const dbPath = path.resolve(opts.db ?? DEFAULT_DB);
-  if (!fs.existsSync(dbPath)) throw new VunifyError('INDEX', 'no index here yet: run vunify scan or unify first (or give --db)', dbPath);
-  let index: Index;
-  try {
-    index = Index.open(dbPath);
-  } catch (err) {
-    if (err instanceof VunifyError) throw err;
-    throw new VunifyError('INDEX', `cannot read the index: ${(err as Error).message}`, dbPath);
-  }
-  try {
+  return withExistingIndex(opts.db, { lock: false, missing: NO_INDEX_YET }, async (index, dbPath) => {
     const roots = index.allRoots();
     const refs = roots.filter((r) => r.rec.lastRole === 'reference').sort((a, b) => String(b.rec.lastScanAt).localeCompare(String(a.rec.lastScanAt)));
     const ref = refs[0]?.root ?? null;
@@ -84,9 +72,7 @@ export async function indexReport(opts: { db?: string; top?: number }): Promise<
     report.largest = [...wins].map(([hash, w]) => ({ hash, ...w, bytes: w.size * w.copies }))
       .sort((a, b) => b.bytes - a.bytes).slice(0, opts.top ?? 10);
     return report;
-  } finally {
-    await index.close();
-  }
+  });
 }
 
 export function formatIndexReport(r: IndexReport): string {

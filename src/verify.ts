@@ -12,7 +12,7 @@ import { randomInt } from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
 import pLimit from 'p-limit';
-import { DEFAULT_DB, takeLock } from './engine.js';
+import { withExistingIndex } from './store/existing.js';
 import { VunifyError, isErrno, oneLine } from './errors.js';
 import { hashFd } from './fsx/content.js';
 import { RootDir, UnsafePathError, type OpenedFile, type RelPath } from './fsx/rootdir.js';
@@ -97,19 +97,8 @@ export async function verifyIndex(opts: VerifyOptions = {}): Promise<VerifyRepor
   if (opts.sample !== undefined && (!Number.isInteger(opts.sample) || opts.sample < 0)) {
     throw new VunifyError('USAGE', `--sample takes a whole number of inodes, not ${opts.sample}`);
   }
-  const dbPath = path.resolve(opts.db ?? DEFAULT_DB);
-  if (!fs.existsSync(dbPath)) throw new VunifyError('INDEX', 'no index here: nothing to verify (give --db?)', dbPath);
-  const lockFd = takeLock(dbPath);
-  try {
-    const index = Index.open(dbPath);
-    try {
-      return await verifyWith(index, dbPath, opts, started);
-    } finally {
-      await index.close();
-    }
-  } finally {
-    fs.closeSync(lockFd);
-  }
+  return withExistingIndex(opts.db, { lock: true, missing: 'no index here: nothing to verify (give --db?)' },
+    (index, dbPath) => verifyWith(index, dbPath, opts, started));
 }
 
 async function verifyWith(index: Index, dbPath: string, opts: VerifyOptions, started: number): Promise<VerifyReport> {
