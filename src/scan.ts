@@ -7,7 +7,7 @@ import pLimit from 'p-limit';
 import { isErrno, oneLine } from './errors.js';
 import { EMPTY_HASH, hashFd } from './fsx/content.js';
 import { RootDir, UnsafePathError, splitRel, type RelPath } from './fsx/rootdir.js';
-import { readXattrsAt, type Xattrs } from './fsx/sys.js';
+import { hasLstatAt, lstatAt, readXattrsAt, type Xattrs } from './fsx/sys.js';
 import type { FileRecord, Index } from './store/index-db.js';
 
 export type ScanEntry =
@@ -32,14 +32,17 @@ export function xattrDigest(x: Xattrs): string {
  * True when a stat result still describes a recorded file. Any change of content, mode,
  * owner, xattrs or link count moves ctime, and ctime cannot be set from user space.
  */
-export function sameSignature(a: fs.BigIntStats, rec: FileRecord): boolean {
+/** What scan needs of a stat: Node's BigIntStats or the cheaper StatLite. */
+export type StatLike = Pick<fs.BigIntStats, 'dev' | 'ino' | 'mode' | 'nlink' | 'uid' | 'gid' | 'size' | 'mtimeNs' | 'ctimeNs'>;
+
+export function sameSignature(a: StatLike, rec: FileRecord): boolean {
   return (
     String(a.dev) === rec.dev && String(a.ino) === rec.ino && Number(a.size) === rec.size &&
     String(a.mtimeNs) === rec.mtimeNs && String(a.ctimeNs) === rec.ctimeNs
   );
 }
 
-export function recordOf(st: fs.BigIntStats, hash: string, xattrs: string, pkg?: string): FileRecord {
+export function recordOf(st: StatLike, hash: string, xattrs: string, pkg?: string): FileRecord {
   const rec: FileRecord = {
     dev: String(st.dev), ino: String(st.ino), size: Number(st.size), mode: Number(st.mode),
     uid: Number(st.uid), gid: Number(st.gid), mtimeNs: String(st.mtimeNs), ctimeNs: String(st.ctimeNs),
@@ -49,7 +52,7 @@ export function recordOf(st: fs.BigIntStats, hash: string, xattrs: string, pkg?:
   return rec;
 }
 
-const inodeKey = (st: fs.BigIntStats) => `${st.dev}:${st.ino}:${st.size}:${st.mtimeNs}:${st.ctimeNs}`;
+const inodeKey = (st: StatLike) => `${st.dev}:${st.ino}:${st.size}:${st.mtimeNs}:${st.ctimeNs}`;
 
 /**
  * Records seen in this run by inode and signature: a hard link of a file already read in
@@ -123,13 +126,8 @@ function scanOne(
   try {
     const dfd = held.fd(root, dir);
     const p = RootDir.at(dfd, name);
-    let st: fs.BigIntStats;
-    try {
-      st = fs.lstatSync(p, { bigint: true });
-    } catch (err) {
-      if (isErrno(err, 'ENOENT')) return { kind: 'missing' };
-      throw err;
-    }
+    const st = hasLstatAt ? lstatAt(dfd, name) : lstatOrNull(p);
+    if (!st) return { kind: 'missing' };
     stats.filesStatted++;
     if (!st.isFile()) return { kind: 'notRegular' };
     // Only files with more than one link can have a twin met earlier in this run.
@@ -148,6 +146,15 @@ function scanOne(
     if (err instanceof UnsafePathError) return { kind: 'symlinkInPath', detail: err.message };
     if (isErrno(err, 'ENOENT')) return { kind: 'missing' };
     return { kind: 'error', detail: oneLine(err) };
+  }
+}
+
+function lstatOrNull(p: Buffer | string): fs.BigIntStats | null {
+  try {
+    return fs.lstatSync(p, { bigint: true });
+  } catch (err) {
+    if (isErrno(err, 'ENOENT')) return null;
+    throw err;
   }
 }
 

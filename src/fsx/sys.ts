@@ -170,3 +170,48 @@ export function linkFd(fd: number, dirFd: number, name: string): void {
   const z = Buffer.concat([Buffer.from(name, 'latin1'), Buffer.from([0])]);
   if (cLinkat(fd, '', dirFd, z, AT_EMPTY_PATH) < 0) throw sysError('linkat');
 }
+
+/** The fields of struct stat that vunify uses (what fs.BigIntStats gives, without the cost). */
+export interface StatLite {
+  dev: bigint; ino: bigint; mode: bigint; nlink: bigint; uid: bigint; gid: bigint; size: bigint;
+  atimeNs: bigint; mtimeNs: bigint; ctimeNs: bigint;
+  isFile(): boolean;
+}
+
+// struct stat offsets: x86_64 and the generic layout of arm64.
+const LAYOUT = process.arch === 'x64'
+  ? { nlink: [16, 8], mode: 24, uid: 28, gid: 32, size: 48, atime: 72, mtime: 88, ctime: 104 }
+  : process.arch === 'arm64'
+    ? { nlink: [20, 4], mode: 16, uid: 24, gid: 28, size: 48, atime: 72, mtime: 88, ctime: 104 }
+    : null;
+const cFstatat = libc.func('int fstatat(int dirfd, const uint8_t *path, _Out_ uint8_t *buf, int flags)');
+const AT_SYMLINK_NOFOLLOW = 0x100;
+const S_IFMT = 0o170000n;
+const S_IFREG = 0o100000n;
+const statBuf = Buffer.alloc(256);
+const ns = (b: Buffer, off: number) => b.readBigInt64LE(off) * 1_000_000_000n + b.readBigInt64LE(off + 8);
+
+/**
+ * lstat of a name in an open folder (fstatat, no symlink followed), about twice as fast as
+ * Node's bigint lstat. Null when the name does not exist.
+ */
+export function lstatAt(dirFd: number, name: string): StatLite | null {
+  if (!LAYOUT) throw new Error(`lstatAt: no struct stat layout for ${process.arch}`);
+  const z = Buffer.from(name + '\0', 'latin1');
+  if (cFstatat(dirFd, z, statBuf, AT_SYMLINK_NOFOLLOW) < 0) {
+    const err = sysError('fstatat');
+    if (err.code === 'ENOENT') return null;
+    throw err;
+  }
+  const b = statBuf;
+  const mode = BigInt(b.readUInt32LE(LAYOUT.mode));
+  return {
+    dev: b.readBigUInt64LE(0), ino: b.readBigUInt64LE(8), mode,
+    nlink: LAYOUT.nlink[1] === 8 ? b.readBigUInt64LE(LAYOUT.nlink[0]) : BigInt(b.readUInt32LE(LAYOUT.nlink[0])),
+    uid: BigInt(b.readUInt32LE(LAYOUT.uid)), gid: BigInt(b.readUInt32LE(LAYOUT.gid)), size: b.readBigInt64LE(LAYOUT.size),
+    atimeNs: ns(b, LAYOUT.atime), mtimeNs: ns(b, LAYOUT.mtime), ctimeNs: ns(b, LAYOUT.ctime),
+    isFile: () => (mode & S_IFMT) === S_IFREG,
+  };
+}
+
+export const hasLstatAt = LAYOUT !== null;
