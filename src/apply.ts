@@ -38,6 +38,8 @@ export interface ApplyContext {
   progress?: ProgressSink;
   /** Phase timings, when tracing. */
   trace?: (phase: string, ms: number) => void;
+  /** Reference inodes found full (EMLINK) in this run, and the copy shared instead. */
+  secondCopies?: Map<string, { root: string; path: RelPath; ino: bigint }>;
   /** Told of every file whose content is read (for the report). */
   read?: (root: string, rel: RelPath, bytes: number) => void;
 }
@@ -360,13 +362,20 @@ async function linkGroup(
           faultPoint();
         }
         let canon = { fd: ref.fd, ino: ref.stat.ino };
+        const known = ctx.secondCopies?.get(`${r.dev}:${r.ino}`);
+        if (known && state.verified.length > 0) {
+          canon = await useSecondCopy(known.root, known.path, known.ino, state.verified, ctx, extra);
+        }
         for (let i = 0; i < state.verified.length; i++) {
           const v = state.verified[i];
           const out = await linkVerified(v, canon.fd, ctx, touched).catch((err) => skip('error', oneLine(err)));
           outcomes.set(v.d, out);
           const rest = state.verified.slice(i + 1);
-          if (out.kind === 'skip' && out.reason === 'linkLimit' && rest.length > 0) {
-            canon = await startSecondCopy(v, rest, ctx, extra);
+          if (out.kind === 'skip' && out.reason === 'linkLimit') {
+            // This copy is shared instead: by the rest of this inode's links now, and by
+            // servers handled later in this run.
+            (ctx.secondCopies ??= new Map()).set(`${r.dev}:${r.ino}`, { root: ctx.serverRoots.get(v.d.server)!, path: v.d.path, ino: v.st1.ino });
+            if (rest.length > 0) canon = await useSecondCopy(ctx.serverRoots.get(v.d.server)!, v.d.path, v.st1.ino, rest, ctx, extra);
           }
         }
       } finally {
@@ -410,34 +419,47 @@ interface SecondCopy {
 }
 
 /**
- * The shared inode is full (EMLINK): the server copy that could not be linked stays
- * private and becomes the shared copy for the remaining servers. Their link records and
- * journal entries are rewritten to the new inode, durably, before any link to it.
+ * When the shared inode is full (EMLINK), the server copy that could not be linked stays
+ * private and becomes the shared copy for the remaining servers.
+ * Points the remaining links of an inode at a second shared copy: it is opened (and must
+ * still be the inode it was), its attribute lifted while links are added (journaled), and
+ * the link records and journal entries are rewritten to it, durably, before any link.
  */
-async function startSecondCopy(v: Verified, rest: Verified[], ctx: ApplyContext, extra: SecondCopy[]): Promise<{ fd: number; ino: bigint }> {
-  const rootPath = ctx.serverRoots.get(v.d.server)!;
-  const { dir, name } = splitRel(v.d.path);
+async function useSecondCopy(
+  rootPath: string, rel: RelPath, ino: bigint, rest: Verified[], ctx: ApplyContext, extra: SecondCopy[],
+): Promise<{ fd: number; ino: bigint }> {
+  const { dir, name } = splitRel(rel);
   const held = ctx.roots.get(rootPath)!.holdDir(dir);
-  const file = openFileAtSync(held.fd, name);
-  const ino = file.stat.ino;
-  if (ino !== v.st1.ino) {
+  let file: OpenedFile;
+  try {
+    file = openFileAtSync(held.fd, name);
+  } catch (err) {
+    held.release();
+    throw err;
+  }
+  if (file.stat.ino !== ino) {
     await file.close();
     held.release();
     throw new Error('the copy to share instead changed meanwhile');
   }
-  for (const r of rest) r.rec = { ...r.rec, refRoot: rootPath, refPath: v.d.path, ino: String(ino) };
+  const dev = String(file.stat.dev);
+  for (const r of rest) r.rec = { ...r.rec, refRoot: rootPath, refPath: rel, ino: String(ino) };
   for (const r of rest) void ctx.index.putLink(ctx.serverRoots.get(r.d.server)!, r.d.path, r.rec);
-  if (ctx.immutable) void ctx.index.putInode(String(v.st1.dev), String(ino), { root: rootPath, path: v.d.path, setAt: new Date().toISOString() });
-  await ctx.index.journalAdd(rest.map((r) => ({ op: 'link', root: ctx.serverRoots.get(r.d.server)!, path: r.d.path, tmp: r.tmp, dev: r.rec.dev, ino: r.rec.ino })));
+  if (ctx.immutable) void ctx.index.putInode(dev, String(ino), { root: rootPath, path: rel, setAt: new Date().toISOString() });
+  const journal: JournalEntry[] = rest.map((r) => ({ op: 'link', root: ctx.serverRoots.get(r.d.server)!, path: r.d.path, tmp: r.tmp, dev: r.rec.dev, ino: r.rec.ino }));
+  const lifted = isImmutable(file.fd);
+  if (lifted) journal.push({ op: 'flag', root: rootPath, path: rel, dev, ino: String(ino) });
+  await ctx.index.journalAdd(journal);
+  if (lifted) setImmutable(file.fd, false);
   extra.push({
-    rootPath, path: v.d.path, ino, held, file,
+    rootPath, path: rel, ino, held, file,
     linked: () => rest.filter((r) => r.rec.ino === String(ino)).map((r) => [ctx.serverRoots.get(r.d.server)!, r.d.path]),
   });
   return { fd: file.fd, ino };
 }
 
 async function finishSecondCopy(c: SecondCopy, ctx: ApplyContext): Promise<void> {
-  if (!ctx.immutable) return;
+  if (!ctx.immutable && !ctx.index.getInode(String(c.file.stat.dev), String(c.ino))) return;
   try {
     if (fs.fstatSync(c.file.fd, { bigint: true }).nlink > 1n) setImmutable(c.file.fd, true);
   } catch (err) {
