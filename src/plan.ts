@@ -10,7 +10,7 @@ export const SKIP_REASONS = [
   'packageMissing', // the server lacks the reference's package (counted per reference file)
   'notInReference', // no file of the reference's packages has this content and metadata
   'missing', // no such file (in the server or the reference)
-  'notRegular', // a symlink, folder, device...
+  'notRegular', // a symlink, device... (folders a package lists get no decision)
   'symlinkInPath', // a folder on the way is a symlink: never followed
   'empty', // nothing to save
   'otherFilesystem', // not on the reference's filesystem (a mount inside a root)
@@ -83,7 +83,7 @@ export function plan(input: PlanInput): Decision[] {
     // Files of reference packages the server does not have at all.
     for (const p of input.tree ? [] : refPaths) {
       const own = ref.owned.get(p)!;
-      if (!own.config && !server.installed.has(own.pkg)) {
+      if (!own.config && !server.installed.has(own.pkg) && ref.entries.get(p)?.kind !== 'folder') {
         out.push({ server: server.name, path: p, pkg: own.pkg, kind: 'skip', reason: 'packageMissing' });
       }
     }
@@ -94,6 +94,7 @@ export function plan(input: PlanInput): Decision[] {
         out.push({ ...base, kind: 'skip', reason, detail, size });
       if (own.config || ref.owned.get(path)?.config) { skip('config'); continue; }
       const entry = server.entries.get(path);
+      if (entry?.kind === 'folder') continue;
       if (!entry || entry.kind !== 'file') { skip(entry?.kind ?? 'missing', entry && 'detail' in entry ? entry.detail : undefined); continue; }
       const s = entry.rec;
       if (s.size === 0) { skip('empty'); continue; }
@@ -127,7 +128,7 @@ export function plan(input: PlanInput): Decision[] {
       if (why) { skip(why.reason, why.detail, s.size); continue; }
       const refEntry = ref.entries.get(path);
       if (ref.owned.has(path) && refEntry && refEntry.kind !== 'file') {
-        skip(refEntry.kind, `reference: ${refEntry.detail ?? refEntry.kind}`, s.size);
+        skip(refEntry.kind === 'folder' ? 'notRegular' : refEntry.kind, `reference: ${'detail' in refEntry && refEntry.detail ? refEntry.detail : refEntry.kind}`, s.size);
       } else {
         skip(ref.owned.has(path) ? 'missing' : 'notInReference', ref.owned.has(path) ? 'reference: missing' : undefined, s.size);
       }

@@ -12,7 +12,9 @@ import type { FileRecord, Index } from './store/index-db.js';
 
 export type ScanEntry =
   | { kind: 'file'; rec: FileRecord }
-  | { kind: 'missing' | 'notRegular' | 'symlinkInPath' | 'error'; detail?: string };
+  | { kind: 'missing' | 'notRegular' | 'symlinkInPath' | 'error'; detail?: string }
+  /** Package databases list folders too: not files, and no decision is reported for them. */
+  | { kind: 'folder' };
 
 export interface ScanStats { filesHashed: number; bytesHashed: number; filesStatted: number }
 
@@ -129,7 +131,7 @@ function scanOne(
     const st = hasLstatAt ? lstatAt(dfd, name) : lstatOrNull(p);
     if (!st) return { kind: 'missing' };
     stats.filesStatted++;
-    if (!st.isFile()) return { kind: 'notRegular' };
+    if (!st.isFile()) return (st.mode & 0o170000n) === 0o040000n ? { kind: 'folder' } : { kind: 'notRegular' };
     // Only files with more than one link can have a twin met earlier in this run.
     const key = st.nlink > 1n ? inodeKey(st) : null;
     if (old && sameSignature(st, old)) {

@@ -1,0 +1,79 @@
+// Real Debian roots: debootstrap (minbase, bookworm) unpacked twice, unified with every
+// package of the dpkg database, then run: a unified root must still work, and dpkg's own
+// verification must say what it said before. The mirror is the one apt on this host uses.
+import { execFileSync, spawnSync } from 'node:child_process';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { clearImmutableTree } from '../src/testing/rpmfarm.js';
+import { lsattrHasImmutable, vunify } from './helpers/tree.js';
+
+/** The Debian mirror apt is configured with (deb822 .sources or a one-line sources.list). */
+function aptMirror(): string | null {
+  const files = ['/etc/apt/sources.list', ...fs.readdirSync('/etc/apt/sources.list.d').map((f) => `/etc/apt/sources.list.d/${f}`)];
+  for (const f of files.filter((x) => /\.(sources|list)$/.test(x) && fs.existsSync(x))) {
+    const text = fs.readFileSync(f, 'utf8');
+    const deb822 = /^URIs:\s*(\S+)/m.exec(text);
+    if (deb822 && /^Suites:.*\bbookworm\b/m.test(text)) return deb822[1];
+    const line = /^deb\s+(?:\[[^\]]*\]\s+)?(\S+)\s+bookworm\s/m.exec(text);
+    if (line) return line[1];
+  }
+  return null;
+}
+
+const mirror = aptMirror();
+const haveTools = spawnSync('sh', ['-c', 'command -v debootstrap && command -v dpkg']).status === 0;
+const base = fs.mkdtempSync(path.join(os.tmpdir(), 'vunify-debian-'));
+const tarball = path.join(os.tmpdir(), 'vunify-debootstrap-bookworm-minbase.tgz');
+const env = { VUNIFY_VSERVERS_DIR: path.join(base, 'vservers'), VUNIFY_DB: path.join(base, 'index') };
+const root = (r: string) => path.join(base, 'vservers', r);
+const dpkgVerify = (r: string) => spawnSync('dpkg', ['--root', root(r), '--verify'], { encoding: 'utf8' }).stdout.split('\n').sort().join('\n');
+const inChroot = (r: string) => execFileSync('chroot', [root(r), '/bin/bash', '-c', 'ls / >/dev/null && echo "ok $(cat /etc/debian_version)"'], { encoding: 'utf8' }).trim();
+
+beforeAll(() => {
+  if (!mirror || !haveTools) return;
+  // The tarball is downloaded once per machine; each root is unpacked from it.
+  if (!fs.existsSync(tarball)) {
+    execFileSync('debootstrap', ['--variant=minbase', `--make-tarball=${tarball}`, 'bookworm', path.join(base, 'dl'), mirror], { stdio: 'ignore' });
+  }
+  for (const r of ['deb1', 'deb2']) {
+    execFileSync('debootstrap', ['--variant=minbase', `--unpack-tarball=${tarball}`, 'bookworm', root(r), mirror], { stdio: 'ignore' });
+  }
+}, 600_000);
+
+afterAll(() => {
+  clearImmutableTree(base);
+  fs.rmSync(base, { recursive: true, force: true });
+});
+
+describe.skipIf(!mirror || !haveTools)('debootstrapped Debian roots', () => {
+  it('unify --all-packages: thousands of files linked, the root still runs, dpkg --verify unchanged; undo restores', () => {
+    const verify = dpkgVerify('deb2');
+    const r = vunify(['unify', '--json', '--all-packages', 'deb1', 'deb2'], env);
+    expect(r.status, r.stderr).toBe(0);
+    const rep = JSON.parse(r.stdout);
+    expect(rep.packages.length).toBeGreaterThan(50);
+    expect(rep.servers.deb2.unified).toBeGreaterThan(3000);
+    expect(rep.servers.deb2.skipped.config).toBeGreaterThan(10); // conffiles stay private
+    expect(rep.servers.deb2.skipped.error).toBe(0);
+    const bash = path.join(root('deb2'), 'usr/bin/bash');
+    expect(fs.statSync(bash).ino).toBe(fs.statSync(path.join(root('deb1'), 'usr/bin/bash')).ino);
+    expect(lsattrHasImmutable(bash)).toBe(true);
+    expect(fs.statSync(path.join(root('deb2'), 'etc/passwd')).ino).not.toBe(fs.statSync(path.join(root('deb1'), 'etc/passwd')).ino);
+    expect(inChroot('deb2')).toMatch(/^ok 12\./);
+    expect(dpkgVerify('deb2')).toBe(verify);
+    // A rescan links whatever the first run left as changed (hard links within a root), then nothing.
+    vunify(['unify', '-q', '--all-packages', 'deb1', 'deb2'], env);
+    const again = JSON.parse(vunify(['unify', '--json', '--all-packages', 'deb1', 'deb2'], env).stdout);
+    expect(again.totals.unified).toBe(0);
+    expect(again.totals.filesHashed).toBe(0);
+    const u = vunify(['undo', '--json', '--all-packages', 'deb1', 'deb2'], env);
+    expect(u.status, u.stderr).toBe(0);
+    expect(JSON.parse(u.stdout).totals.restored).toBeGreaterThan(3000);
+    expect(fs.statSync(bash).ino).not.toBe(fs.statSync(path.join(root('deb1'), 'usr/bin/bash')).ino);
+    expect(lsattrHasImmutable(path.join(root('deb1'), 'usr/bin/bash'))).toBe(false);
+    expect(inChroot('deb2')).toMatch(/^ok 12\./);
+    expect(dpkgVerify('deb2')).toBe(verify);
+  });
+});
