@@ -8,7 +8,7 @@ import { Blake3Hasher } from '@napi-rs/blake-hash';
 import pLimit from 'p-limit';
 import { isErrno, oneLine } from './errors.js';
 import { copyFd, hashFd, readWhole, sameAsBuffer, sameBytes } from './fsx/content.js';
-import { RootDir, openFileAt, openFileAtSync, splitRel, type OpenedFile, type RelPath } from './fsx/rootdir.js';
+import { RootDir, lstatOrNull, openFileAt, openFileAtSync, splitRel, type OpenedFile, type RelPath } from './fsx/rootdir.js';
 import { isImmutable, linkFd, readXattrs, removeXattr, setImmutable, setTimesNs, syncFilesystem, writeXattr, type Xattrs } from './fsx/sys.js';
 import type { Decision, SkipReason } from './plan.js';
 import { recordOf, sameSignatureStats } from './scan.js';
@@ -48,15 +48,6 @@ const { O_WRONLY, O_CREAT, O_EXCL, O_NOFOLLOW } = fs.constants;
 let tmpCounter = 0;
 // Unique within this process; another process's name clashes with EEXIST, never silently.
 const tmpName = () => `.vunify-tmp.${process.pid}.${++tmpCounter}`;
-
-function lstatOrNull(p: Buffer | string): fs.BigIntStats | null {
-  try {
-    return fs.lstatSync(p, { bigint: true });
-  } catch (err) {
-    if (isErrno(err, 'ENOENT')) return null;
-    throw err;
-  }
-}
 
 const skip = (reason: SkipReason, detail?: string): Outcome => ({ kind: 'skip', reason, detail });
 

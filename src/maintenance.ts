@@ -19,7 +19,6 @@ export interface GcReport {
   durationMs: number;
 }
 
-const sizeOf = (db: string) => { try { return fs.statSync(path.join(db, 'data.mdb')).size; } catch { return 0; } };
 
 export async function gc(opts: { db?: string; rebuildIndex?: boolean; log?: (l: string) => void }): Promise<GcReport> {
   const started = Date.now();
@@ -27,7 +26,7 @@ export async function gc(opts: { db?: string; rebuildIndex?: boolean; log?: (l: 
   if (!fs.existsSync(dbPath)) throw new VunifyError('INDEX', 'no index here: nothing to collect (give --db?)', dbPath);
   const lockFd = takeLock(dbPath);
   const steps: GcStep[] = [];
-  const bytesBefore = sizeOf(dbPath);
+  const bytesBefore = Index.fileSize(dbPath);
   try {
     let index = Index.open(dbPath, { rebuild: opts.rebuildIndex });
     const step = async (name: string, fn: () => Promise<number>) => {
@@ -106,7 +105,7 @@ export async function gc(opts: { db?: string; rebuildIndex?: boolean; log?: (l: 
   } finally {
     fs.closeSync(lockFd);
   }
-  return { command: 'gc', index: dbPath, steps, bytesBefore, bytesAfter: sizeOf(dbPath), durationMs: Date.now() - started };
+  return { command: 'gc', index: dbPath, steps, bytesBefore, bytesAfter: Index.fileSize(dbPath), durationMs: Date.now() - started };
 }
 
 /** `vunify recover`: finishes or rolls back what a killed run left under way. */

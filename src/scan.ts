@@ -6,7 +6,7 @@ import { Blake3Hasher } from '@napi-rs/blake-hash';
 import pLimit from 'p-limit';
 import { isErrno, oneLine } from './errors.js';
 import { EMPTY_HASH, hashFd } from './fsx/content.js';
-import { RootDir, UnsafePathError, splitRel, type RelPath } from './fsx/rootdir.js';
+import { RootDir, UnsafePathError, lstatOrNull, splitRel, type RelPath } from './fsx/rootdir.js';
 import { hasLstatAt, lstatAt, readXattrsAt, type Xattrs } from './fsx/sys.js';
 import type { FileRecord, Index } from './store/index-db.js';
 
@@ -148,15 +148,6 @@ function scanOne(
     if (err instanceof UnsafePathError) return { kind: 'symlinkInPath', detail: err.message };
     if (isErrno(err, 'ENOENT')) return { kind: 'missing' };
     return { kind: 'error', detail: oneLine(err) };
-  }
-}
-
-function lstatOrNull(p: Buffer | string): fs.BigIntStats | null {
-  try {
-    return fs.lstatSync(p, { bigint: true });
-  } catch (err) {
-    if (isErrno(err, 'ENOENT')) return null;
-    throw err;
   }
 }
 

@@ -1,11 +1,10 @@
 // `vunify status`: what the index holds, from the index alone (the farm is not touched, no
 // lock is taken: LMDB readers never block nor see a half-written transaction).
-import fs from 'node:fs';
 import path from 'node:path';
 import { TREE_PKG } from './engine.js';
 import { NO_INDEX_YET, withExistingIndex } from './store/existing.js';
 import { humanBytes } from './report.js';
-import { SCHEMA_VERSION } from './store/index-db.js';
+import { Index, SCHEMA_VERSION } from './store/index-db.js';
 import { formatTable } from './table.js';
 
 export interface StatusReport {
@@ -35,21 +34,12 @@ export interface StatusReport {
   unfinished: number;
 }
 
-function dataFileSize(dbPath: string): number {
-  try {
-    const file = fs.statSync(dbPath).isDirectory() ? path.join(dbPath, 'data.mdb') : dbPath;
-    return fs.statSync(file).size;
-  } catch {
-    return 0;
-  }
-}
-
 export async function status(opts: { db?: string } = {}): Promise<StatusReport> {
   return withExistingIndex(opts.db, { lock: false, missing: NO_INDEX_YET }, async (index, dbPath) => {
     const roots = index.allRoots();
     const nameOf = new Map(roots.map((r) => [r.root, r.rec.name]));
     const report: StatusReport = {
-      command: 'status', index: dbPath, schema: SCHEMA_VERSION, indexBytes: dataFileSize(dbPath),
+      command: 'status', index: dbPath, schema: SCHEMA_VERSION, indexBytes: Index.fileSize(dbPath),
       roots: [], servers: [],
       totals: { linkedFiles: 0, bytesSaved: 0, sharedInodes: 0, immutableInodes: 0, packages: 0 },
       packages: [], unfinished: index.journalEntries().length,

@@ -152,14 +152,7 @@ export class RootDir {
   /** lstat without following a symlink anywhere below the root; null when it does not exist. */
   lstatSync(rel: RelPath): fs.BigIntStats | null {
     const { dir, name } = splitRel(rel);
-    return this.withDirSync(dir, (dfd) => {
-      try {
-        return fs.lstatSync(RootDir.at(dfd, name), { bigint: true });
-      } catch (err) {
-        if (isErrno(err, 'ENOENT')) return null;
-        throw err;
-      }
-    });
+    return this.withDirSync(dir, (dfd) => lstatOrNull(RootDir.at(dfd, name)));
   }
 
   /** lstat of a path below the root; null when it does not exist. */
@@ -210,6 +203,16 @@ export function openFileAtSync(dirFd: number, name: string): OpenedFile {
     return { fd, stat, close: async () => { if (open) { open = false; fs.closeSync(fd); } } };
   } catch (err) {
     fs.closeSync(fd);
+    throw err;
+  }
+}
+
+/** lstat that says null for a name that does not exist. */
+export function lstatOrNull(p: Buffer | string): fs.BigIntStats | null {
+  try {
+    return fs.lstatSync(p, { bigint: true });
+  } catch (err) {
+    if (isErrno(err, 'ENOENT')) return null;
     throw err;
   }
 }

@@ -289,6 +289,16 @@ export class Index {
     return paths.length;
   }
 
+  /** Bytes of the index's data file on disk (0 when there is none). */
+  static fileSize(dbPath: string): number {
+    try {
+      const file = fs.statSync(dbPath).isDirectory() ? path.join(dbPath, 'data.mdb') : dbPath;
+      return fs.statSync(file).size;
+    } catch {
+      return 0;
+    }
+  }
+
   /** Writes a compacted copy of the index to dest (LMDB copy with compaction). */
   async compactTo(dest: string): Promise<void> {
     await this.env.backup(dest, true);
