@@ -8,7 +8,7 @@ import { Blake3Hasher } from '@napi-rs/blake-hash';
 import pLimit from 'p-limit';
 import { isErrno, oneLine } from './errors.js';
 import { copyFd, hashFd, readWhole, sameAsBuffer, sameBytes } from './fsx/content.js';
-import { RootDir, lstatOrNull, openFileAt, openFileAtSync, splitRel, type OpenedFile, type RelPath } from './fsx/rootdir.js';
+import { RootDir, lstatOrNull, openFileAtSync, splitRel, type OpenedFile, type RelPath } from './fsx/rootdir.js';
 import { isImmutable, linkFd, readXattrs, removeXattr, setImmutable, setTimesNs, syncFilesystem, writeXattr, type Xattrs } from './fsx/sys.js';
 import type { Decision, SkipReason } from './plan.js';
 import { recordOf, sameSignatureStats } from './scan.js';
@@ -227,7 +227,7 @@ async function verifyGroup(
   return refRoot.withDir(refDir, async (refDirFd) => {
     let ref: OpenedFile;
     try {
-      ref = await openFileAt(refDirFd, refName);
+      ref = openFileAtSync(refDirFd, refName);
     } catch (err) {
       for (const d of links) outcomes.set(d, skip('changed', `reference: ${oneLine(err)}`));
       return null;
@@ -287,7 +287,7 @@ async function verifyOne(
         String(st1.ctimeNs) !== s.ctimeNs || Number(st1.size) !== s.size) {
       return skip('changed', 'changed since scanned');
     }
-    const srv = await openFileAt(dfd, name);
+    const srv = openFileAtSync(dfd, name);
     try {
       if (srv.stat.ino !== st1.ino) return skip('changed', 'replaced while opened');
       const rs = ref.stat;
@@ -339,7 +339,7 @@ async function linkGroup(
   const r = { ...first.ref, hash: state.refHash };
   const { dir: refDir, name: refName } = splitRel(first.refPath);
   await refRoot.withDir(refDir, async (refDirFd) => {
-    const ref = await openFileAt(refDirFd, refName);
+    const ref = openFileAtSync(refDirFd, refName);
     try {
       if (String(ref.stat.ino) !== r.ino) {
         for (const v of state.verified) outcomes.set(v.d, skip('changed', 'reference replaced while linking'));
@@ -588,7 +588,7 @@ async function undoOne(it: UndoItem, ctx: ApplyContext): Promise<Outcome> {
   const srvRoot = ctx.roots.get(srvRootPath)!;
   const { dir, name } = splitRel(it.path);
   return srvRoot.withDir(dir, async (dfd) => {
-    const cur = await openFileAt(dfd, name);
+    const cur = openFileAtSync(dfd, name);
     let tmp: string | null = null;
     let restoreDir = () => {};
     try {

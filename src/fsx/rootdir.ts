@@ -163,7 +163,7 @@ export class RootDir {
   /** Opens a regular file for reading without following a symlink, atime untouched. */
   async openFile(rel: RelPath): Promise<OpenedFile> {
     const { dir, name } = splitRel(rel);
-    return this.withDir(dir, (dfd) => openFileAt(dfd, name));
+    return this.withDir(dir, (dfd) => openFileAtSync(dfd, name));
   }
 
   async close(): Promise<void> {
@@ -215,10 +215,6 @@ export function lstatOrNull(p: Buffer | string): fs.BigIntStats | null {
     if (isErrno(err, 'ENOENT')) return null;
     throw err;
   }
-}
-
-export async function openFileAt(dirFd: number, name: string): Promise<OpenedFile> {
-  return openFileAtSync(dirFd, name);
 }
 
 export const joinRel = (...parts: RelPath[]): RelPath => parts.filter(Boolean).join('/');
