@@ -3,13 +3,12 @@
 // cli.ts runs it; tests import the program from here.
 import { readFileSync } from 'node:fs';
 import { Command, CommanderError, Option } from 'commander';
-import { DEFAULT_DB, DEFAULT_VSERVERS_DIR, planRun, scan, undo, unify, type CommonOptions } from './engine.js';
-import { gc, recoverRun, type GcReport } from './maintenance.js';
-import { formatStatus, status } from './status.js';
-import { formatVerify, verifyIndex } from './verify.js';
-import { formatIndexReport, indexReport, indexReportCsv } from './summary.js';
+// The pipeline loads only when needed: a quick rescan of an unchanged farm needs none of it.
+import type { CommonOptions, UnifyOptions } from './engine.js';
+import type { terminalProgress } from './cli-progress-bar.js';
+import { DEFAULT_DB, DEFAULT_VSERVERS_DIR } from './paths.js';
+import { quickReport } from './quick.js';
 import { EXIT, VunifyError, oneLine } from './errors.js';
-import { terminalProgress } from './cli-progress-bar.js';
 import { formatCsv, formatText, type Report } from './report.js';
 
 const pkg = JSON.parse(readFileSync(new URL('../package.json', import.meta.url), 'utf8')) as { version: string };
@@ -35,6 +34,7 @@ interface Flags {
   defaultExcludes?: boolean;
   progress?: boolean;
   sample?: string;
+  full?: boolean;
 }
 
 const collect = (v: string, prev: string[] = []) => [...prev, v];
@@ -62,7 +62,7 @@ function common(cmd: Command): Command {
     .option('-v, --verbose', 'list the files linked or restored, and those that failed; -vv: every file and its reason', (_v: string, prev: number) => prev + 1, 0);
 }
 
-function runOptions(ref: string, servers: string[], flags: Flags, packages: string[]): CommonOptions {
+async function runOptions(ref: string, servers: string[], flags: Flags, packages: string[]): Promise<CommonOptions> {
   if (flags.allPackages && packages.length > 0) throw new VunifyError('USAGE', 'give packages after -- or --all-packages, not both');
   return {
     reference: ref,
@@ -74,7 +74,7 @@ function runOptions(ref: string, servers: string[], flags: Flags, packages: stri
     verbose: flags.verbose ?? 0,
     rebuildIndex: flags.rebuildIndex,
     log: flags.quiet || flags.json ? undefined : (line) => process.stderr.write(`vunify: ${line}\n`),
-    progress: progressFor(flags),
+    progress: await progressFor(flags),
     trace: process.env.VUNIFY_TRACE ? (phase, ms) => process.stderr.write(`vunify: trace: ${phase} ${ms.toFixed(0)} ms\n`) : undefined,
     packageManager: flags.packageManager,
     allFiles: flags.allFiles,
@@ -87,12 +87,23 @@ function runOptions(ref: string, servers: string[], flags: Flags, packages: stri
 let bars: ReturnType<typeof terminalProgress> | null = null;
 
 /** A live display on a terminal (stdout and stderr both), never with --quiet; --progress forces it. */
-function progressFor(flags: Flags) {
+async function progressFor(flags: Flags) {
   const tty = process.stdout.isTTY && process.stderr.isTTY;
   if (flags.quiet || !(flags.progress || tty)) return undefined;
-  bars ??= terminalProgress();
+  bars ??= (await import('./cli-progress-bar.js')).terminalProgress();
   return bars.sink;
 }
+
+/** The quick rescan first; the full pipeline only when it cannot tell. */
+async function runUnify(o: UnifyOptions): Promise<Report> {
+  const started = Date.now();
+  const quick = o.full ? null : quickReport(o, started);
+  if (quick) return quick;
+  const { unify } = await import('./engine.js');
+  return unify({ ...o, full: true });
+}
+
+const engine = () => import('./engine.js');
 
 function print(report: Report, flags: Flags): number {
   bars?.stop();
@@ -117,31 +128,33 @@ export function buildProgram(packages: string[], done: (code: number) => void): 
     .option('-n, --dry-run', 'report what would be linked; change nothing')
     .option('--no-immutable', 'do not set the immutable attribute (a write in one server then changes all)')
     .option('--undo', 'same as the undo command (seed syntax)')
+    .option('--full', 'scan every file even if the farm is unchanged since the last complete unify (no quick rescan)')
     .action(async (ref: string, servers: string[], flags: Flags) => {
-      const o = runOptions(ref, servers, flags, packages);
+      const o = await runOptions(ref, servers, flags, packages);
       if (flags.undo) {
         if (flags.dryRun) throw new VunifyError('USAGE', '--undo cannot be combined with --dry-run');
-        return done(print(await undo(o), flags));
+        return done(print(await (await engine()).undo(o), flags));
       }
-      done(print(await unify({ ...o, dryRun: flags.dryRun, immutable: flags.immutable }), flags));
+      done(print(await runUnify({ ...o, dryRun: flags.dryRun, immutable: flags.immutable, full: flags.full }), flags));
     });
 
   common(program.command('plan'))
     .description('a dry run: report what unify would link, change nothing in any server')
+    .option('--full', 'scan every file even if the farm is unchanged since the last complete unify (no quick rescan)')
     .action(async (ref: string, servers: string[], flags: Flags) => {
-      done(print(await planRun(runOptions(ref, servers, flags, packages)), flags));
+      done(print(await runUnify({ ...(await runOptions(ref, servers, flags, packages)), dryRun: true, full: flags.full }), flags));
     });
 
   common(program.command('undo'))
     .description('give each server a private copy of its shared files again, with their original metadata')
     .action(async (ref: string, servers: string[], flags: Flags) => {
-      done(print(await undo(runOptions(ref, servers, flags, packages)), flags));
+      done(print(await (await engine()).undo(await runOptions(ref, servers, flags, packages)), flags));
     });
 
   common(program.command('scan'))
     .description('refresh the index for the packages\' files (reads only what changed); link nothing')
     .action(async (ref: string, servers: string[], flags: Flags) => {
-      done(print(await scan(runOptions(ref, servers, flags, packages)), flags));
+      done(print(await (await engine()).scan(await runOptions(ref, servers, flags, packages)), flags));
     });
 
   program.command('report')
@@ -151,6 +164,7 @@ export function buildProgram(packages: string[], done: (code: number) => void): 
     .option('--json', 'print the report as one JSON document on stdout')
     .option('--csv', 'print the report as CSV on stdout (one row per server, package and win)')
     .action(async (flags: Flags) => {
+      const { formatIndexReport, indexReport, indexReportCsv } = await import('./summary.js');
       const r = await indexReport({ db: flags.db, top: Number(flags.top) });
       process.stdout.write(flags.json ? JSON.stringify(r, null, 2) + '\n' : flags.csv ? indexReportCsv(r) : formatIndexReport(r));
       done(EXIT.ok);
@@ -163,7 +177,7 @@ export function buildProgram(packages: string[], done: (code: number) => void): 
     .option('--json', 'print the result as one JSON document on stdout')
     .option('-q, --quiet', 'print errors only')
     .action(async (flags: Flags) => {
-      const r: GcReport = await gc({ db: flags.db, rebuildIndex: flags.rebuildIndex });
+      const r = await (await import('./maintenance.js')).gc({ db: flags.db, rebuildIndex: flags.rebuildIndex });
       if (flags.json) process.stdout.write(JSON.stringify(r, null, 2) + '\n');
       else if (!flags.quiet) {
         for (const st of r.steps) process.stdout.write(`${st.name.padEnd(24)} ${String(st.dropped).padStart(8)} dropped  ${st.ms} ms\n`);
@@ -182,6 +196,7 @@ export function buildProgram(packages: string[], done: (code: number) => void): 
       if (sample !== undefined && !(/^\d+$/.test(flags.sample!) && Number.isSafeInteger(sample))) {
         throw new VunifyError('USAGE', `--sample takes a whole number of inodes, not ${JSON.stringify(flags.sample)}`);
       }
+      const { formatVerify, verifyIndex } = await import('./verify.js');
       const r = await verifyIndex({ db: flags.db, sample });
       process.stdout.write(flags.json ? JSON.stringify(r, null, 2) + '\n' : formatVerify(r));
       done(r.drifts.length > 0 ? EXIT.partial : EXIT.ok);
@@ -192,6 +207,7 @@ export function buildProgram(packages: string[], done: (code: number) => void): 
     .addOption(dbOption())
     .option('--json', 'print the result as one JSON document on stdout')
     .action(async (flags: Flags) => {
+      const { formatStatus, status } = await import('./status.js');
       const r = await status({ db: flags.db });
       process.stdout.write(flags.json ? JSON.stringify(r, null, 2) + '\n' : formatStatus(r));
       done(EXIT.ok);
@@ -202,7 +218,7 @@ export function buildProgram(packages: string[], done: (code: number) => void): 
     .addOption(dbOption())
     .option('--json', 'print the result as one JSON document on stdout')
     .action(async (flags: Flags) => {
-      const r = await recoverRun({ db: flags.db });
+      const r = await (await import('./maintenance.js')).recoverRun({ db: flags.db });
       if (flags.json) process.stdout.write(JSON.stringify(r, null, 2) + '\n');
       else {
         process.stdout.write(r.entries === 0 ? 'nothing to recover\n'

@@ -4,7 +4,9 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { VunifyError, isErrno, oneLine } from './errors.js';
 import { RootDir, type RelPath } from './fsx/rootdir.js';
-import { getInodeFlags, tryLock } from './fsx/sys.js';
+import { getInodeFlags } from './fsx/sys.js';
+import { takeLock } from './lock.js';
+import { DEFAULT_DB, DEFAULT_VSERVERS_DIR, serverPath } from './paths.js';
 import { applyLinks, applyUndo, type ApplyContext, type UndoItem } from './apply.js';
 import { metadataDiff, plan, type Decision, type Owned, type PlanRoot } from './plan.js';
 import { addCounters, emptyCounters, pathForReport, type Counters, type FileLine, type Report } from './report.js';
@@ -12,13 +14,15 @@ import { phaseCounter, type ProgressSink } from './progress.js';
 import { hashFiles, scanRoot, type InodeCache, type ScanStats } from './scan.js';
 import { DpkgSource } from './sources/dpkg.js';
 import { RpmSource } from './sources/rpm.js';
-import { DEFAULT_EXCLUDES, makeExcluder, readExcludeFile, walkTree } from './sources/tree.js';
+import { DEFAULT_EXCLUDES, makeExcluder, readExcludeFile, walkTree, type Excluder, type WalkSeen } from './sources/tree.js';
 import type { PackageListing, PackageSource } from './sources/types.js';
 import { recover } from './recover.js';
 import { Index, type FileRecord } from './store/index-db.js';
+import { dropQuick } from './store/quick-file.js';
+import { captureQuick, inputsDigest, quickReport, type CaptureRoot } from './quick.js';
 
-export const DEFAULT_VSERVERS_DIR = '/vservers';
-export const DEFAULT_DB = '/var/lib/vunify/index';
+export { takeLock } from './lock.js';
+export { DEFAULT_DB, DEFAULT_VSERVERS_DIR, serverPath } from './paths.js';
 
 export interface CommonOptions {
   reference: string;
@@ -57,6 +61,8 @@ export interface UnifyOptions extends CommonOptions {
   dryRun?: boolean;
   /** Set the immutable attribute on shared inodes (default true). */
   immutable?: boolean;
+  /** Scan in full even when the quick check could show the farm unchanged. */
+  full?: boolean;
 }
 
 interface Root { name: string; dir: RootDir; source: PackageSource | null }
@@ -71,10 +77,6 @@ async function openSource(dir: RootDir, opts: CommonOptions): Promise<PackageSou
   return DpkgSource.open(dir);
 }
 
-/** A server is a name under the vservers folder, or a path (anything with a slash). */
-export function serverPath(token: string, vserversDir: string): string {
-  return token.includes('/') ? path.resolve(token) : path.join(vserversDir, token);
-}
 
 async function openRoot(token: string, opts: CommonOptions): Promise<Root> {
   const vserversDir = opts.vserversDir ?? DEFAULT_VSERVERS_DIR;
@@ -105,7 +107,7 @@ async function openRoot(token: string, opts: CommonOptions): Promise<Root> {
 
 interface Farm { ref: Root; servers: Root[]; index: Index; lockFd: number }
 
-async function openFarm(opts: CommonOptions, needImmutable: boolean): Promise<Farm> {
+async function openFarm(opts: CommonOptions, needImmutable: boolean, changesFarm: boolean): Promise<Farm> {
   if (opts.servers.length === 0) throw new VunifyError('USAGE', 'name at least one server besides the reference');
   if (opts.allFiles && (opts.packages === 'all' || opts.packages.length > 0)) {
     throw new VunifyError('USAGE', '--all-files takes every file: name no packages and leave out --all-packages');
@@ -142,6 +144,8 @@ async function openFarm(opts: CommonOptions, needImmutable: boolean): Promise<Fa
     const dbPath = path.resolve(opts.db ?? DEFAULT_DB);
     const lockFd = takeLock(dbPath);
     try {
+      // Before any change: from here on only a full rescan can tell what the farm holds.
+      if (changesFarm) dropQuick(dbPath);
       const index = Index.open(dbPath, { rebuild: opts.rebuildIndex });
       try {
         await recover(index, opts.log);
@@ -160,16 +164,6 @@ async function openFarm(opts: CommonOptions, needImmutable: boolean): Promise<Fa
   }
 }
 
-export function takeLock(dbPath: string): number {
-  fs.mkdirSync(path.dirname(dbPath), { recursive: true, mode: 0o700 });
-  const lockPath = `${dbPath}.run-lock`;
-  const fd = fs.openSync(lockPath, 'a', 0o600);
-  if (!tryLock(fd)) {
-    fs.closeSync(fd);
-    throw new VunifyError('LOCKED', 'another vunify run is using this index; try again when it ends', lockPath);
-  }
-  return fd;
-}
 
 async function closeFarm(f: Farm): Promise<void> {
   await f.index.close();
@@ -200,13 +194,24 @@ interface Prepared {
   notes: Map<string, string[]>;
   /** Tree mode: no per-package whitelist. */
   tree: boolean;
+  /** For the quick-rescan file: each root's package database state, and what tree mode walked. */
+  seen: Map<string, { inputs: RelPath[]; inputsDigest: string; walk?: WalkSeen }>;
+  excluded?: Excluder;
 }
 
-async function prepare(opts: CommonOptions, needImmutable: boolean): Promise<Prepared> {
-  const farm = await openFarm(opts, needImmutable);
+async function prepare(opts: CommonOptions, needImmutable: boolean, changesFarm = false): Promise<Prepared> {
+  const farm = await openFarm(opts, needImmutable, changesFarm);
   try {
     await dropVanishedRoots(farm.index, opts.log);
-    return opts.allFiles ? await prepareTree(farm, opts) : await preparePackages(farm, opts);
+    // Taken before the databases are read: a change while they are read then shows.
+    const seen: Prepared['seen'] = new Map();
+    for (const r of [farm.ref, ...farm.servers]) {
+      const inputs = r.source?.inputs ?? [];
+      seen.set(r.dir.path, { inputs, inputsDigest: inputsDigest(r.dir.rootFd, inputs) });
+    }
+    const p = opts.allFiles ? await prepareTree(farm, opts, seen) : await preparePackages(farm, opts);
+    p.seen = seen;
+    return p;
   } catch (err) {
     await closeFarm(farm);
     throw err;
@@ -236,13 +241,13 @@ async function preparePackages(farm: Farm, opts: CommonOptions): Promise<Prepare
     serverPlans.push({ name: s.name, root: s.dir.path, entries: new Map(), owned: o.owned, installed: o.installed });
   }
   return {
-    farm, packages, notes, serverPlans, tree: false,
+    farm, packages, notes, serverPlans, tree: false, seen: new Map(),
     refPlan: { name: farm.ref.name, root: farm.ref.dir.path, entries: new Map(), owned: ref.owned, installed: ref.installed },
   };
 }
 
 /** Tree mode: every regular file not excluded; config files of a root's packages stay out. */
-async function prepareTree(farm: Farm, opts: CommonOptions): Promise<Prepared> {
+async function prepareTree(farm: Farm, opts: CommonOptions, seen: Prepared['seen']): Promise<Prepared> {
   const patterns = [
     ...(opts.defaultExcludes === false ? [] : DEFAULT_EXCLUDES),
     ...(opts.exclude ?? []),
@@ -251,7 +256,9 @@ async function prepareTree(farm: Farm, opts: CommonOptions): Promise<Prepared> {
   const exclude = makeExcluder(patterns);
   const notes = new Map<string, string[]>();
   const planOf = async (r: Root): Promise<PlanRoot> => {
-    const files = await walkTree(r.dir, exclude);
+    const walk: WalkSeen = { folders: new Set(), skipped: new Set() };
+    const files = await walkTree(r.dir, exclude, 16, walk);
+    seen.get(r.dir.path)!.walk = walk;
     const known = r.source ? ownedOf(await r.source.list('all')).owned : new Map<RelPath, Owned>();
     const owned = new Map<RelPath, Owned>();
     for (const f of files) owned.set(f, { pkg: known.get(f)?.pkg ?? TREE_PKG, config: known.get(f)?.config ?? false });
@@ -260,7 +267,7 @@ async function prepareTree(farm: Farm, opts: CommonOptions): Promise<Prepared> {
   const refPlan = await planOf(farm.ref);
   const serverPlans: PlanRoot[] = [];
   for (const s of farm.servers) serverPlans.push(await planOf(s));
-  return { farm, packages: [], notes, serverPlans, refPlan, tree: true };
+  return { farm, packages: [], notes, serverPlans, refPlan, tree: true, seen, excluded: exclude };
 }
 
 /** The package name given to tree-mode files that no package database lists. */
@@ -426,7 +433,9 @@ export async function unify(opts: UnifyOptions): Promise<Report> {
   const started = Date.now();
   const dryRun = opts.dryRun ?? false;
   const immutable = opts.immutable ?? true;
-  const p = await prepare(opts, immutable && !dryRun);
+  const quick = opts.full ? null : quickReport(opts, started);
+  if (quick) return quick;
+  const p = await prepare(opts, immutable && !dryRun, !dryRun);
   try {
     const report = newReport(p, dryRun ? 'plan' : 'unify', dryRun, immutable);
     let t = performance.now();
@@ -454,6 +463,7 @@ export async function unify(opts: UnifyOptions): Promise<Report> {
     };
     const outcomes = dryRun ? null : await applyLinks(decisions, ctx);
     const files: FileLine[] = [];
+    const notable: FileLine[] = [];
     for (const d of decisions) {
       const c = report.servers[d.server];
       const shown = pathForReport(d.path);
@@ -474,9 +484,16 @@ export async function unify(opts: UnifyOptions): Promise<Report> {
         if (s.reason === 'error') report.errors.push({ server: d.server, path: shown, reason: s.detail ?? 'error' });
       }
       if (shouldList(opts.verbose, action)) files.push({ server: d.server, path: shown, action, detail });
+      if (action === 'skip:immutable') notable.push({ server: d.server, path: shown, action, detail });
     }
     if (opts.verbose) report.files = files;
-    return finish(report, started, ctx, rootNames(p));
+    const done = finish(report, started, ctx, rootNames(p));
+    if (!dryRun) {
+      const t0 = performance.now();
+      const why = captureAfter(p, opts, done, notable, ctx);
+      opts.trace?.(why ? `quick file not written: ${why}` : 'quick file written', performance.now() - t0);
+    }
+    return done;
   } finally {
     await closeFarm(p.farm);
   }
@@ -510,7 +527,7 @@ export function planRun(opts: CommonOptions): Promise<Report> {
 /** Gives each server a private copy of every shared file of the packages, with its original metadata. */
 export async function undo(opts: CommonOptions): Promise<Report> {
   const started = Date.now();
-  const p = await prepare(opts, false);
+  const p = await prepare(opts, false, true);
   try {
     const { farm } = p;
     const report = newReport(p, 'undo', false, false);
@@ -557,6 +574,44 @@ export async function undo(opts: CommonOptions): Promise<Report> {
   } finally {
     await closeFarm(p.farm);
   }
+}
+
+/**
+ * After a complete run, records the farm for the quick rescan, with the report a rescan of
+ * the unchanged farm gives: what this run linked is then already unified, and nothing is
+ * read. A run that left work (a failure, a file changed under way, a link limit) records
+ * nothing. Returns why not, or null.
+ */
+function captureAfter(p: Prepared, opts: UnifyOptions, report: Report, notable: FileLine[], ctx: ApplyContext): string | null {
+  const t = report.totals;
+  if (report.errors.length || t.skipped.changed || t.skipped.error || t.skipped.linkLimit || ctx.secondCopies?.size) {
+    return 'the run left work for the next one';
+  }
+  const roots: CaptureRoot[] = [];
+  for (const [root, pr] of rootsOf(p)) {
+    const s = p.seen.get(root.dir.path)!;
+    if (inputsDigest(root.dir.rootFd, s.inputs) !== s.inputsDigest) return `the package database of ${root.name} changed during the run`;
+    const records = new Map<RelPath, FileRecord>();
+    for (const { path: k, rec } of p.farm.index.filesOf(root.dir.path)) if (pr.entries.get(k)?.kind === 'file') records.set(k, rec);
+    for (const [k, e] of pr.entries) if (e.kind === 'file' && !records.has(k)) return `no record of /${k}`;
+    const folders = s.walk ? s.walk.folders : new Set([...pr.owned.keys()].map((k) => k.slice(0, Math.max(0, k.lastIndexOf('/')))));
+    roots.push({
+      path: root.dir.path, rootFd: root.dir.rootFd, folders, files: records, inputs: s.inputs,
+      tree: s.walk && p.excluded ? { seen: new Set(pr.owned.keys()), folders: s.walk.folders, skipped: s.walk.skipped, excluded: p.excluded } : undefined,
+    });
+  }
+  const next: Report = structuredClone({ ...report, files: undefined });
+  delete next.files;
+  next.reference.filesHashed = 0;
+  next.reference.bytesHashed = 0;
+  for (const c of [...Object.values(next.servers), next.totals]) {
+    c.alreadyUnified += c.unified;
+    c.unified = 0;
+    c.bytesSaved = 0;
+    c.filesHashed = 0;
+    c.bytesHashed = 0;
+  }
+  return captureQuick(opts, p.farm.index.path, String(p.farm.ref.dir.dev), roots, next, notable);
 }
 
 export type { Decision, Counters, Report };

@@ -29,6 +29,11 @@ export interface Report {
   errors: Array<{ server: string; path: string; reason: string }>;
   /** Every decision, when asked for (-v). */
   files?: FileLine[];
+  /**
+   * Set by a quick rescan: nothing this run depends on changed since the unify of this time
+   * (every folder listing and candidate inode checked), so its outcome is that run's.
+   */
+  unchangedSince?: string;
   durationMs: number;
 }
 
@@ -86,6 +91,7 @@ export function formatText(r: Report): string {
   const fmt = (cells: string[]) => cells.map((c, i) => (i === 0 ? c.padEnd(widths[i]) : c.padStart(widths[i]))).join('  ');
   const what = r.tree ? 'every file (--all-files)' : `${r.packages.length} package(s)`;
   lines.push(`vunify ${r.command}${r.dryRun ? ' (dry run: nothing changed)' : ''}: reference ${r.reference.name}, ${what}`);
+  if (r.unchangedSince) lines.push(`farm unchanged since the run of ${r.unchangedSince} (quick rescan: every listing and file checked by stat)`);
   lines.push(fmt(head));
   for (const x of rows) lines.push(fmt(x));
   if (r.command !== 'undo' && r.command !== 'scan') {

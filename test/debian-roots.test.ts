@@ -68,6 +68,15 @@ describe.skipIf(!mirror || !haveTools)('debootstrapped Debian roots', () => {
     const again = JSON.parse(vunify(['unify', '--json', '--all-packages', 'deb1', 'deb2'], env).stdout);
     expect(again.totals.unified).toBe(0);
     expect(again.totals.filesHashed).toBe(0);
+    // That rescan was quick (nothing changed since the run before), and a full one agrees.
+    expect(again.unchangedSince).toBeDefined();
+    const full = JSON.parse(vunify(['unify', '--json', '--full', '--all-packages', 'deb1', 'deb2'], env).stdout);
+    const outcome = ({ durationMs: _d, unchangedSince: _u, ...rest }: Record<string, unknown>) => rest;
+    expect(outcome(again)).toEqual(outcome(full));
+    // dpkg's database is an input: touching its status file makes the next run full.
+    const status = path.join(root('deb2'), 'var/lib/dpkg/status');
+    fs.utimesSync(status, new Date(), new Date());
+    expect(JSON.parse(vunify(['unify', '--json', '--all-packages', 'deb1', 'deb2'], env).stdout).unchangedSince).toBeUndefined();
     const u = vunify(['undo', '--json', '--all-packages', 'deb1', 'deb2'], env);
     expect(u.status, u.stderr).toBe(0);
     expect(JSON.parse(u.stdout).totals.restored).toBeGreaterThan(3000);

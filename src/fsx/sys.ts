@@ -215,3 +215,65 @@ export function lstatAt(dirFd: number, name: string): StatLite | null {
 }
 
 export const hasLstatAt = LAYOUT !== null;
+
+const cOpenat = libc.func('int openat(int dirfd, const uint8_t *path, int flags)');
+const cClose = libc.func('int close(int fd)');
+const cGetdents = libc.func('intptr_t getdents64(int fd, _Out_ uint8_t *buf, size_t count)');
+const cLseek = libc.func('int64_t lseek(int fd, int64_t offset, int whence)');
+const O_DIRECTORY_NOFOLLOW = 0o200000 | 0o400000 | 0o2000000; // O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC
+
+/**
+ * Opens the folder `name` (NUL-terminated bytes) inside an open folder, following no
+ * symlink; -1 when it is missing, a symlink or not a folder.
+ */
+export function openDirAt(dirFd: number, nameZ: Buffer): number {
+  return cOpenat(dirFd, nameZ, O_DIRECTORY_NOFOLLOW);
+}
+
+export function closeFd(fd: number): void {
+  cClose(fd);
+}
+
+let dentsBuf = Buffer.alloc(64 * 1024);
+
+/**
+ * The raw linux_dirent64 records of an open folder (d_ino u64, d_off s64, d_reclen u16,
+ * d_type u8, NUL-terminated name), read to the end. The slice stays valid until the next
+ * call, padding zeroed. Null on a read error. Reads from the start even if the fd was read before.
+ */
+export function readDirents(fd: number): Buffer | null {
+  if (Number(cLseek(fd, 0, 0)) < 0) return null;
+  let used = 0;
+  for (;;) {
+    if (dentsBuf.length - used < 32 * 1024) {
+      const bigger = Buffer.alloc(dentsBuf.length * 2);
+      dentsBuf.copy(bigger, 0, 0, used);
+      dentsBuf = bigger;
+    }
+    const n = Number(cGetdents(fd, dentsBuf.subarray(used), dentsBuf.length - used));
+    if (n < 0) return null;
+    if (n === 0) break;
+    used += n;
+  }
+  // The kernel leaves the padding after each name as it found it: cleared, equal listings
+  // give equal bytes.
+  const out = dentsBuf.subarray(0, used);
+  for (let off = 0; off < used;) {
+    const reclen = out.readUInt16LE(off + 16);
+    const end = out.indexOf(0, off + 19);
+    if (end >= 0 && end < off + reclen) out.fill(0, end, off + reclen);
+    off += reclen;
+  }
+  return out;
+}
+
+/** The struct stat buffer statRawAt fills, with the offsets of its fields on this machine. */
+export const rawStat = { buf: Buffer.alloc(256), layout: LAYOUT };
+
+/**
+ * fstatat (no symlink followed) of a NUL-terminated name into rawStat.buf, with no object
+ * made: for checks of thousands of files against recorded values. False on any error.
+ */
+export function statRawAt(dirFd: number, nameZ: Buffer): boolean {
+  return cFstatat(dirFd, nameZ, rawStat.buf, AT_SYMLINK_NOFOLLOW) === 0;
+}

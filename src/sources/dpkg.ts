@@ -122,6 +122,8 @@ export function parseDiversions(text: string): { map: Map<string, Diversion>; ba
 export class DpkgSource implements PackageSource {
   readonly kind = 'dpkg' as const;
   readonly location = `/${ADMIN}`;
+  // The root folder too: the merged-/usr symlinks decide where listed paths point.
+  readonly inputs: RelPath[] = ['', ADMIN, `${ADMIN}/info`];
 
   private constructor(private readonly root: RootDir) {}
 

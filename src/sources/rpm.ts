@@ -97,6 +97,7 @@ export class RpmSource implements PackageSource {
   ) {}
 
   get location(): string { return `/${this.db.dir}`; }
+  get inputs(): RelPath[] { return [this.db.dir]; }
 
   /** The RPM source of a root, or null when the root has no RPM database. */
   static async open(root: RootDir, rpmBin = 'rpm'): Promise<RpmSource | null> {

@@ -53,8 +53,11 @@ export function readExcludeFile(file: string): string[] {
   }
 }
 
+/** What a walk saw besides files: the folders it read, and mount points it left alone. */
+export interface WalkSeen { folders: Set<RelPath>; skipped: Set<RelPath> }
+
 /** Every regular file below the root that is not excluded, sorted. */
-export async function walkTree(root: RootDir, exclude: Excluder, concurrency = 16): Promise<RelPath[]> {
+export async function walkTree(root: RootDir, exclude: Excluder, concurrency = 16, seen?: WalkSeen): Promise<RelPath[]> {
   const files: RelPath[] = [];
   const queue: RelPath[] = [''];
   let active = 0;
@@ -66,7 +69,7 @@ export async function walkTree(root: RootDir, exclude: Excluder, concurrency = 1
       while (active < concurrency && queue.length > 0) {
         const dir = queue.pop()!;
         active++;
-        readDir(root, dir, exclude, files, queue)
+        readDir(root, dir, exclude, files, queue, seen)
           .then(() => { active--; pump(); }, (err) => { failed = true; reject(err); });
       }
     };
@@ -74,12 +77,13 @@ export async function walkTree(root: RootDir, exclude: Excluder, concurrency = 1
   });
 }
 
-async function readDir(root: RootDir, dir: RelPath, exclude: Excluder, files: RelPath[], queue: RelPath[]): Promise<void> {
+async function readDir(root: RootDir, dir: RelPath, exclude: Excluder, files: RelPath[], queue: RelPath[], seen?: WalkSeen): Promise<void> {
   await root.withDir(dir, async (dfd) => {
-    if (dir !== '') {
-      const st = await fsp.stat(`/proc/self/fd/${dfd}`, { bigint: true });
-      if (st.dev !== root.dev) return; // a mount point: another filesystem
+    if (dir !== '' && fs.fstatSync(dfd, { bigint: true }).dev !== root.dev) {
+      seen?.skipped.add(dir); // a mount point: another filesystem
+      return;
     }
+    seen?.folders.add(dir);
     const entries = await fsp.readdir(`/proc/self/fd/${dfd}`, { withFileTypes: true, encoding: 'buffer' });
     for (const e of entries) {
       const rel = joinRel(dir, (e.name as unknown as Buffer).toString('latin1'));

@@ -29,5 +29,7 @@ export interface PackageSource {
   readonly kind: 'rpm' | 'dpkg';
   /** Where the database lives below the root, for messages. */
   readonly location: string;
+  /** Folders whose listings and files decide what list() gives (for the quick rescan). */
+  readonly inputs: RelPath[];
   list(names: string[] | 'all'): Promise<PackageListing>;
 }

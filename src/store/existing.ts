@@ -2,7 +2,8 @@
 // would create a new one, and these commands must not.
 import fs from 'node:fs';
 import path from 'node:path';
-import { DEFAULT_DB, takeLock } from '../engine.js';
+import { takeLock } from '../lock.js';
+import { DEFAULT_DB } from '../paths.js';
 import { VunifyError } from '../errors.js';
 import { Index } from './index-db.js';
 

@@ -1,0 +1,10 @@
+// Where things are by default, and how a server token names a root folder.
+import path from 'node:path';
+
+export const DEFAULT_VSERVERS_DIR = '/vservers';
+export const DEFAULT_DB = '/var/lib/vunify/index';
+
+/** A server is a name under the vservers folder, or a path (anything with a slash). */
+export function serverPath(token: string, vserversDir: string): string {
+  return token.includes('/') ? path.resolve(token) : path.join(vserversDir, token);
+}

@@ -1,0 +1,372 @@
+// The quick rescan: when nothing the last complete unify depended on has changed, its
+// outcome cannot have changed either, and a rescan can say so without the index.
+//
+// "Nothing changed" is checked, not assumed: every folder listing the run read (or that
+// holds a candidate) gives the same getdents bytes (names and inode numbers: a file added,
+// removed, renamed or replaced shows there, with no trust in folder times), every candidate
+// inode keeps its size, mtime and ctime (content, mode, owner, xattrs, link count and the
+// immutable attribute all move ctime), the mounts below the roots are the same, and so are
+// the options, the index file and vunify's version. Each inode is stat'ed once however many
+// servers share it. Anything else runs the full rescan, which is always right.
+//
+// This module loads no LMDB and none of the pipeline: the CLI tries it before importing them.
+import crypto from 'node:crypto';
+import fs from 'node:fs';
+import path from 'node:path';
+import type { UnifyOptions } from './engine.js';
+import type { RelPath } from './fsx/rootdir.js';
+import { closeFd, openDirAt, rawStat, readDirents, statRawAt } from './fsx/sys.js';
+import { takeLock } from './lock.js';
+import { DEFAULT_DB, DEFAULT_VSERVERS_DIR, serverPath } from './paths.js';
+import type { FileLine, Report } from './report.js';
+import { INODE_WORDS, readQuick, writeQuick, type QuickFolder, type QuickHeader, type QuickRoot } from './store/quick-file.js';
+
+/** What the quick check needs of a run's options. */
+export type QuickOptions = Pick<UnifyOptions,
+  'reference' | 'servers' | 'packages' | 'vserversDir' | 'db' | 'rpm' | 'verbose' | 'packageManager' | 'allFiles' |
+  'exclude' | 'excludeFrom' | 'defaultExcludes' | 'rebuildIndex' | 'immutable' | 'dryRun' | 'full'>;
+
+const DT_UNKNOWN = 0;
+const DT_DIR = 4;
+const DT_REG = 8;
+
+const VERSION = (() => {
+  try {
+    return (JSON.parse(fs.readFileSync(new URL('../package.json', import.meta.url), 'utf8')) as { version: string }).version;
+  } catch {
+    return '?';
+  }
+})();
+
+/** The options that decide a run's outcome, with the contents of exclude files. */
+export function fingerprint(opts: QuickOptions, rootPaths: string[]): string {
+  const excludeFiles = (opts.excludeFrom ?? []).map((f) => {
+    try { return fs.readFileSync(f, 'latin1'); } catch { return null; }
+  });
+  const relevant = {
+    version: VERSION, names: [opts.reference, ...opts.servers], rootPaths, packages: opts.packages,
+    allFiles: opts.allFiles ?? false, exclude: opts.exclude ?? [], excludeFiles,
+    defaultExcludes: opts.defaultExcludes ?? true, packageManager: opts.packageManager ?? 'auto',
+    rpm: opts.rpm ?? 'rpm', immutable: opts.immutable ?? true,
+  };
+  return crypto.createHash('sha256').update(JSON.stringify(relevant)).digest('base64');
+}
+
+/** Mount points at or below the roots ("\040"-style escapes kept as they are). */
+export function mountsDigest(rootPaths: string[]): string {
+  let text = '';
+  try { text = fs.readFileSync('/proc/self/mountinfo', 'latin1'); } catch { /* none visible */ }
+  const h = crypto.createHash('sha256');
+  for (const line of text.split('\n')) {
+    const f = line.split(' ');
+    const at = f[4];
+    if (at && rootPaths.some((r) => at === r || at.startsWith(r + '/'))) h.update(`${f[2]} ${f[3]} ${at}\n`);
+  }
+  return h.digest('base64');
+}
+
+function indexId(dbPath: string): string | null {
+  try {
+    const st = fs.statSync(dbPath);
+    return `${st.dev}:${st.ino}`;
+  } catch {
+    return null;
+  }
+}
+
+const digestOf = (dents: Buffer) => crypto.createHash('sha1').update(dents).digest('base64');
+const nameZ = (name: string) => Buffer.from(name + '\0', 'latin1');
+
+/** Calls fn for each entry of a getdents buffer except '.' and '..'; fn returns false to stop. */
+function eachDirent(buf: Buffer, fn: (ino: number, type: number, nameOff: number, nameEnd: number) => boolean): boolean {
+  let off = 0;
+  while (off < buf.length) {
+    const reclen = buf.readUInt16LE(off + 16);
+    const nameOff = off + 19;
+    const nameEnd = buf.indexOf(0, nameOff);
+    const dot = buf[nameOff] === 0x2e && (nameEnd === nameOff + 1 || (nameEnd === nameOff + 2 && buf[nameOff + 1] === 0x2e));
+    if (!dot && !fn(buf.readUInt32LE(off) + buf.readUInt32LE(off + 4) * 2 ** 32, buf[off + 18], nameOff, nameEnd)) return false;
+    off += reclen;
+  }
+  return true;
+}
+
+const L = rawStat.layout;
+/** The 12 words of an inode as struct stat holds them (see INODE_WORDS). */
+function statWords(out: Uint32Array, at: number): void {
+  const b = rawStat.buf;
+  const offs = [8, 48, L!.mtime, L!.mtime + 8, L!.ctime, L!.ctime + 8];
+  for (let k = 0; k < 6; k++) {
+    out[at + 2 * k] = b.readUInt32LE(offs[k]);
+    out[at + 2 * k + 1] = b.readUInt32LE(offs[k] + 4);
+  }
+}
+
+function sameWords(a: Uint32Array, at: number): boolean {
+  const b = rawStat.buf;
+  return b.readUInt32LE(8) === a[at] && b.readUInt32LE(12) === a[at + 1] &&
+    b.readUInt32LE(48) === a[at + 2] && b.readUInt32LE(52) === a[at + 3] &&
+    b.readUInt32LE(L!.mtime) === a[at + 4] && b.readUInt32LE(L!.mtime + 4) === a[at + 5] &&
+    b.readUInt32LE(L!.mtime + 8) === a[at + 6] && b.readUInt32LE(L!.mtime + 12) === a[at + 7] &&
+    b.readUInt32LE(L!.ctime) === a[at + 8] && b.readUInt32LE(L!.ctime + 4) === a[at + 9] &&
+    b.readUInt32LE(L!.ctime + 8) === a[at + 10] && b.readUInt32LE(L!.ctime + 12) === a[at + 11];
+}
+
+const ROOT_FLAGS = fs.constants.O_RDONLY | fs.constants.O_DIRECTORY | fs.constants.O_NOFOLLOW;
+
+/**
+ * Walks folders given in order (each after its parent), holding one fd per depth; fn gets
+ * each open folder. A folder that cannot be opened ends the walk, or with skipMissing is
+ * left out with everything below it (its parent's listing still shows it).
+ */
+function walkFolders<T extends { depth: number; name: string }>(
+  rootFd: number, folders: T[], fn: (f: T, fd: number) => boolean, skipMissing = false,
+): boolean {
+  const stack: number[] = [];
+  let skipBelow = Infinity;
+  try {
+    for (const f of folders) {
+      if (f.depth > skipBelow) continue;
+      skipBelow = Infinity;
+      while (stack.length > f.depth) {
+        const fd = stack.pop()!;
+        if (fd !== rootFd) closeFd(fd);
+      }
+      if (stack.length !== f.depth) return false;
+      const fd = f.depth === 0 ? rootFd : openDirAt(stack[f.depth - 1], nameZ(f.name));
+      if (fd < 0) {
+        if (!skipMissing) return false;
+        skipBelow = f.depth;
+        continue;
+      }
+      stack.push(fd);
+      if (!fn(f, fd)) return false;
+    }
+    return true;
+  } finally {
+    for (const fd of stack) if (fd !== rootFd) closeFd(fd);
+  }
+}
+
+export interface QuickResult { report: Report; checkedInodes: number; checkedFolders: number }
+
+/**
+ * The report of the last complete unify, if the farm and options are as it left them; else
+ * why not (anything differs, or --full, -vv, --rebuild-index). Takes and releases the lock.
+ */
+export function quickRescan(opts: QuickOptions): QuickResult | string {
+  if (opts.full || (opts.verbose ?? 0) >= 2 || opts.rebuildIndex || !L || process.env.VUNIFY_NO_QUICK) return 'not asked for';
+  const dbPath = path.resolve(opts.db ?? DEFAULT_DB);
+  const state = readQuick(dbPath);
+  if (!state) return 'no quick file';
+  const h = state.header;
+  let rootPaths: string[];
+  try {
+    const vd = opts.vserversDir ?? DEFAULT_VSERVERS_DIR;
+    rootPaths = [opts.reference, ...opts.servers].map((t) => fs.realpathSync(serverPath(t, vd)));
+  } catch {
+    return 'a server is missing'; // the full run gives the proper error
+  }
+  if (h.fingerprint !== fingerprint(opts, rootPaths) || h.roots.length !== rootPaths.length) return 'other options or servers';
+  const lockFd = takeLock(dbPath);
+  try {
+    if (indexId(dbPath) !== h.index) return 'another index';
+    if (mountsDigest(rootPaths) !== h.mounts) return 'the mounts changed';
+    const words = state.inodes;
+    const n = words.length / INODE_WORDS;
+    const slot = new Map<number, number>();
+    for (let i = 0; i < n; i++) slot.set(words[i * INODE_WORDS] + words[i * INODE_WORDS + 1] * 2 ** 32, i);
+    const seen = new Uint8Array(n);
+    let checked = 0;
+    let folders = 0;
+    for (let r = 0; r < rootPaths.length; r++) {
+      const qr = h.roots[r];
+      if (qr.path !== rootPaths[r]) return 'other servers';
+      let rootFd: number;
+      try { rootFd = fs.openSync(qr.path, ROOT_FLAGS); } catch { return `${qr.path} cannot be opened`; }
+      try {
+        const st = fs.fstatSync(rootFd);
+        if (`${st.dev}` !== h.dev || `${st.ino}` !== qr.ino) return `${qr.path} is another folder`;
+        let where = '';
+        const ok = walkFolders(rootFd, qr.folders, (f, fd) => {
+          folders++;
+          where = f.name;
+          const dents = readDirents(fd);
+          if (!dents || digestOf(dents) !== f.digest) return false;
+          return eachDirent(dents, (ino, type, nameOff, nameEnd) => {
+            if (type !== DT_REG) return true;
+            const i = slot.get(ino);
+            if (i === undefined || seen[i]) return true;
+            if (!statRawAt(fd, dents.subarray(nameOff, nameEnd + 1)) || !sameWords(words, i * INODE_WORDS)) return false;
+            seen[i] = 1;
+            checked++;
+            return true;
+          });
+        });
+        if (!ok) return `a listing or file changed in ${qr.path} (near ${where})`;
+      } finally {
+        fs.closeSync(rootFd);
+      }
+    }
+    if (checked !== n) return `${n - checked} file(s) not found again`;
+    const report = structuredClone(h.report) as Report;
+    report.unchangedSince = h.createdAt;
+    if (opts.dryRun) { report.command = 'plan'; report.dryRun = true; }
+    if (opts.verbose) report.files = h.notable as FileLine[];
+    return { report, checkedInodes: checked, checkedFolders: folders };
+  } finally {
+    fs.closeSync(lockFd);
+  }
+}
+
+/** quickRescan as a finished report (durationMs from `started`), traced; null when it cannot tell. */
+export function quickReport(opts: QuickOptions & { trace?: (phase: string, ms: number) => void }, started: number): Report | null {
+  const q = quickRescan(opts);
+  if (typeof q === 'string') {
+    opts.trace?.(`quick: not used: ${q}`, Date.now() - started);
+    return null;
+  }
+  opts.trace?.(`quick: ${q.checkedFolders} folders, ${q.checkedInodes} inodes unchanged`, Date.now() - started);
+  return { ...q.report, durationMs: Date.now() - started };
+}
+
+/** What the capture needs to know of one root after a complete run. */
+export interface CaptureRoot {
+  path: string;
+  rootFd: number;
+  /** Folders to record (their ancestors are added). */
+  folders: Iterable<RelPath>;
+  /** Final records of the candidates that are files: their inodes go into the table. */
+  files: Map<RelPath, { dev: string; ino: string; size: number; mtimeNs: string; ctimeNs: string }>;
+  /** Package database folders: every regular file in them goes into the table as it is now. */
+  inputs: RelPath[];
+  /**
+   * Tree mode: the walk's view. A regular file or folder that is not excluded and that the
+   * run did not see means the farm changed under the run: no capture then.
+   */
+  tree?: { seen: Set<RelPath>; folders: Set<RelPath>; skipped: Set<RelPath>; excluded: (rel: RelPath) => boolean };
+}
+
+function folderOrder(folders: Iterable<RelPath>): Array<{ rel: RelPath; depth: number; name: string }> {
+  const children = new Map<RelPath, Set<string>>();
+  const add = (rel: RelPath) => {
+    while (rel !== '') {
+      const i = rel.lastIndexOf('/');
+      const parent = i < 0 ? '' : rel.slice(0, i);
+      const kids = children.get(parent) ?? new Set();
+      if (kids.has(rel)) return;
+      kids.add(rel);
+      children.set(parent, kids);
+      rel = parent;
+    }
+  };
+  for (const f of folders) add(f);
+  const out: Array<{ rel: RelPath; depth: number; name: string }> = [];
+  const visit = (rel: RelPath, depth: number) => {
+    out.push({ rel, depth, name: rel.slice(rel.lastIndexOf('/') + 1) });
+    for (const k of [...(children.get(rel) ?? [])].sort()) visit(k, depth + 1);
+  };
+  visit('', 0);
+  return out;
+}
+
+/** A digest of the listings and regular files of package database folders, to see them change. */
+export function inputsDigest(rootFd: number, inputs: RelPath[]): string {
+  const h = crypto.createHash('sha256');
+  const wanted = new Set(inputs);
+  const words = new Uint32Array(INODE_WORDS);
+  walkFolders(rootFd, folderOrder(inputs), (f, fd) => {
+    if (!wanted.has(f.rel)) return true;
+    const dents = readDirents(fd);
+    if (!dents) return false;
+    h.update(f.rel + '\0');
+    h.update(dents);
+    eachDirent(dents, (_ino, type, nameOff, nameEnd) => {
+      if (type === DT_REG && statRawAt(fd, dents.subarray(nameOff, nameEnd + 1))) {
+        statWords(words, 0);
+        h.update(words);
+      }
+      return true;
+    });
+    return true;
+  }, true);
+  return h.digest('base64');
+}
+
+/**
+ * Records the farm as a complete run left it, with the report a rescan gives. Returns why
+ * nothing was recorded, or null when it was. The run's records must match the disk: a file
+ * changed since the run looked at it leaves no quick file, and the next rescan runs in full.
+ */
+export function captureQuick(
+  opts: QuickOptions,
+  dbPath: string,
+  dev: string,
+  roots: CaptureRoot[],
+  report: Report,
+  notable: FileLine[],
+): string | null {
+  const words: number[] = [];
+  const slot = new Set<number>();
+  const w = new Uint32Array(INODE_WORDS);
+  const qroots: QuickRoot[] = [];
+  for (const root of roots) {
+    const order = folderOrder([...root.folders, ...root.inputs]);
+    const folders: QuickFolder[] = [];
+    const inputs = new Set(root.inputs);
+    let why: string | null = null;
+    let matched = 0;
+    const fail = (reason: string) => { why ??= reason; return false; };
+    walkFolders(root.rootFd, order, (f, fd) => {
+      const dir = f.rel;
+      const dents = readDirents(fd);
+      if (!dents) return fail(`cannot list /${dir}`);
+      folders.push({ depth: f.depth, name: f.name, digest: digestOf(dents) });
+      return eachDirent(dents, (ino, type, nameOff, nameEnd) => {
+        const name = dents.toString('latin1', nameOff, nameEnd);
+        const p = dir === '' ? name : `${dir}/${name}`;
+        if (type === DT_UNKNOWN) return fail(`no file type in the listing of /${dir}`);
+        const rec = root.files.get(p);
+        const isInput = inputs.has(dir) && type === DT_REG;
+        if (rec || isInput) {
+          if (rec && rec.ino !== String(ino)) return fail(`/${p} was replaced`);
+          if (!statRawAt(fd, dents.subarray(nameOff, nameEnd + 1))) return fail(`cannot stat /${p}`);
+          statWords(w, 0);
+          if (rec) {
+            const b = rawStat.buf;
+            const ns = (off: number) => String(b.readBigInt64LE(off) * 1_000_000_000n + b.readBigInt64LE(off + 8));
+            if (String(b.readBigUInt64LE(0)) !== rec.dev || Number(b.readBigInt64LE(48)) !== rec.size ||
+              ns(L!.mtime) !== rec.mtimeNs || ns(L!.ctime) !== rec.ctimeNs) return fail(`/${p} changed`);
+            matched++;
+          }
+          if (!slot.has(ino)) {
+            slot.add(ino);
+            for (const x of w) words.push(x);
+          }
+        } else if (root.tree && !root.tree.excluded(p)) {
+          const t = root.tree;
+          if (type === DT_REG && !t.seen.has(p)) return fail(`/${p} appeared`);
+          if (type === DT_DIR && !t.folders.has(p) && !t.skipped.has(p)) return fail(`/${p}/ appeared`);
+        }
+        return true;
+      });
+    }, true);
+    if (!why && matched !== root.files.size) why = `${root.files.size - matched} file(s) of ${root.path} were not found again`;
+    if (why) return why;
+    qroots.push({ path: root.path, ino: String(fs.fstatSync(root.rootFd).ino), folders });
+  }
+  const id = indexId(dbPath);
+  if (!id) return 'no index file';
+  const header: QuickHeader = {
+    fingerprint: fingerprint(opts, roots.map((r) => r.path)),
+    index: id,
+    mounts: mountsDigest(roots.map((r) => r.path)),
+    dev,
+    createdAt: new Date().toISOString(),
+    roots: qroots,
+    report: { ...report, durationMs: 0 },
+    notable,
+  };
+  writeQuick(dbPath, { header, inodes: Uint32Array.from(words) });
+  return null;
+}

@@ -1,0 +1,81 @@
+// The quick-rescan file, INDEX.quick: what the last complete unify saw of the farm (a digest
+// of every folder listing it depended on and the stat fields of every candidate inode), the
+// options it ran with, and the report a rescan of the unchanged farm gives. A checksum
+// guards against a torn write; anything unreadable counts as no file.
+import crypto from 'node:crypto';
+import fs from 'node:fs';
+
+const MAGIC = Buffer.from('VUNIFYQ1');
+/** u32 words per inode: ino, size, mtime s, mtime ns, ctime s, ctime ns; 64 bits each. */
+export const INODE_WORDS = 12;
+
+/** A folder in walk order: depth 0 is the root itself, each folder follows its parent. */
+export interface QuickFolder { depth: number; name: string; digest: string }
+
+export interface QuickRoot { path: string; ino: string; folders: QuickFolder[] }
+
+export interface QuickHeader {
+  fingerprint: string;
+  /** The index file's dev:ino: a deleted, rebuilt or compacted index voids the file. */
+  index: string;
+  /** Digest of the mounts below the roots. */
+  mounts: string;
+  dev: string;
+  createdAt: string;
+  roots: QuickRoot[];
+  /** The report (JSON) a full rescan of the unchanged farm gives, and its -v file lines. */
+  report: unknown;
+  notable: unknown[];
+}
+
+export interface QuickState { header: QuickHeader; inodes: Uint32Array }
+
+export const quickPath = (dbPath: string) => `${dbPath}.quick`;
+
+export function readQuick(dbPath: string): QuickState | null {
+  let buf: Buffer;
+  try {
+    buf = fs.readFileSync(quickPath(dbPath));
+  } catch {
+    return null;
+  }
+  if (buf.length < MAGIC.length + 40 || !buf.subarray(0, MAGIC.length).equals(MAGIC)) return null;
+  const body = buf.subarray(0, buf.length - 32);
+  if (!crypto.createHash('sha256').update(body).digest().equals(buf.subarray(buf.length - 32))) return null;
+  try {
+    let off = MAGIC.length;
+    const hlen = body.readUInt32LE(off);
+    off += 4;
+    const header = JSON.parse(body.toString('utf8', off, off + hlen)) as QuickHeader;
+    off += hlen;
+    const n = body.readUInt32LE(off);
+    off += 4;
+    if (body.length - off !== n * INODE_WORDS * 4) return null;
+    const inodes = new Uint32Array(n * INODE_WORDS);
+    for (let i = 0; i < inodes.length; i++) inodes[i] = body.readUInt32LE(off + i * 4);
+    return { header, inodes };
+  } catch {
+    return null;
+  }
+}
+
+/** Written beside and renamed into place; no fsync: a lost or torn file only costs a full rescan. */
+export function writeQuick(dbPath: string, state: QuickState): void {
+  const head = Buffer.from(JSON.stringify(state.header), 'utf8');
+  const words = Buffer.alloc(state.inodes.length * 4);
+  for (let i = 0; i < state.inodes.length; i++) words.writeUInt32LE(state.inodes[i], i * 4);
+  const n = Buffer.alloc(4);
+  n.writeUInt32LE(state.inodes.length / INODE_WORDS);
+  const hl = Buffer.alloc(4);
+  hl.writeUInt32LE(head.length);
+  const body = Buffer.concat([MAGIC, hl, head, n, words]);
+  const sum = crypto.createHash('sha256').update(body).digest();
+  const tmp = `${quickPath(dbPath)}.tmp-${process.pid}`;
+  fs.writeFileSync(tmp, Buffer.concat([body, sum]), { mode: 0o600 });
+  fs.renameSync(tmp, quickPath(dbPath));
+}
+
+/** Called before anything that may change the farm: from then on only a full rescan tells. */
+export function dropQuick(dbPath: string): void {
+  fs.rmSync(quickPath(dbPath), { force: true });
+}

@@ -1,0 +1,220 @@
+// The quick rescan: after a complete unify, a rescan of the unchanged farm gives exactly the
+// report a full rescan gives, and any change it depends on (content, attribute, a new or
+// replaced file, a folder, the package database, a mount, the options, the index) makes
+// the run a full one.
+import { spawnSync } from 'node:child_process';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import * as farmLib from '../native-free-bench/farm.mjs';
+import { makeRpmFarm, removeFarm, type Farm } from '../src/testing/rpmfarm.js';
+import { vunify } from './helpers/tree.js';
+
+type Rep = Record<string, unknown> & { unchangedSince?: string; totals: { unified: number; alreadyUnified: number; filesHashed: number }; durationMs: number };
+
+function run(env: NodeJS.ProcessEnv, args: string[], extra: NodeJS.ProcessEnv = {}): Rep {
+  const r = vunify([...args.slice(0, 1), '--json', ...args.slice(1)], { ...env, ...extra });
+  expect(r.status, r.stderr).toBe(0);
+  return JSON.parse(r.stdout) as Rep;
+}
+/** What two reports of the same farm state must agree on. */
+const outcome = (r: Rep) => {
+  const { durationMs: _d, unchangedSince: _u, ...rest } = r;
+  return rest;
+};
+
+function rpm(root: string, ...args: string[]): void {
+  const r = spawnSync('rpm', ['--root', root, '--dbpath', '/var/lib/rpm', '--define', '_db_backend sqlite', '--force-debian', '--nodeps', '--noscripts', '--notriggers', ...args], { encoding: 'utf8' });
+  if (r.status !== 0) throw new Error(`rpm ${args.join(' ')}: ${r.stderr}`);
+}
+const sh = (cmd: string, ...args: string[]) => {
+  const r = spawnSync(cmd, args, { encoding: 'utf8' });
+  if (r.status !== 0) throw new Error(`${cmd} ${args.join(' ')}: ${r.stderr}`);
+};
+
+describe('quick rescan, packages mode (RPM farm)', () => {
+  let farm: Farm;
+  let env: NodeJS.ProcessEnv;
+  let db: string;
+  const ARGS = ['unify', 'ref', 's1', 's2', 's3', '--', 'vu-base', 'vu-extra'];
+  beforeAll(async () => {
+    farm = await makeRpmFarm();
+    db = path.join(farm.base, 'index');
+    env = { VUNIFY_VSERVERS_DIR: farm.vserversDir, VUNIFY_DB: db };
+  });
+  afterAll(async () => {
+    spawnSync('umount', [path.join(farm.root('s1'), 'usr/share/mnt')], { stdio: 'ignore' });
+    if (farm) await removeFarm(farm);
+  });
+
+  /**
+   * The next run is a full one; the run after it is quick again and agrees with a full rescan
+   * of the same state.
+   */
+  const expectFullThenQuick = (why: string): Rep => {
+    const full = run(env, ARGS);
+    expect(full.unchangedSince, `${why}: the run after the change must be full`).toBeUndefined();
+    const quick = run(env, ARGS);
+    expect(quick.unchangedSince, `${why}: the run after that is quick again`).toBeDefined();
+    expect(outcome(quick), why).toEqual(outcome(run(env, [ARGS[0], '--full', ...ARGS.slice(1)])));
+    return full;
+  };
+
+  it('a rescan after unify is quick, reads nothing, and equals a full rescan', () => {
+    const first = run(env, ARGS);
+    expect(first.totals.unified).toBeGreaterThan(0);
+    expect(first.unchangedSince).toBeUndefined();
+    expect(fs.existsSync(`${db}.quick`)).toBe(true);
+    const quick = run(env, ARGS);
+    expect(quick.unchangedSince).toBeDefined();
+    expect(quick.totals.alreadyUnified).toBe(first.totals.unified + first.totals.alreadyUnified);
+    expect(quick.totals.filesHashed).toBe(0);
+    const full = run(env, [...ARGS.slice(0, 1), '--full', ...ARGS.slice(1)]);
+    expect(full.unchangedSince).toBeUndefined();
+    expect(outcome(quick)).toEqual(outcome(full));
+    // The dry run may use it too, and says it is one.
+    const dry = run(env, ['plan', ...ARGS.slice(1)]);
+    expect(dry.unchangedSince).toBeDefined();
+    expect(dry).toMatchObject({ command: 'plan', dryRun: true, totals: { unified: 0, alreadyUnified: quick.totals.alreadyUnified } });
+    // Every decision (-vv) needs the full run.
+    expect(run(env, [...ARGS.slice(0, 1), '-vv', ...ARGS.slice(1)]).unchangedSince).toBeUndefined();
+  });
+
+  it('a changed file (same size and mtime) makes the run full', () => {
+    const f = path.join(farm.root('s3'), 'usr/bin/vu-tool'); // vu-base 2.0 there: not linked
+    const st = fs.statSync(f);
+    const buf = fs.readFileSync(f);
+    buf[100] ^= 1;
+    fs.writeFileSync(f, buf);
+    fs.utimesSync(f, st.atime, st.mtime);
+    const full = expectFullThenQuick('content');
+    expect(full.totals.filesHashed).toBeGreaterThan(0);
+  });
+
+  it('an attribute cleared on a shared inode makes the run full', () => {
+    sh('chattr', '-i', path.join(farm.root('ref'), 'usr/share/vu/data.txt'));
+    expectFullThenQuick('attribute');
+    sh('chattr', '+i', path.join(farm.root('ref'), 'usr/share/vu/data.txt'));
+    expectFullThenQuick('attribute back');
+  });
+
+  it('a file replaced by a copy (same name, content and times) makes the run full, and is linked again', () => {
+    const f = path.join(farm.root('s2'), 'usr/share/vu-extra/b.txt');
+    const tmp = path.join(farm.root('s2'), 'usr/share/vu-extra/b.txt.new');
+    sh('chattr', '-i', f);
+    sh('cp', '-a', f, tmp);
+    fs.renameSync(tmp, f); // replaces one name of the shared inode
+    sh('chattr', '+i', path.join(farm.root('ref'), 'usr/share/vu-extra/b.txt'));
+    const full = expectFullThenQuick('replaced');
+    expect(full.totals.unified).toBe(1);
+  });
+
+  it('a folder replaced by a copy makes the run full', () => {
+    const d = path.join(farm.root('s3'), 'usr/share/doc');
+    sh('cp', '-a', d, `${d}.copy`);
+    sh('chattr', '-R', '-i', d);
+    fs.rmSync(d, { recursive: true });
+    fs.renameSync(`${d}.copy`, d);
+    const full = expectFullThenQuick('folder');
+    expect(full.totals.unified).toBe(1);
+  });
+
+  it('a package removed from the database makes the run full and changes the outcome', () => {
+    const before = run(env, ARGS);
+    expect(before.unchangedSince).toBeDefined();
+    rpm(farm.root('s2'), '-e', '--justdb', 'vu-extra');
+    const full = expectFullThenQuick('rpm -e');
+    expect(outcome(full)).not.toEqual(outcome(before));
+  });
+
+  it('a mount inside a root makes the run full, and so does its unmount', () => {
+    fs.mkdirSync(path.join(farm.root('s1'), 'usr/share/mnt'));
+    expectFullThenQuick('mkdir');
+    sh('mount', '-t', 'tmpfs', 'none', path.join(farm.root('s1'), 'usr/share/mnt'));
+    expectFullThenQuick('mount');
+    sh('umount', path.join(farm.root('s1'), 'usr/share/mnt'));
+    expectFullThenQuick('umount');
+  });
+
+  it('other options, another server list, or a new index make the run full', () => {
+    expect(run(env, ARGS).unchangedSince).toBeDefined();
+    const fewer = run(env, ['unify', 'ref', 's1', '--', 'vu-base', 'vu-extra']);
+    expect(fewer.unchangedSince).toBeUndefined();
+    expect(Object.keys(fewer.servers as object)).toEqual(['s1']);
+    expect(run(env, ARGS).unchangedSince).toBeUndefined(); // the quick file was the other run's
+    expect(run(env, ARGS).unchangedSince).toBeDefined();
+    expect(run(env, [...ARGS.slice(0, 1), '--no-immutable', ...ARGS.slice(1)]).unchangedSince).toBeUndefined();
+    expect(run(env, ARGS).unchangedSince).toBeUndefined();
+    // A deleted index.
+    fs.rmSync(db, { recursive: true, force: true });
+    expect(run(env, ARGS).unchangedSince).toBeUndefined();
+    expect(run(env, ARGS).unchangedSince).toBeDefined();
+  });
+
+  it('a run that left work (a file changed under way, or killed) leaves no quick file', () => {
+    // A private copy again, so the next run has something to link; a write right after the
+    // byte comparison changes it under the run.
+    const victim = path.join(farm.root('s1'), 'usr/share/vu-extra/a.txt');
+    const refA = path.join(farm.root('ref'), 'usr/share/vu-extra/a.txt');
+    sh('chattr', '-i', victim);
+    fs.rmSync(victim);
+    sh('cp', '-p', refA, victim);
+    const raced = run(env, [ARGS[0], '-v', ...ARGS.slice(1)], { VUNIFY_TEST_WRITE_AFTER_VERIFY: victim });
+    expect(raced.files).toContainEqual(expect.objectContaining({ server: 's1', path: '/usr/share/vu-extra/a.txt', action: 'skip:changed' }));
+    expect(fs.existsSync(`${db}.quick`)).toBe(false);
+    expect(run(env, ARGS).unchangedSince).toBeUndefined();
+    expect(fs.existsSync(`${db}.quick`)).toBe(true);
+    // Killed at its first change point: the quick file went before anything changed.
+    const k = vunify(['undo', '--json', ...ARGS.slice(1)], { ...env, VUNIFY_FAULT_AFTER: '1' });
+    expect(k.signal).toBe('SIGKILL');
+    expect(fs.existsSync(`${db}.quick`)).toBe(false);
+    expect(run(env, ['undo', ...ARGS.slice(1)]).unchangedSince).toBeUndefined();
+    expectFullThenQuick('after undo');
+  });
+});
+
+describe('quick rescan, tree mode', () => {
+  let base: string;
+  let env: NodeJS.ProcessEnv;
+  let ARGS: string[];
+  beforeAll(() => {
+    base = fs.mkdtempSync(path.join(os.tmpdir(), 'vunify-quick-'));
+    const m = farmLib.writeFarm(path.join(base, 'farm'), farmLib.farmParams({ servers: 3, filesPerServer: 300, largeMin: 65536, largeMax: 262144, seed: 3 }));
+    fs.mkdirSync(path.join(m.vserversDir, 's1', 'etc'));
+    fs.writeFileSync(path.join(m.vserversDir, 's1', 'etc', 'hosts'), '127.0.0.1 localhost\n');
+    env = { VUNIFY_VSERVERS_DIR: m.vserversDir, VUNIFY_DB: path.join(base, 'index') };
+    ARGS = ['unify', '--all-files', 's0', 's1', 's2'];
+  });
+  afterAll(() => {
+    spawnSync('chattr', ['-R', '-i', base], { stdio: 'ignore' });
+    fs.rmSync(base, { recursive: true, force: true });
+  });
+
+  it('is quick after unify, agrees with a full rescan, and sees a file added deep down', () => {
+    const first = run(env, ARGS);
+    expect(first.totals.unified).toBeGreaterThan(200);
+    const quick = run(env, ARGS);
+    expect(quick.unchangedSince).toBeDefined();
+    const full = run(env, [ARGS[0], '--full', ...ARGS.slice(1)]);
+    expect(outcome(quick)).toEqual(outcome(full));
+    // Excluded folders (the default list has /etc) are not part of the outcome.
+    fs.writeFileSync(path.join(env.VUNIFY_VSERVERS_DIR!, 's1', 'etc', 'hosts'), '127.0.0.1 other\n');
+    expect(run(env, ARGS).unchangedSince).toBeDefined();
+    // A new file, identical to a reference file, in an existing folder.
+    const vd = env.VUNIFY_VSERVERS_DIR!;
+    const some = spawnSync('find', [path.join(vd, 's0', 'usr'), '-type', 'f', '-size', '+2k'], { encoding: 'utf8' }).stdout.split('\n')[0];
+    const rel = path.relative(path.join(vd, 's0'), some);
+    const copy = path.join(vd, 's2', path.dirname(rel), 'brand-new');
+    sh('cp', '-p', some, copy);
+    const after = run(env, ARGS);
+    expect(after.unchangedSince).toBeUndefined();
+    expect(after.totals.unified).toBe(1); // linked to the reference's file of that content, at another path
+    fs.mkdirSync(path.join(vd, 's2', 'usr', 'new-dir'));
+    expect(run(env, ARGS).unchangedSince).toBeUndefined();
+    expect(run(env, ARGS).unchangedSince).toBeDefined();
+    sh('chattr', '-i', copy);
+    fs.renameSync(copy, path.join(vd, 's2', rel + '.moved'));
+    expect(run(env, ARGS).unchangedSince).toBeUndefined();
+  });
+});
