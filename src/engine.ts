@@ -196,6 +196,8 @@ interface Prepared {
   tree: boolean;
   /** For the quick-rescan file: each root's package database state, and what tree mode walked. */
   seen: Map<string, { inputs: RelPath[]; inputsDigest: string; walk?: WalkSeen }>;
+  /** File records written in this run (see captureAfter). */
+  written: Map<string, FileRecord | null>;
   excluded?: Excluder;
 }
 
@@ -211,6 +213,7 @@ async function prepare(opts: CommonOptions, needImmutable: boolean, changesFarm 
     }
     const p = opts.allFiles ? await prepareTree(farm, opts, seen) : await preparePackages(farm, opts);
     p.seen = seen;
+    p.written = farm.index.trackFiles();
     return p;
   } catch (err) {
     await closeFarm(farm);
@@ -241,7 +244,7 @@ async function preparePackages(farm: Farm, opts: CommonOptions): Promise<Prepare
     serverPlans.push({ name: s.name, root: s.dir.path, entries: new Map(), owned: o.owned, installed: o.installed });
   }
   return {
-    farm, packages, notes, serverPlans, tree: false, seen: new Map(),
+    farm, packages, notes, serverPlans, tree: false, seen: new Map(), written: new Map(),
     refPlan: { name: farm.ref.name, root: farm.ref.dir.path, entries: new Map(), owned: ref.owned, installed: ref.installed },
   };
 }
@@ -257,7 +260,9 @@ async function prepareTree(farm: Farm, opts: CommonOptions, seen: Prepared['seen
   const notes = new Map<string, string[]>();
   const planOf = async (r: Root): Promise<PlanRoot> => {
     const walk: WalkSeen = { folders: new Set(), skipped: new Set() };
-    const files = await walkTree(r.dir, exclude, 16, walk);
+    const t0 = performance.now();
+    const files = await walkTree(r.dir, exclude, walk);
+    opts.trace?.(`walk ${r.name}: ${walk.folders.size} folders, ${files.length} files`, performance.now() - t0);
     seen.get(r.dir.path)!.walk = walk;
     const known = r.source ? ownedOf(await r.source.list('all')).owned : new Map<RelPath, Owned>();
     const owned = new Map<RelPath, Owned>();
@@ -267,7 +272,7 @@ async function prepareTree(farm: Farm, opts: CommonOptions, seen: Prepared['seen
   const refPlan = await planOf(farm.ref);
   const serverPlans: PlanRoot[] = [];
   for (const s of farm.servers) serverPlans.push(await planOf(s));
-  return { farm, packages: [], notes, serverPlans, refPlan, tree: true, seen, excluded: exclude };
+  return { farm, packages: [], notes, serverPlans, refPlan, tree: true, seen, written: new Map(), excluded: exclude };
 }
 
 /** The package name given to tree-mode files that no package database lists. */
@@ -435,10 +440,10 @@ export async function unify(opts: UnifyOptions): Promise<Report> {
   const immutable = opts.immutable ?? true;
   const quick = opts.full ? null : quickReport(opts, started);
   if (quick) return quick;
+  let t = performance.now();
   const p = await prepare(opts, immutable && !dryRun, !dryRun);
   try {
     const report = newReport(p, dryRun ? 'plan' : 'unify', dryRun, immutable);
-    let t = performance.now();
     const lap = (phase: string) => { const now = performance.now(); opts.trace?.(phase, now - t); t = now; };
     lap('prepare');
     await scanAll(p, opts, report, dryRun);
@@ -591,9 +596,14 @@ function captureAfter(p: Prepared, opts: UnifyOptions, report: Report, notable: 
   for (const [root, pr] of rootsOf(p)) {
     const s = p.seen.get(root.dir.path)!;
     if (inputsDigest(root.dir.rootFd, s.inputs) !== s.inputsDigest) return `the package database of ${root.name} changed during the run`;
+    // The records as the run left them: as scanned, or as written since.
     const records = new Map<RelPath, FileRecord>();
-    for (const { path: k, rec } of p.farm.index.filesOf(root.dir.path)) if (pr.entries.get(k)?.kind === 'file') records.set(k, rec);
-    for (const [k, e] of pr.entries) if (e.kind === 'file' && !records.has(k)) return `no record of /${k}`;
+    for (const [k, e] of pr.entries) {
+      if (e.kind !== 'file') continue;
+      const written = p.written.get(`${root.dir.path}\0${k}`);
+      if (written === null) return `the record of /${k} was dropped`;
+      records.set(k, written ?? e.rec);
+    }
     const folders = s.walk ? s.walk.folders : new Set([...pr.owned.keys()].map((k) => k.slice(0, Math.max(0, k.lastIndexOf('/')))));
     roots.push({
       path: root.dir.path, rootFd: root.dir.rootFd, folders, files: records, inputs: s.inputs,

@@ -15,7 +15,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import type { UnifyOptions } from './engine.js';
 import type { RelPath } from './fsx/rootdir.js';
-import { closeFd, openDirAt, rawStat, readDirents, statRawAt } from './fsx/sys.js';
+import { closeFd, forEachDirent, openDirAt, rawStat, readDirents, statRawAt } from './fsx/sys.js';
 import { takeLock } from './lock.js';
 import { DEFAULT_DB, DEFAULT_VSERVERS_DIR, serverPath } from './paths.js';
 import type { FileLine, Report } from './report.js';
@@ -74,22 +74,7 @@ function indexId(dbPath: string): string | null {
   }
 }
 
-const digestOf = (dents: Buffer) => crypto.createHash('sha1').update(dents).digest('base64');
 const nameZ = (name: string) => Buffer.from(name + '\0', 'latin1');
-
-/** Calls fn for each entry of a getdents buffer except '.' and '..'; fn returns false to stop. */
-function eachDirent(buf: Buffer, fn: (ino: number, type: number, nameOff: number, nameEnd: number) => boolean): boolean {
-  let off = 0;
-  while (off < buf.length) {
-    const reclen = buf.readUInt16LE(off + 16);
-    const nameOff = off + 19;
-    const nameEnd = buf.indexOf(0, nameOff);
-    const dot = buf[nameOff] === 0x2e && (nameEnd === nameOff + 1 || (nameEnd === nameOff + 2 && buf[nameOff + 1] === 0x2e));
-    if (!dot && !fn(buf.readUInt32LE(off) + buf.readUInt32LE(off + 4) * 2 ** 32, buf[off + 18], nameOff, nameEnd)) return false;
-    off += reclen;
-  }
-  return true;
-}
 
 const L = rawStat.layout;
 /** The 12 words of an inode as struct stat holds them (see INODE_WORDS). */
@@ -188,12 +173,14 @@ export function quickRescan(opts: QuickOptions): QuickResult | string {
         const st = fs.fstatSync(rootFd);
         if (`${st.dev}` !== h.dev || `${st.ino}` !== qr.ino) return `${qr.path} is another folder`;
         let where = '';
+        const listings = crypto.createHash('sha1');
         const ok = walkFolders(rootFd, qr.folders, (f, fd) => {
           folders++;
           where = f.name;
-          const dents = readDirents(fd);
-          if (!dents || digestOf(dents) !== f.digest) return false;
-          return eachDirent(dents, (ino, type, nameOff, nameEnd) => {
+          const dents = readDirents(fd, f.depth === 0);
+          if (!dents) return false;
+          listings.update(dents);
+          return forEachDirent(dents, (ino, type, nameOff, nameEnd) => {
             if (type !== DT_REG) return true;
             const i = slot.get(ino);
             if (i === undefined || seen[i]) return true;
@@ -203,7 +190,8 @@ export function quickRescan(opts: QuickOptions): QuickResult | string {
             return true;
           });
         });
-        if (!ok) return `a listing or file changed in ${qr.path} (near ${where})`;
+        if (!ok) return `a file changed in ${qr.path} (near ${where})`;
+        if (listings.digest('base64') !== qr.listings) return `a folder listing changed in ${qr.path}`;
       } finally {
         fs.closeSync(rootFd);
       }
@@ -277,11 +265,11 @@ export function inputsDigest(rootFd: number, inputs: RelPath[]): string {
   const words = new Uint32Array(INODE_WORDS);
   walkFolders(rootFd, folderOrder(inputs), (f, fd) => {
     if (!wanted.has(f.rel)) return true;
-    const dents = readDirents(fd);
+    const dents = readDirents(fd, f.depth === 0);
     if (!dents) return false;
     h.update(f.rel + '\0');
     h.update(dents);
-    eachDirent(dents, (_ino, type, nameOff, nameEnd) => {
+    forEachDirent(dents, (_ino, type, nameOff, nameEnd) => {
       if (type === DT_REG && statRawAt(fd, dents.subarray(nameOff, nameEnd + 1))) {
         statWords(words, 0);
         h.update(words);
@@ -291,6 +279,13 @@ export function inputsDigest(rootFd: number, inputs: RelPath[]): string {
     return true;
   }, true);
   return h.digest('base64');
+}
+
+/** An inode's size, mtime and ctime as records hold them, from its words (see INODE_WORDS). */
+function wordsSig(words: number[], at: number): { size: number; mtimeNs: string; ctimeNs: string } {
+  const u64 = (k: number) => BigInt(words[at + 2 * k]) + (BigInt(words[at + 2 * k + 1]) << 32n);
+  const ns = (k: number) => String(BigInt.asIntN(64, u64(k)) * 1_000_000_000n + u64(k + 1));
+  return { size: Number(u64(1)), mtimeNs: ns(2), ctimeNs: ns(4) };
 }
 
 /**
@@ -307,42 +302,49 @@ export function captureQuick(
   notable: FileLine[],
 ): string | null {
   const words: number[] = [];
-  const slot = new Set<number>();
+  const slot = new Map<number, number>();
+  const sigs = new Map<number, { size: number; mtimeNs: string; ctimeNs: string }>();
+  const devN = BigInt(dev);
   const w = new Uint32Array(INODE_WORDS);
   const qroots: QuickRoot[] = [];
   for (const root of roots) {
     const order = folderOrder([...root.folders, ...root.inputs]);
     const folders: QuickFolder[] = [];
+    const listings = crypto.createHash('sha1');
     const inputs = new Set(root.inputs);
     let why: string | null = null;
     let matched = 0;
     const fail = (reason: string) => { why ??= reason; return false; };
     walkFolders(root.rootFd, order, (f, fd) => {
       const dir = f.rel;
-      const dents = readDirents(fd);
+      const dents = readDirents(fd, f.depth === 0);
       if (!dents) return fail(`cannot list /${dir}`);
-      folders.push({ depth: f.depth, name: f.name, digest: digestOf(dents) });
-      return eachDirent(dents, (ino, type, nameOff, nameEnd) => {
+      folders.push({ depth: f.depth, name: f.name });
+      listings.update(dents);
+      return forEachDirent(dents, (ino, type, nameOff, nameEnd) => {
         const name = dents.toString('latin1', nameOff, nameEnd);
         const p = dir === '' ? name : `${dir}/${name}`;
         if (type === DT_UNKNOWN) return fail(`no file type in the listing of /${dir}`);
         const rec = root.files.get(p);
         const isInput = inputs.has(dir) && type === DT_REG;
         if (rec || isInput) {
-          if (rec && rec.ino !== String(ino)) return fail(`/${p} was replaced`);
-          if (!statRawAt(fd, dents.subarray(nameOff, nameEnd + 1))) return fail(`cannot stat /${p}`);
-          statWords(w, 0);
-          if (rec) {
-            const b = rawStat.buf;
-            const ns = (off: number) => String(b.readBigInt64LE(off) * 1_000_000_000n + b.readBigInt64LE(off + 8));
-            if (String(b.readBigUInt64LE(0)) !== rec.dev || Number(b.readBigInt64LE(48)) !== rec.size ||
-              ns(L!.mtime) !== rec.mtimeNs || ns(L!.ctime) !== rec.ctimeNs) return fail(`/${p} changed`);
-            matched++;
-          }
-          if (!slot.has(ino)) {
-            slot.add(ino);
+          if (rec && (rec.ino !== String(ino) || rec.dev !== dev)) return fail(`/${p} was replaced`);
+          // One stat per inode: other names of it are held to the words already taken.
+          let at = slot.get(ino);
+          if (at === undefined) {
+            if (!statRawAt(fd, dents.subarray(nameOff, nameEnd + 1))) return fail(`cannot stat /${p}`);
+            if (rawStat.buf.readBigUInt64LE(0) !== devN) return fail(`/${p} is on another filesystem`);
+            at = words.length;
+            slot.set(ino, at);
+            statWords(w, 0);
             for (const x of w) words.push(x);
           }
+          if (rec) {
+            let sig = sigs.get(at);
+            if (!sig) sigs.set(at, (sig = wordsSig(words, at)));
+            if (sig.size !== rec.size || sig.mtimeNs !== rec.mtimeNs || sig.ctimeNs !== rec.ctimeNs) return fail(`/${p} changed`);
+          }
+          if (rec) matched++;
         } else if (root.tree && !root.tree.excluded(p)) {
           const t = root.tree;
           if (type === DT_REG && !t.seen.has(p)) return fail(`/${p} appeared`);
@@ -353,7 +355,7 @@ export function captureQuick(
     }, true);
     if (!why && matched !== root.files.size) why = `${root.files.size - matched} file(s) of ${root.path} were not found again`;
     if (why) return why;
-    qroots.push({ path: root.path, ino: String(fs.fstatSync(root.rootFd).ino), folders });
+    qroots.push({ path: root.path, ino: String(fs.fstatSync(root.rootFd).ino), folders, listings: listings.digest('base64') });
   }
   const id = indexId(dbPath);
   if (!id) return 'no index file';

@@ -7,7 +7,7 @@ import pLimit from 'p-limit';
 import { isErrno, oneLine } from './errors.js';
 import { EMPTY_HASH, hashFd } from './fsx/content.js';
 import { RootDir, UnsafePathError, lstatOrNull, splitRel, type RelPath } from './fsx/rootdir.js';
-import { hasLstatAt, lstatAt, readXattrsAt, type Xattrs } from './fsx/sys.js';
+import { hasLstatAt, lstatAt, lstatSig, readXattrsAt, type Xattrs } from './fsx/sys.js';
 import type { FileRecord, Index } from './store/index-db.js';
 
 export type ScanEntry =
@@ -127,6 +127,18 @@ function scanOne(
   const { dir, name } = splitRel(rel);
   try {
     const dfd = held.fd(root, dir);
+    // The common case of a rescan first: an unchanged file costs one fstatat and no BigInt.
+    if (old && hasLstatAt) {
+      const sig = lstatSig(dfd, name);
+      if (!sig) return { kind: 'missing' };
+      if ((sig.mode & 0o170000) === 0o100000 && sig.dev === old.dev && sig.ino === old.ino && sig.size === old.size &&
+        sig.mtimeNs === old.mtimeNs && sig.ctimeNs === old.ctimeNs) {
+        stats.filesStatted++;
+        const rec = old.pkg === pkg && old.nlink === sig.nlink ? old : { ...old, pkg, nlink: sig.nlink };
+        if (sig.nlink > 1) inodes.set(`${sig.dev}:${sig.ino}:${sig.size}:${sig.mtimeNs}:${sig.ctimeNs}`, rec);
+        return { kind: 'file', rec };
+      }
+    }
     const p = RootDir.at(dfd, name);
     const st = hasLstatAt ? lstatAt(dfd, name) : lstatOrNull(p);
     if (!st) return { kind: 'missing' };

@@ -216,6 +216,51 @@ export function lstatAt(dirFd: number, name: string): StatLite | null {
 
 export const hasLstatAt = LAYOUT !== null;
 
+/** What a scan compares first, as the strings and numbers records hold (no BigInt made). */
+export interface StatSig { dev: string; ino: string; size: number; mtimeNs: string; ctimeNs: string; mode: number; nlink: number }
+
+const sigName = { buf: Buffer.alloc(4096) };
+const nsString = (b: Buffer, off: number): string => {
+  const sec = b.readUInt32LE(off) + b.readInt32LE(off + 4) * 2 ** 32;
+  const nsec = b.readUInt32LE(off + 8);
+  // Equal to String(sec * 10^9 + nsec) as BigInt arithmetic gives it, for any time after 1970.
+  return sec > 0 ? `${sec}${String(nsec).padStart(9, '0')}` : String(BigInt(sec) * 1_000_000_000n + BigInt(nsec));
+};
+
+/**
+ * lstatSig: fstatat of a name in an open folder (no symlink followed), as a StatSig; null
+ * when the name does not exist. About twice as cheap as lstatAt: no BigInt, no allocation
+ * for the name.
+ */
+export function lstatSig(dirFd: number, name: string): StatSig | null {
+  if (!LAYOUT) throw new Error(`lstatSig: no struct stat layout for ${process.arch}`);
+  let z = sigName.buf;
+  if (name.length + 1 > z.length) z = sigName.buf = Buffer.alloc(name.length * 2 + 1);
+  z[z.write(name, 0, 'latin1')] = 0;
+  if (cFstatat(dirFd, z, statBuf, AT_SYMLINK_NOFOLLOW) < 0) {
+    const err = sysError('fstatat');
+    if (err.code === 'ENOENT') return null;
+    throw err;
+  }
+  const b = statBuf;
+  const u64 = (off: number) => b.readUInt32LE(off) + b.readUInt32LE(off + 4) * 2 ** 32;
+  return {
+    dev: String(u64(0)), ino: String(u64(8)), size: u64(LAYOUT.size), mode: b.readUInt32LE(LAYOUT.mode),
+    nlink: LAYOUT.nlink[1] === 8 ? u64(LAYOUT.nlink[0]) : b.readUInt32LE(LAYOUT.nlink[0]),
+    mtimeNs: nsString(b, LAYOUT.mtime), ctimeNs: nsString(b, LAYOUT.ctime),
+  };
+}
+
+const cOpenatDir = libc.func('int openat(int dirfd, const uint8_t *path, int flags)');
+
+/** openat of a folder (O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC) relative to an open folder; throws the errno. */
+export function openDirAtOrThrow(dirFd: number, name: string): number {
+  const z = Buffer.from(name + '\0', 'latin1');
+  const fd = cOpenatDir(dirFd, z, 0o200000 | 0o400000 | 0o2000000);
+  if (fd < 0) throw sysError('openat');
+  return fd;
+}
+
 const cOpenat = libc.func('int openat(int dirfd, const uint8_t *path, int flags)');
 const cClose = libc.func('int close(int fd)');
 const cGetdents = libc.func('intptr_t getdents64(int fd, _Out_ uint8_t *buf, size_t count)');
@@ -239,10 +284,11 @@ let dentsBuf = Buffer.alloc(64 * 1024);
 /**
  * The raw linux_dirent64 records of an open folder (d_ino u64, d_off s64, d_reclen u16,
  * d_type u8, NUL-terminated name), read to the end. The slice stays valid until the next
- * call, padding zeroed. Null on a read error. Reads from the start even if the fd was read before.
+ * call, padding zeroed. Null on a read error. With rewind (for an fd that may have been
+ * read before), from the start.
  */
-export function readDirents(fd: number): Buffer | null {
-  if (Number(cLseek(fd, 0, 0)) < 0) return null;
+export function readDirents(fd: number, rewind = true): Buffer | null {
+  if (rewind && Number(cLseek(fd, 0, 0)) < 0) return null;
   let used = 0;
   for (;;) {
     if (dentsBuf.length - used < 32 * 1024) {
@@ -265,6 +311,20 @@ export function readDirents(fd: number): Buffer | null {
     off += reclen;
   }
   return out;
+}
+
+/** Calls fn for each entry of a getdents buffer except '.' and '..'; fn returns false to stop. */
+export function forEachDirent(buf: Buffer, fn: (ino: number, type: number, nameOff: number, nameEnd: number) => boolean): boolean {
+  let off = 0;
+  while (off < buf.length) {
+    const reclen = buf.readUInt16LE(off + 16);
+    const nameOff = off + 19;
+    const nameEnd = buf.indexOf(0, nameOff);
+    const dot = buf[nameOff] === 0x2e && (nameEnd === nameOff + 1 || (nameEnd === nameOff + 2 && buf[nameOff + 1] === 0x2e));
+    if (!dot && !fn(buf.readUInt32LE(off) + buf.readUInt32LE(off + 4) * 2 ** 32, buf[off + 18], nameOff, nameEnd)) return false;
+    off += reclen;
+  }
+  return true;
 }
 
 /** The struct stat buffer statRawAt fills, with the offsets of its fields on this machine. */

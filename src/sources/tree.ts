@@ -1,11 +1,11 @@
 // Tree mode: every regular file below a root is a candidate, minus an exclude list. The walk
 // reads folders through the no-symlink root access, never follows a symlink and never
 // crosses into another filesystem (a mount inside a root).
-import fsp from 'node:fs/promises';
 import fs from 'node:fs';
 import picomatch from 'picomatch';
-import { RootDir, display, joinRel, type RelPath } from '../fsx/rootdir.js';
-import { VunifyError } from '../errors.js';
+import { RootDir, UnsafePathError, display, type RelPath } from '../fsx/rootdir.js';
+import { forEachDirent, readDirents } from '../fsx/sys.js';
+import { VunifyError, isErrno } from '../errors.js';
 
 /**
  * In the spirit of util-vserver's vhashify defaults: configuration, state, homes, pseudo
@@ -56,50 +56,51 @@ export function readExcludeFile(file: string): string[] {
 /** What a walk saw besides files: the folders it read, and mount points it left alone. */
 export interface WalkSeen { folders: Set<RelPath>; skipped: Set<RelPath> }
 
-/** Every regular file below the root that is not excluded, sorted. */
-export async function walkTree(root: RootDir, exclude: Excluder, concurrency = 16, seen?: WalkSeen): Promise<RelPath[]> {
+/**
+ * Every regular file below the root that is not excluded, sorted. Folders are listed with
+ * getdents on the main thread: one call per folder, names and types at once, no trip
+ * through libuv's pool.
+ */
+export async function walkTree(root: RootDir, exclude: Excluder, seen?: WalkSeen): Promise<RelPath[]> {
   const files: RelPath[] = [];
   const queue: RelPath[] = [''];
-  let active = 0;
-  return new Promise((resolve, reject) => {
-    let failed = false;
-    const pump = () => {
-      if (failed) return;
-      if (queue.length === 0 && active === 0) { resolve(files.sort()); return; }
-      while (active < concurrency && queue.length > 0) {
-        const dir = queue.pop()!;
-        active++;
-        readDir(root, dir, exclude, files, queue, seen)
-          .then(() => { active--; pump(); }, (err) => { failed = true; reject(err); });
-      }
-    };
-    pump();
-  });
+  while (queue.length > 0) {
+    const dir = queue.pop()!;
+    try {
+      root.withDirSync(dir, (dfd) => readDir(root, dfd, dir, exclude, files, queue, seen));
+    } catch (err) {
+      // A folder that vanished or turned into a symlink meanwhile: nothing to take from it.
+      if (isErrno(err, 'ENOENT') || err instanceof UnsafePathError) continue;
+      throw err;
+    }
+  }
+  return files.sort();
 }
 
-async function readDir(root: RootDir, dir: RelPath, exclude: Excluder, files: RelPath[], queue: RelPath[], seen?: WalkSeen): Promise<void> {
-  await root.withDir(dir, async (dfd) => {
-    if (dir !== '' && fs.fstatSync(dfd, { bigint: true }).dev !== root.dev) {
-      seen?.skipped.add(dir); // a mount point: another filesystem
-      return;
+const DT_DIR = 4;
+const DT_REG = 8;
+const DT_UNKNOWN = 0;
+
+function readDir(root: RootDir, dfd: number, dir: RelPath, exclude: Excluder, files: RelPath[], queue: RelPath[], seen?: WalkSeen): void {
+  if (dir !== '' && fs.fstatSync(dfd, { bigint: true }).dev !== root.dev) {
+    seen?.skipped.add(dir); // a mount point: another filesystem
+    return;
+  }
+  seen?.folders.add(dir);
+  const dents = readDirents(dfd);
+  if (!dents) throw new VunifyError('IO', 'cannot list the folder', display(`${root.path}/${dir}`));
+  forEachDirent(dents, (_ino, type, nameOff, nameEnd) => {
+    const name = dents.toString('latin1', nameOff, nameEnd);
+    const rel = dir === '' ? name : `${dir}/${name}`;
+    if (exclude(rel)) return true;
+    if (type === DT_DIR) queue.push(rel);
+    else if (type === DT_REG) files.push(rel);
+    else if (type === DT_UNKNOWN) {
+      // Some filesystems give no type: ask lstat.
+      const st = root.lstatSync(rel);
+      if (st?.isDirectory()) queue.push(rel);
+      else if (st?.isFile()) files.push(rel);
     }
-    seen?.folders.add(dir);
-    const entries = await fsp.readdir(`/proc/self/fd/${dfd}`, { withFileTypes: true, encoding: 'buffer' });
-    for (const e of entries) {
-      const rel = joinRel(dir, (e.name as unknown as Buffer).toString('latin1'));
-      if (exclude(rel)) continue;
-      if (e.isDirectory()) queue.push(rel);
-      else if (e.isFile()) files.push(rel);
-      else if (!e.isSymbolicLink() && !e.isFIFO() && !e.isSocket() && !e.isCharacterDevice() && !e.isBlockDevice()) {
-        // DT_UNKNOWN on some filesystems: ask lstat.
-        const st = await root.lstat(rel).catch(() => null);
-        if (st?.isDirectory()) queue.push(rel);
-        else if (st?.isFile()) files.push(rel);
-      }
-    }
-  }).catch((err) => {
-    // A folder that vanished or turned into a symlink meanwhile: nothing to take from it.
-    if ((err as NodeJS.ErrnoException).code === 'ENOENT' || (err as { code?: string }).code === 'EUNSAFEPATH') return;
-    throw err;
+    return true;
   });
 }

@@ -180,8 +180,16 @@ export class Index {
   }
 
   /** Writes many file records in one transaction, keeping the content index in step. */
+  /** Every file record written from now on, by `root\0path` (null: removed); see putFiles. */
+  trackFiles(): Map<string, FileRecord | null> {
+    this.tracked = new Map();
+    return this.tracked;
+  }
+  private tracked: Map<string, FileRecord | null> | null = null;
+
   async putFiles(entries: Array<[root: string, rel: RelPath, rec: FileRecord | null]>): Promise<void> {
     if (entries.length === 0) return;
+    if (this.tracked) for (const [root, rel, rec] of entries) this.tracked.set(`${root}\0${rel}`, rec);
     await this.env.transaction(() => {
       for (const [root, rel, rec] of entries) {
         const old = this.files.get([root, rel]);

@@ -10,9 +10,10 @@ const MAGIC = Buffer.from('VUNIFYQ1');
 export const INODE_WORDS = 12;
 
 /** A folder in walk order: depth 0 is the root itself, each folder follows its parent. */
-export interface QuickFolder { depth: number; name: string; digest: string }
+export interface QuickFolder { depth: number; name: string }
 
-export interface QuickRoot { path: string; ino: string; folders: QuickFolder[] }
+/** listings: one digest of every folder's listing, in order. */
+export interface QuickRoot { path: string; ino: string; folders: QuickFolder[]; listings: string }
 
 export interface QuickHeader {
   fingerprint: string;
@@ -51,8 +52,8 @@ export function readQuick(dbPath: string): QuickState | null {
     const n = body.readUInt32LE(off);
     off += 4;
     if (body.length - off !== n * INODE_WORDS * 4) return null;
-    const inodes = new Uint32Array(n * INODE_WORDS);
-    for (let i = 0; i < inodes.length; i++) inodes[i] = body.readUInt32LE(off + i * 4);
+    // A copy (aligned) in the machine's order; vunify only runs on little-endian machines.
+    const inodes = new Uint32Array(body.buffer.slice(body.byteOffset + off, body.byteOffset + off + n * INODE_WORDS * 4));
     return { header, inodes };
   } catch {
     return null;
@@ -62,8 +63,7 @@ export function readQuick(dbPath: string): QuickState | null {
 /** Written beside and renamed into place; no fsync: a lost or torn file only costs a full rescan. */
 export function writeQuick(dbPath: string, state: QuickState): void {
   const head = Buffer.from(JSON.stringify(state.header), 'utf8');
-  const words = Buffer.alloc(state.inodes.length * 4);
-  for (let i = 0; i < state.inodes.length; i++) words.writeUInt32LE(state.inodes[i], i * 4);
+  const words = Buffer.from(state.inodes.buffer, state.inodes.byteOffset, state.inodes.byteLength);
   const n = Buffer.alloc(4);
   n.writeUInt32LE(state.inodes.length / INODE_WORDS);
   const hl = Buffer.alloc(4);
