@@ -240,6 +240,7 @@ function contenderTable() {
   return [
     { id: 'vunify.first', group: 'vunify', label: 'vunify unify, first run' },
     { id: 'vunify.rescan', group: 'vunify', label: 'vunify unify, rescan (nothing changed)' },
+    { id: 'vunify.rescanFull', group: 'vunify', label: 'vunify unify --full, rescan (no quick)' },
     { id: 'vunify.change', group: 'vunify', label: 'vunify unify after N% changed' },
     { id: 'hardlink.first', group: 'hardlink', label: 'hardlink, first run' },
     { id: 'hardlink.second', group: 'hardlink', label: 'hardlink, second run (linked copy)' },
@@ -262,6 +263,7 @@ function totalsOf(stdout) {
       unified: t.unified, alreadyUnified: t.alreadyUnified, bytesSaved: t.bytesSaved,
       filesHashed: t.filesHashed, bytesHashed: t.bytesHashed,
       skipped: t.skipped, errors: Array.isArray(j.errors) ? j.errors.length : undefined,
+      quick: typeof j.unchangedSince === 'string',
     };
   } catch { return null; }
 }
@@ -406,6 +408,7 @@ async function main() {
         '--json', '-q', ...(immutable ? [] : ['--no-immutable']), ...servers];
       const shown = ['node', path.relative(process.cwd(), cli) || cli, ...args.slice(1)].join(' ');
       for (const id of ['vunify.first', 'vunify.rescan', 'vunify.change']) byId.get(id).command = shown;
+      byId.get('vunify.rescanFull').command = shown.replace(' unify ', ' unify --full ');
 
       progress(`vunify.first run ${r}: running`);
       let res = await timedRun(process.execPath, args, { stdout: 'capture' });
@@ -416,6 +419,11 @@ async function main() {
       res = await timedRun(process.execPath, args, { stdout: 'capture' });
       record('vunify.rescan', res, { totals: totalsOf(res.stdout) });
       progress(`vunify.rescan run ${r}: ${res.seconds.toFixed(3)} s (exit ${res.exitCode})`);
+
+      // The same rescan without the quick path: what a rescan costs when anything changed.
+      res = await timedRun(process.execPath, [args[0], 'unify', '--full', ...args.slice(2)], { stdout: 'capture' });
+      record('vunify.rescanFull', res, { totals: totalsOf(res.stdout) });
+      progress(`vunify.rescanFull run ${r}: ${res.seconds.toFixed(3)} s (exit ${res.exitCode})`);
 
       // The change: a package upgrade in every root (reference included): new bytes, identical
       // across roots, written beside each file and renamed over it. Untimed.
@@ -480,7 +488,7 @@ async function main() {
     c.ratioToFirstUnify = c.medianSeconds != null && firstMed ? c.medianSeconds / firstMed : null;
   }
   const vt = (id) => byId.get(id).runs[0]?.totals ?? null;
-  const vunifyTotals = { first: vt('vunify.first'), rescan: vt('vunify.rescan'), change: vt('vunify.change') };
+  const vunifyTotals = { first: vt('vunify.first'), rescan: vt('vunify.rescan'), rescanFull: vt('vunify.rescanFull'), change: vt('vunify.change') };
 
   const target = (id, text, value, factor, ref, refName) => {
     const limit = ref != null ? factor * ref : null;
@@ -580,13 +588,14 @@ function renderText(r) {
   out.push(`peak RSS is ${r.rssMethod}`);
   const t = r.vunifyTotals;
   const tl = (name, x) => (x
-    ? `  ${name}: filesHashed ${x.filesHashed}, bytesHashed ${x.bytesHashed} (${fmtBytes(x.bytesHashed)}), unified ${x.unified}, alreadyUnified ${x.alreadyUnified}`
+    ? `  ${name}: filesHashed ${x.filesHashed}, bytesHashed ${x.bytesHashed} (${fmtBytes(x.bytesHashed)}), unified ${x.unified}, alreadyUnified ${x.alreadyUnified}${x.quick ? ' (quick rescan)' : ''}`
     : `  ${name}: —`);
   if (t.first || t.rescan || t.change) {
     out.push('');
     out.push(`vunify's own JSON totals (run 1; the farm is ${fmtBytes(f.bytes)} in ${f.files} files):`);
     out.push(tl('first unify', t.first));
     out.push(tl('rescan', t.rescan));
+    out.push(tl('rescan --full', t.rescanFull));
     out.push(tl(`after ${r.options.changePercent}% changed`, t.change));
   }
   out.push('');

@@ -196,7 +196,7 @@ interface Prepared {
   tree: boolean;
   /** For the quick-rescan file: each root's package database state, and what tree mode walked. */
   seen: Map<string, { inputs: RelPath[]; inputsDigest: string; walk?: WalkSeen }>;
-  /** File records written in this run (see captureAfter). */
+  /** File records written by apply (see captureAfter). */
   written: Map<string, FileRecord | null>;
   excluded?: Excluder;
 }
@@ -213,7 +213,6 @@ async function prepare(opts: CommonOptions, needImmutable: boolean, changesFarm 
     }
     const p = opts.allFiles ? await prepareTree(farm, opts, seen) : await preparePackages(farm, opts);
     p.seen = seen;
-    p.written = farm.index.trackFiles();
     return p;
   } catch (err) {
     await closeFarm(farm);
@@ -266,7 +265,7 @@ async function prepareTree(farm: Farm, opts: CommonOptions, seen: Prepared['seen
     seen.get(r.dir.path)!.walk = walk;
     const known = r.source ? ownedOf(await r.source.list('all')).owned : new Map<RelPath, Owned>();
     const owned = new Map<RelPath, Owned>();
-    for (const f of files) owned.set(f, { pkg: known.get(f)?.pkg ?? TREE_PKG, config: known.get(f)?.config ?? false });
+    for (const f of files) owned.set(f, known.get(f) ?? UNOWNED); // one shared object: farms have millions of files
     return { name: r.name, root: r.dir.path, entries: new Map(), owned, installed: new Set() };
   };
   const refPlan = await planOf(farm.ref);
@@ -277,6 +276,7 @@ async function prepareTree(farm: Farm, opts: CommonOptions, seen: Prepared['seen
 
 /** The package name given to tree-mode files that no package database lists. */
 export const TREE_PKG = '-';
+const UNOWNED: Owned = Object.freeze({ pkg: TREE_PKG, config: false });
 
 const linkable = (o: Owned | undefined) => o !== undefined && !o.config;
 
@@ -466,6 +466,8 @@ export async function unify(opts: UnifyOptions): Promise<Report> {
       c.filesHashed++;
       c.bytesHashed += bytes;
     };
+    // What apply re-records; before it, the entries in memory are the records.
+    if (!dryRun) p.written = p.farm.index.trackFiles();
     const outcomes = dryRun ? null : await applyLinks(decisions, ctx);
     const files: FileLine[] = [];
     const notable: FileLine[] = [];

@@ -6,6 +6,7 @@ import { NO_INDEX_YET, withExistingIndex } from './store/existing.js';
 import { humanBytes } from './report.js';
 import { Index, SCHEMA_VERSION } from './store/index-db.js';
 import { formatTable } from './table.js';
+import { INODE_WORDS, readQuick } from './store/quick-file.js';
 
 export interface StatusReport {
   command: 'status';
@@ -32,6 +33,11 @@ export interface StatusReport {
   packages: string[];
   /** Changes a killed run left under way (`vunify recover` finishes them). */
   unfinished: number;
+  /**
+   * The quick-rescan file (INDEX.quick), if any: when the complete unify that wrote it ran,
+   * its roots, and how many folders and inodes a quick rescan checks.
+   */
+  quick: { since: string; roots: string[]; folders: number; inodes: number } | null;
 }
 
 export async function status(opts: { db?: string } = {}): Promise<StatusReport> {
@@ -42,8 +48,15 @@ export async function status(opts: { db?: string } = {}): Promise<StatusReport> 
       command: 'status', index: dbPath, schema: SCHEMA_VERSION, indexBytes: Index.fileSize(dbPath),
       roots: [], servers: [],
       totals: { linkedFiles: 0, bytesSaved: 0, sharedInodes: 0, immutableInodes: 0, packages: 0 },
-      packages: [], unfinished: index.journalEntries().length,
+      packages: [], unfinished: index.journalEntries().length, quick: null,
     };
+    const q = readQuick(dbPath);
+    if (q) {
+      report.quick = {
+        since: q.header.createdAt, roots: q.header.roots.map((r) => r.path),
+        folders: q.header.roots.reduce((a, r) => a + r.folders.length, 0), inodes: q.inodes.length / INODE_WORDS,
+      };
+    }
     for (const { root, rec } of roots) {
       let files = 0;
       for (const _ of index.filesOf(root)) files++;
@@ -90,6 +103,9 @@ export function formatStatus(r: StatusReport): string {
   }
   out.push(`${t.linkedFiles} linked file(s) in ${r.servers.length} server(s), sharing ${t.sharedInodes} inode(s) (${t.immutableInodes} made immutable), ` +
     `${humanBytes(t.bytesSaved)} saved, from ${t.packages} package(s)`);
+  out.push(r.quick
+    ? `quick rescan: ready for the ${r.quick.roots.length} roots of the complete unify of ${r.quick.since} (${r.quick.folders} folders, ${r.quick.inodes} inodes to check)`
+    : 'quick rescan: none (the next unify scans in full)');
   if (r.unfinished > 0) out.push(`note: ${r.unfinished} change(s) a killed run left under way; run vunify recover`);
   return out.join('\n') + '\n';
 }

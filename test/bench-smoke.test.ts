@@ -107,7 +107,7 @@ describe('native-free-bench runner', () => {
     expect(r.stdout).toMatch(/targets:/);
     const j = JSON.parse(fs.readFileSync(out, 'utf8'));
     const byId = new Map<string, any>(j.contenders.map((c: any) => [c.id, c]));
-    for (const id of ['vunify.first', 'vunify.rescan', 'vunify.change', 'floor.cat', 'floor.cat8', 'floor.stat']) {
+    for (const id of ['vunify.first', 'vunify.rescan', 'vunify.rescanFull', 'vunify.change', 'floor.cat', 'floor.cat8', 'floor.stat']) {
       const c = byId.get(id);
       expect(c?.status, id).toBe('ok');
       expect(typeof c.medianSeconds, id).toBe('number');
@@ -126,6 +126,10 @@ describe('native-free-bench runner', () => {
     expect(j.vunifyTotals.first.unified).toBe(census.expectedIdentical);
     expect(j.vunifyTotals.first.filesHashed).toBeGreaterThan(0);
     expect(j.vunifyTotals.rescan.filesHashed).toBe(0);
+    expect(j.vunifyTotals.rescan.quick).toBe(true);
+    // The full rescan reads nothing either, and agrees.
+    expect(j.vunifyTotals.rescanFull).toMatchObject({ quick: false, filesHashed: 0, alreadyUnified: j.vunifyTotals.rescan.alreadyUnified });
+    expect(j.vunifyTotals.change.quick).toBe(false);
     expect(j.farm.files).toBe(60);
     expect(typeof j.machine.nproc).toBe('number');
     expect(j.targets.map((t: any) => t.id)).toEqual(['first-vs-hardlink', 'rescan-vs-stat', 'rescan-vs-hardlink', 'change-vs-first']);

@@ -66,6 +66,9 @@ describe('quick rescan, packages mode (RPM farm)', () => {
     expect(first.totals.unified).toBeGreaterThan(0);
     expect(first.unchangedSince).toBeUndefined();
     expect(fs.existsSync(`${db}.quick`)).toBe(true);
+    const st = JSON.parse(vunify(['status', '--json'], env).stdout);
+    expect(st.quick).toMatchObject({ roots: ['ref', 's1', 's2', 's3'].map((s) => fs.realpathSync(farm.root(s))) });
+    expect(st.quick.inodes).toBeGreaterThan(10);
     const quick = run(env, ARGS);
     expect(quick.unchangedSince).toBeDefined();
     expect(quick.totals.alreadyUnified).toBe(first.totals.unified + first.totals.alreadyUnified);
