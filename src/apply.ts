@@ -40,6 +40,8 @@ export interface ApplyContext {
   trace?: (phase: string, ms: number) => void;
   /** Reference inodes found full (EMLINK) in this run, and the copy shared instead. */
   secondCopies?: Map<string, { root: string; path: RelPath; ino: bigint }>;
+  /** Hashes learnt while comparing in the current chunk, by `root\0path`. */
+  learned?: Map<string, string>;
   /** Told of every file whose content is read (for the report). */
   read?: (root: string, rel: RelPath, bytes: number) => void;
 }
@@ -183,6 +185,7 @@ async function linkChunk(
   // 3. link: more inodes at a time than for reading, since renames wait on the filesystem
   const linkLimit = pLimit(LINK_CONCURRENCY);
   const updates: Array<[string, RelPath, FileRecord | null]> = [...learned];
+  ctx.learned = new Map(learned.map(([root, rel, rec]) => [`${root}\0${rel}`, rec.hash]));
   const touched = new Map<string, [string, RelPath]>();
   await Promise.all(groups.map((g) => linkLimit(async () => {
     const st = states.get(g);
@@ -384,7 +387,7 @@ async function linkGroup(
       }
       for (const c of extra) {
         await finishSecondCopy(c, ctx);
-        if (r.hash !== '') await refreshInode(ctx, { ...r, ino: String(c.ino) }, [[c.rootPath, c.path], ...c.linked()], updates, fs.fstatSync(c.file.fd, { bigint: true }));
+        await refreshInode(ctx, { ...r, hash: state.refHash || r.hash, ino: String(c.ino) }, [[c.rootPath, c.path], ...c.linked()], updates, fs.fstatSync(c.file.fd, { bigint: true }));
         await c.file.close();
         c.held.release();
       }
@@ -393,7 +396,9 @@ async function linkGroup(
       const paths: Array<[string, RelPath]> = [[ctx.refRoot, first.refPath], ...g
         .filter((d) => d.kind === 'already' || outcomes.get(d)?.kind === 'unified')
         .map((d): [string, RelPath] => [ctx.serverRoots.get(d.server)!, d.path])];
-      if (r.hash !== '') await refreshInode(ctx, r, paths, updates, fs.fstatSync(ref.fd, { bigint: true }));
+      // Also when the content was never read (a group visited only to put the attribute
+      // on): its ctime moved all the same.
+      await refreshInode(ctx, { ...r, hash: state.refHash || r.hash }, paths, updates, fs.fstatSync(ref.fd, { bigint: true }));
     } finally {
       await ref.close();
     }
@@ -503,7 +508,7 @@ async function refreshInode(
 ): Promise<void> {
   const seen = new Set<string>();
   const todo: Array<[string, RelPath]> = [...extra];
-  for (const h of ctx.index.holders(r.hash)) {
+  for (const h of r.hash ? ctx.index.holders(r.hash) : []) {
     const rec = ctx.index.getFile(h.root, h.path);
     if (rec && rec.dev === r.dev && rec.ino === r.ino) todo.push([h.root, h.path]);
   }
@@ -516,7 +521,11 @@ async function refreshInode(
     // A name that moved on meanwhile is caught by the next scan (its inode differs).
     const st = inode ?? (await dir.lstat(rel).catch(() => null));
     if (st && String(st.ino) === r.ino && String(st.dev) === r.dev) {
-      updates.push([root, rel, recordOf(st, r.hash, r.xattrs, ctx.index.getFile(root, rel)?.pkg)]);
+      const old = ctx.index.getFile(root, rel);
+      // Never a worse hash than known: one learnt while comparing (same transaction), or the
+      // name's own record when the reference's content was not read.
+      const hash = r.hash || ctx.learned?.get(key) || (old?.ino === r.ino ? old.hash : '');
+      updates.push([root, rel, recordOf(st, hash, r.xattrs, old?.pkg)]);
     }
   }
 }

@@ -75,13 +75,27 @@ async function runOptions(ref: string, servers: string[], flags: Flags, packages
     rebuildIndex: flags.rebuildIndex,
     log: flags.quiet || flags.json ? undefined : (line) => process.stderr.write(`vunify: ${line}\n`),
     progress: await progressFor(flags),
-    trace: process.env.VUNIFY_TRACE ? (phase, ms) => process.stderr.write(`vunify: trace: ${phase} ${ms.toFixed(0)} ms\n`) : undefined,
+    trace: process.env.VUNIFY_TRACE ? trace : undefined,
     packageManager: flags.packageManager,
     allFiles: flags.allFiles,
     exclude: flags.exclude,
     excludeFrom: flags.excludeFrom,
     defaultExcludes: flags.defaultExcludes,
   };
+}
+
+/** VUNIFY_TRACE=1: each phase's time, and the memory in use after it (resident, JS heap). */
+function trace(phase: string, ms: number): void {
+  const m = process.memoryUsage();
+  const mb = (n: number) => `${Math.round(n / 2 ** 20)} MB`;
+  // Resident memory split into anonymous (heap, malloc) and file pages (the index's map).
+  let split = '';
+  try {
+    const st = readFileSync('/proc/self/status', 'utf8');
+    const kb = (k: string) => Number(new RegExp(`${k}:\\s+(\\d+)`).exec(st)?.[1] ?? 0) * 1024;
+    split = ` = anon ${mb(kb('RssAnon'))} + file ${mb(kb('RssFile'))}`;
+  } catch { /* not Linux */ }
+  process.stderr.write(`vunify: trace: ${phase} ${ms.toFixed(0)} ms (rss ${mb(m.rss)}${split}; heap ${mb(m.heapUsed)}, buffers ${mb(m.arrayBuffers)})\n`);
 }
 
 let bars: ReturnType<typeof terminalProgress> | null = null;

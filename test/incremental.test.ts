@@ -7,7 +7,7 @@ import { Blake3Hasher } from '@napi-rs/blake-hash';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Index } from '../src/store/index-db.js';
 import { makeRpmFarm, removeFarm, type Farm } from '../src/testing/rpmfarm.js';
-import { vunify } from './helpers/tree.js';
+import { lsattrHasImmutable, vunify } from './helpers/tree.js';
 
 const PKGS = ['vu-base', 'vu-extra'];
 let farm: Farm;
@@ -137,5 +137,17 @@ describe('incremental rescans', () => {
     const after = JSON.parse(vunify(['report', '--json'], env).stdout);
     expect(Object.keys(after.servers).sort()).toEqual(['s1', 's2']);
     await expectIndexMatchesDisk();
+  });
+
+  it('a new index over a farm whose attributes were cleared: the attribute goes back on, and its records follow', async () => {
+    // Shared inodes without the attribute and an index that knows none of them: unify visits
+    // them only to set the attribute (nothing to compare), which moves their ctime.
+    spawnSync('chattr', ['-R', '-i', farm.root('ref'), farm.root('s1'), farm.root('s2')]);
+    fs.rmSync(db, { recursive: true, force: true });
+    const r = json('ref', 's1', 's2', '--', ...PKGS);
+    expect(r.totals.unified).toBe(0);
+    expect(lsattrHasImmutable(path.join(farm.root('s1'), 'usr/share/vu-extra/b.txt'))).toBe(true);
+    await expectIndexMatchesDisk();
+    expect(json('ref', 's1', 's2', '--', ...PKGS).totals).toMatchObject({ unified: 0, filesHashed: 0 });
   });
 });

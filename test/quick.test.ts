@@ -14,10 +14,15 @@ import { vunify } from './helpers/tree.js';
 type Rep = Record<string, unknown> & { unchangedSince?: string; totals: { unified: number; alreadyUnified: number; filesHashed: number }; durationMs: number };
 
 function run(env: NodeJS.ProcessEnv, args: string[], extra: NodeJS.ProcessEnv = {}): Rep {
-  const r = vunify([...args.slice(0, 1), '--json', ...args.slice(1)], { ...env, ...extra });
+  const r = vunify([...args.slice(0, 1), '--json', ...args.slice(1)], { VUNIFY_TRACE: '1', ...env, ...extra });
   expect(r.status, r.stderr).toBe(0);
-  return JSON.parse(r.stdout) as Rep;
+  const rep = JSON.parse(r.stdout) as Rep;
+  // Why a run was not quick, for failure messages.
+  Object.defineProperty(rep, 'why', { value: r.stderr.split('\n').filter((l) => / quick/.test(l)).join('; '), enumerable: false });
+  return rep;
 }
+const why = (r: Rep) => (r as unknown as { why: string }).why;
+const expectQuick = (r: Rep) => expect(r.unchangedSince, why(r));
 /** What two reports of the same farm state must agree on. */
 const outcome = (r: Rep) => {
   const { durationMs: _d, unchangedSince: _u, ...rest } = r;
@@ -52,12 +57,14 @@ describe('quick rescan, packages mode (RPM farm)', () => {
    * The next run is a full one; the run after it is quick again and agrees with a full rescan
    * of the same state.
    */
-  const expectFullThenQuick = (why: string): Rep => {
+  const expectFullThenQuick = (reason: string): Rep => {
     const full = run(env, ARGS);
-    expect(full.unchangedSince, `${why}: the run after the change must be full`).toBeUndefined();
+    expect(full.unchangedSince, `${reason}: the run after the change must be full`).toBeUndefined();
     const quick = run(env, ARGS);
-    expect(quick.unchangedSince, `${why}: the run after that is quick again`).toBeDefined();
-    expect(outcome(quick), why).toEqual(outcome(run(env, [ARGS[0], '--full', ...ARGS.slice(1)])));
+    expect(quick.unchangedSince, `${reason}: the run after that is quick again (${why(quick)})`).toBeDefined();
+    const again = run(env, [ARGS[0], '--full', ...ARGS.slice(1)]);
+    expect(outcome(quick), reason).toEqual(outcome(again));
+    expect(why(again), reason).toMatch(/quick file written/);
     return full;
   };
 
@@ -123,6 +130,26 @@ describe('quick rescan, packages mode (RPM farm)', () => {
     expect(full.totals.unified).toBe(1);
   });
 
+  it('a folder swapped for a symlink to an identical copy outside the farm makes the run full; nothing outside is touched', () => {
+    const d = path.join(farm.root('s3'), 'usr/share/vu-extra');
+    const outside = path.join(farm.base, 'outside-copy');
+    sh('cp', '-a', d, outside);
+    sh('chattr', '-R', '-i', outside);
+    const before = spawnSync('find', [outside, '-printf', '%p %i %s %T@ %C@\n'], { encoding: 'utf8' }).stdout;
+    expectQuick(run(env, ARGS)).toBeDefined();
+    sh('chattr', '-R', '-i', d);
+    fs.renameSync(d, `${d}.real`);
+    fs.symlinkSync(outside, d);
+    const full = run(env, ARGS);
+    expect(full.unchangedSince).toBeUndefined();
+    expect((full.servers as Record<string, { skipped: { symlinkInPath: number } }>).s3.skipped.symlinkInPath).toBeGreaterThan(0);
+    expectQuick(run(env, ARGS)).toBeDefined();
+    expect(spawnSync('find', [outside, '-printf', '%p %i %s %T@ %C@\n'], { encoding: 'utf8' }).stdout).toBe(before);
+    fs.unlinkSync(d);
+    fs.renameSync(`${d}.real`, d);
+    expectFullThenQuick('folder back');
+  });
+
   it('a package removed from the database makes the run full and changes the outcome', () => {
     const before = run(env, ARGS);
     expect(before.unchangedSince).toBeDefined();
@@ -141,18 +168,20 @@ describe('quick rescan, packages mode (RPM farm)', () => {
   });
 
   it('other options, another server list, or a new index make the run full', () => {
-    expect(run(env, ARGS).unchangedSince).toBeDefined();
+    expectQuick(run(env, ARGS)).toBeDefined();
     const fewer = run(env, ['unify', 'ref', 's1', '--', 'vu-base', 'vu-extra']);
     expect(fewer.unchangedSince).toBeUndefined();
     expect(Object.keys(fewer.servers as object)).toEqual(['s1']);
     expect(run(env, ARGS).unchangedSince).toBeUndefined(); // the quick file was the other run's
-    expect(run(env, ARGS).unchangedSince).toBeDefined();
+    expectQuick(run(env, ARGS)).toBeDefined();
     expect(run(env, [...ARGS.slice(0, 1), '--no-immutable', ...ARGS.slice(1)]).unchangedSince).toBeUndefined();
     expect(run(env, ARGS).unchangedSince).toBeUndefined();
     // A deleted index.
     fs.rmSync(db, { recursive: true, force: true });
-    expect(run(env, ARGS).unchangedSince).toBeUndefined();
-    expect(run(env, ARGS).unchangedSince).toBeDefined();
+    const fresh = run(env, ARGS);
+    expect(fresh.unchangedSince).toBeUndefined();
+    expect(why(fresh) + JSON.stringify(fresh.totals)).toMatch(/quick file written/);
+    expectQuick(run(env, ARGS)).toBeDefined();
   });
 
   it('a run that left work (a file changed under way, or killed) leaves no quick file', () => {
@@ -203,7 +232,7 @@ describe('quick rescan, tree mode', () => {
     expect(outcome(quick)).toEqual(outcome(full));
     // Excluded folders (the default list has /etc) are not part of the outcome.
     fs.writeFileSync(path.join(env.VUNIFY_VSERVERS_DIR!, 's1', 'etc', 'hosts'), '127.0.0.1 other\n');
-    expect(run(env, ARGS).unchangedSince).toBeDefined();
+    expectQuick(run(env, ARGS)).toBeDefined();
     // A new file, identical to a reference file, in an existing folder.
     const vd = env.VUNIFY_VSERVERS_DIR!;
     const some = spawnSync('find', [path.join(vd, 's0', 'usr'), '-type', 'f', '-size', '+2k'], { encoding: 'utf8' }).stdout.split('\n')[0];
@@ -215,7 +244,7 @@ describe('quick rescan, tree mode', () => {
     expect(after.totals.unified).toBe(1); // linked to the reference's file of that content, at another path
     fs.mkdirSync(path.join(vd, 's2', 'usr', 'new-dir'));
     expect(run(env, ARGS).unchangedSince).toBeUndefined();
-    expect(run(env, ARGS).unchangedSince).toBeDefined();
+    expectQuick(run(env, ARGS)).toBeDefined();
     sh('chattr', '-i', copy);
     fs.renameSync(copy, path.join(vd, 's2', rel + '.moved'));
     expect(run(env, ARGS).unchangedSince).toBeUndefined();
