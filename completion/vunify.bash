@@ -38,7 +38,7 @@ _vunify() {
     local commands='unify plan undo scan report gc recover verify status help'
     local run_opts='--vservers-dir --db --rebuild-index --rpm --all-packages --package-manager
         --all-files --exclude --exclude-from --no-default-excludes --json -q --quiet --progress -v --verbose -h --help'
-    local unify_opts='-n --dry-run --no-immutable --undo'
+    local unify_opts='-n --dry-run --no-immutable --undo --full'
     local takes_value=' --db --vservers-dir --rpm --exclude --exclude-from --package-manager --top --sample '
 
     # Find the command, the positional words before the cursor, `--`, and --vservers-dir.
@@ -111,7 +111,8 @@ _vunify() {
     local opts
     case ${cmd:-${seed:+unify}} in
         unify) opts="$run_opts $unify_opts" ;;
-        plan|undo|scan) opts=$run_opts ;;
+        plan) opts="$run_opts --full" ;;
+        undo|scan) opts=$run_opts ;;
         report) opts='--db --top --json -h --help' ;;
         gc) opts='--db --rebuild-index --json -q --quiet -h --help' ;;
         recover) opts='--db --json -h --help' ;;

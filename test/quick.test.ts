@@ -176,6 +176,15 @@ describe('quick rescan, packages mode (RPM farm)', () => {
     expectQuick(run(env, ARGS)).toBeDefined();
     expect(run(env, [...ARGS.slice(0, 1), '--no-immutable', ...ARGS.slice(1)]).unchangedSince).toBeUndefined();
     expect(run(env, ARGS).unchangedSince).toBeUndefined();
+    // A damaged quick file (torn write, a flipped byte, garbage) is no quick file.
+    const qf = `${db}.quick`;
+    const good = fs.readFileSync(qf);
+    for (const bad of [good.subarray(0, good.length >> 1), Buffer.from(good).fill(0x41, 100, 101), Buffer.from('garbage')]) {
+      fs.writeFileSync(qf, bad);
+      const r = run(env, ARGS);
+      expect(r.unchangedSince).toBeUndefined();
+      expect(why(r)).toMatch(/no quick file/);
+    }
     // A deleted index.
     fs.rmSync(db, { recursive: true, force: true });
     const fresh = run(env, ARGS);
