@@ -1,26 +1,19 @@
-// The library API: unify, plan and undo over a farm. Every check that can fail on bad
-// input runs before the first change to any vserver.
-import fs from 'node:fs';
-import path from 'node:path';
-import { VunifyError, isErrno, oneLine } from './errors.js';
-import { RootDir, type RelPath } from './fsx/rootdir.js';
-import { getInodeFlags } from './fsx/sys.js';
-import { takeLock } from './lock.js';
-import { DEFAULT_DB, DEFAULT_VSERVERS_DIR, serverPath } from './paths.js';
+// The library API: unify, plan, undo and scan over a farm. prepare.ts opens the farm and
+// says which files take part (every check that can fail on bad input runs there); this
+// module scans them into the index, plans, applies and reports.
+import type { RelPath, RootDir } from './fsx/rootdir.js';
 import { applyLinks, applyUndo, type ApplyContext, type UndoItem } from './apply.js';
-import { metadataDiff, plan, type Decision, type Owned, type PlanRoot } from './plan.js';
+import { metadataDiff, plan, type Decision, type PlanRoot } from './plan.js';
+import {
+  candidatePaths, closeFarm, linkable, prepare, rootsOf, type Prepared, type Root,
+} from './prepare.js';
 import { addCounters, emptyCounters, pathForReport, type Counters, type FileLine, type Report } from './report.js';
 import { phaseCounter, type ProgressSink } from './progress.js';
 import { hashFiles, scanRoot, type InodeCache, type ScanStats } from './scan.js';
-import { DpkgSource } from './sources/dpkg.js';
-import { RpmSource } from './sources/rpm.js';
-import { DEFAULT_EXCLUDES, makeExcluder, readExcludeFile, walkTree, type Excluder, type WalkSeen } from './sources/tree.js';
-import type { PackageListing, PackageSource } from './sources/types.js';
-import { recover } from './recover.js';
-import { Index, type FileRecord } from './store/index-db.js';
-import { dropQuick } from './store/quick-file.js';
+import type { FileRecord } from './store/index-db.js';
 import { captureQuick, inputsDigest, quickReport, type CaptureRoot } from './quick.js';
 
+export { dropVanishedRoots, TREE_PKG } from './prepare.js';
 export { takeLock } from './lock.js';
 export { DEFAULT_DB, DEFAULT_VSERVERS_DIR, serverPath } from './paths.js';
 
@@ -65,236 +58,6 @@ export interface UnifyOptions extends CommonOptions {
   full?: boolean;
 }
 
-interface Root { name: string; dir: RootDir; source: PackageSource | null }
-
-async function openSource(dir: RootDir, opts: CommonOptions): Promise<PackageSource | null> {
-  const pm = opts.packageManager ?? 'auto';
-  if (pm === 'none') return null;
-  if (pm === 'rpm' || pm === 'auto') {
-    const rpm = await RpmSource.open(dir, opts.rpm ?? 'rpm');
-    if (rpm || pm === 'rpm') return rpm;
-  }
-  return DpkgSource.open(dir);
-}
-
-
-async function openRoot(token: string, opts: CommonOptions): Promise<Root> {
-  const vserversDir = opts.vserversDir ?? DEFAULT_VSERVERS_DIR;
-  if (token === '' || token === '.' || token === '..') throw new VunifyError('BAD_SERVER', 'not a server name', `'${token}'`);
-  const p = serverPath(token, vserversDir);
-  let dir: RootDir;
-  try {
-    const st = fs.statSync(p);
-    if (!st.isDirectory()) throw new VunifyError('BAD_SERVER', 'not a folder', p);
-    dir = await RootDir.open(p);
-  } catch (err) {
-    if (err instanceof VunifyError) throw err;
-    if (isErrno(err, 'ENOENT')) throw new VunifyError('BAD_SERVER', `no such server (looked for ${p}; give --vservers-dir, or a path)`, token);
-    throw new VunifyError('BAD_SERVER', oneLine(err), p);
-  }
-  const source = await openSource(dir, opts);
-  if (!source && !opts.allFiles) {
-    await dir.close();
-    const pm = opts.packageManager ?? 'auto';
-    const what = pm === 'rpm' ? 'no RPM database (var/lib/rpm/rpmdb.sqlite or Packages)'
-      : pm === 'dpkg' ? 'no dpkg database (var/lib/dpkg/status)'
-      : pm === 'none' ? '--package-manager none needs --all-files'
-      : 'no package database (RPM: var/lib/rpm; dpkg: var/lib/dpkg/status); use --all-files for trees without one';
-    throw new VunifyError('NO_PACKAGE_DB', what, p);
-  }
-  return { name: token, dir, source };
-}
-
-interface Farm { ref: Root; servers: Root[]; index: Index; lockFd: number }
-
-async function openFarm(opts: CommonOptions, needImmutable: boolean, changesFarm: boolean): Promise<Farm> {
-  if (opts.servers.length === 0) throw new VunifyError('USAGE', 'name at least one server besides the reference');
-  if (opts.allFiles && (opts.packages === 'all' || opts.packages.length > 0)) {
-    throw new VunifyError('USAGE', '--all-files takes every file: name no packages and leave out --all-packages');
-  }
-  if (!opts.allFiles && opts.packages !== 'all' && opts.packages.length === 0) {
-    throw new VunifyError('USAGE', 'name packages after --, or use --all-packages (or --all-files)');
-  }
-  const opened: Root[] = [];
-  try {
-    for (const token of [opts.reference, ...opts.servers]) opened.push(await openRoot(token, opts));
-    const [ref, ...servers] = opened;
-    const seen = new Map<string, string>();
-    for (const r of opened) {
-      const other = seen.get(r.dir.path);
-      if (other !== undefined) {
-        throw new VunifyError('BAD_SERVER', other === ref.name && r !== ref
-          ? `is the reference; a server cannot be unified with itself`
-          : `is named twice (also as '${other}')`, r.name);
-      }
-      seen.set(r.dir.path, r.name);
-    }
-    for (const s of servers) {
-      if (s.dir.dev !== ref.dir.dev) {
-        throw new VunifyError('OTHER_FILESYSTEM', `is on another filesystem than the reference ${ref.name}; hard links cannot cross filesystems`, s.dir.path);
-      }
-    }
-    if (needImmutable) {
-      try {
-        getInodeFlags(ref.dir.rootFd);
-      } catch (err) {
-        throw new VunifyError('NO_IMMUTABLE', `the filesystem cannot hold the immutable attribute (${oneLine(err)}); use --no-immutable to link without it`, ref.dir.path);
-      }
-    }
-    const dbPath = path.resolve(opts.db ?? DEFAULT_DB);
-    const lockFd = takeLock(dbPath);
-    try {
-      // Before any change: from here on only a full rescan can tell what the farm holds.
-      if (changesFarm) dropQuick(dbPath);
-      const index = Index.open(dbPath, { rebuild: opts.rebuildIndex });
-      try {
-        await recover(index, opts.log);
-      } catch (err) {
-        await index.close();
-        throw err;
-      }
-      return { ref, servers, index, lockFd };
-    } catch (err) {
-      fs.closeSync(lockFd);
-      throw err;
-    }
-  } catch (err) {
-    for (const r of opened) await r.dir.close();
-    throw err;
-  }
-}
-
-
-async function closeFarm(f: Farm): Promise<void> {
-  await f.index.close();
-  for (const r of [f.ref, ...f.servers]) await r.dir.close();
-  fs.closeSync(f.lockFd);
-}
-
-function ownedOf(listing: PackageListing): { owned: Map<RelPath, Owned>; installed: Set<string> } {
-  const owned = new Map<RelPath, Owned>();
-  const installed = new Set<string>();
-  for (const p of listing.packages) {
-    installed.add(p.name);
-    for (const f of p.files) {
-      if (f.ghost) continue;
-      const prev = owned.get(f.path);
-      // A path listed by two packages counts as config when either says so.
-      owned.set(f.path, { pkg: prev?.pkg ?? p.name, config: f.config || (prev?.config ?? false) });
-    }
-  }
-  return { owned, installed };
-}
-
-interface Prepared {
-  farm: Farm;
-  refPlan: PlanRoot;
-  serverPlans: PlanRoot[];
-  packages: string[];
-  notes: Map<string, string[]>;
-  /** Tree mode: no per-package whitelist. */
-  tree: boolean;
-  /** For the quick-rescan file: each root's package database state, and what tree mode walked. */
-  seen: Map<string, { inputs: RelPath[]; inputsDigest: string; walk?: WalkSeen }>;
-  /** File records written by apply (see captureAfter). */
-  written: Map<string, FileRecord | null>;
-  excluded?: Excluder;
-}
-
-async function prepare(opts: CommonOptions, needImmutable: boolean, changesFarm = false): Promise<Prepared> {
-  const farm = await openFarm(opts, needImmutable, changesFarm);
-  try {
-    await dropVanishedRoots(farm.index, opts.log);
-    // Taken before the databases are read: a change while they are read then shows.
-    const seen: Prepared['seen'] = new Map();
-    for (const r of [farm.ref, ...farm.servers]) {
-      const inputs = r.source?.inputs ?? [];
-      seen.set(r.dir.path, { inputs, inputsDigest: inputsDigest(r.dir.rootFd, inputs) });
-    }
-    const p = opts.allFiles ? await prepareTree(farm, opts, seen) : await preparePackages(farm, opts);
-    p.seen = seen;
-    return p;
-  } catch (err) {
-    await closeFarm(farm);
-    throw err;
-  }
-}
-
-async function preparePackages(farm: Farm, opts: CommonOptions): Promise<Prepared> {
-  const refListing = await farm.ref.source!.list(opts.packages);
-  if (refListing.missing.length > 0) {
-    throw new VunifyError('BAD_PACKAGE', `not installed in the reference ${farm.ref.name}`, refListing.missing.join(', '));
-  }
-  const packages = [...new Set(refListing.packages.map((p) => p.name))];
-  const refVersions = new Map(refListing.packages.map((p) => [p.name, p.version]));
-  const ref = ownedOf(refListing);
-  const notes = new Map<string, string[]>();
-  const serverPlans: PlanRoot[] = [];
-  for (const s of farm.servers) {
-    const listing = packages.length ? await s.source!.list(packages) : { packages: [], missing: [], rejectedPaths: 0 };
-    const n: string[] = [];
-    for (const m of listing.missing) n.push(`package ${m} is not installed`);
-    for (const p of listing.packages) {
-      if (refVersions.get(p.name) !== p.version) n.push(`package ${p.name} is ${p.version} here, ${refVersions.get(p.name)} in the reference`);
-    }
-    if (listing.rejectedPaths) n.push(`${listing.rejectedPaths} unsafe path(s) in the package database ignored`);
-    notes.set(s.name, n);
-    const o = ownedOf(listing);
-    serverPlans.push({ name: s.name, root: s.dir.path, entries: new Map(), owned: o.owned, installed: o.installed });
-  }
-  return {
-    farm, packages, notes, serverPlans, tree: false, seen: new Map(), written: new Map(),
-    refPlan: { name: farm.ref.name, root: farm.ref.dir.path, entries: new Map(), owned: ref.owned, installed: ref.installed },
-  };
-}
-
-/** Tree mode: every regular file not excluded; config files of a root's packages stay out. */
-async function prepareTree(farm: Farm, opts: CommonOptions, seen: Prepared['seen']): Promise<Prepared> {
-  const patterns = [
-    ...(opts.defaultExcludes === false ? [] : DEFAULT_EXCLUDES),
-    ...(opts.exclude ?? []),
-    ...(opts.excludeFrom ?? []).flatMap(readExcludeFile),
-  ];
-  const exclude = makeExcluder(patterns);
-  const notes = new Map<string, string[]>();
-  const planOf = async (r: Root): Promise<PlanRoot> => {
-    const walk: WalkSeen = { folders: new Set(), skipped: new Set() };
-    const t0 = performance.now();
-    const files = await walkTree(r.dir, exclude, walk);
-    opts.trace?.(`walk ${r.name}: ${walk.folders.size} folders, ${files.length} files`, performance.now() - t0);
-    seen.get(r.dir.path)!.walk = walk;
-    const known = r.source ? ownedOf(await r.source.list('all')).owned : new Map<RelPath, Owned>();
-    const owned = new Map<RelPath, Owned>();
-    for (const f of files) owned.set(f, known.get(f) ?? UNOWNED); // one shared object: farms have millions of files
-    return { name: r.name, root: r.dir.path, entries: new Map(), owned, installed: new Set() };
-  };
-  const refPlan = await planOf(farm.ref);
-  const serverPlans: PlanRoot[] = [];
-  for (const s of farm.servers) serverPlans.push(await planOf(s));
-  return { farm, packages: [], notes, serverPlans, refPlan, tree: true, seen, written: new Map(), excluded: exclude };
-}
-
-/** The package name given to tree-mode files that no package database lists. */
-export const TREE_PKG = '-';
-const UNOWNED: Owned = Object.freeze({ pkg: TREE_PKG, config: false });
-
-const linkable = (o: Owned | undefined) => o !== undefined && !o.config;
-
-/** Roots the index knows whose folder is gone (a deleted vserver): their records go. */
-export async function dropVanishedRoots(index: Index, log?: (l: string) => void): Promise<number> {
-  let n = 0;
-  for (const { root, rec } of index.allRoots()) {
-    let isDir = false;
-    try { isDir = fs.statSync(root).isDirectory(); } catch (err) { if (!isErrno(err, 'ENOENT', 'ENOTDIR')) continue; }
-    if (isDir) continue;
-    const files = await index.dropRoot(root);
-    log?.(`dropped ${files} index entries of ${rec.name} (${root}): the folder is gone`);
-    n++;
-  }
-  return n;
-}
-
-const candidatePaths = (r: PlanRoot) => [...r.owned].filter(([, o]) => !o.config).map(([k]) => k);
 
 /** Scans the reference, then every server; fills the entries of each plan root. */
 /**
@@ -320,12 +83,6 @@ async function scanAll(p: Prepared, opts: CommonOptions, report: Report, complet
   await hashForPlan(p, opts, report, complete);
 }
 
-function rootsOf(p: Prepared): Array<[Root, PlanRoot, 'reference' | 'server']> {
-  return [
-    [p.farm.ref, p.refPlan, 'reference'],
-    ...p.farm.servers.map((s, i) => [s, p.serverPlans[i], 'server'] as [Root, PlanRoot, 'server']),
-  ];
-}
 
 /**
  * Reads only what the plan needs, cheapest test first (as fclones does): a server file that

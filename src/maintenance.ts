@@ -7,7 +7,7 @@ import { RootDir } from './fsx/rootdir.js';
 import { recover, type RecoverReport } from './recover.js';
 import { Index } from './store/index-db.js';
 import { withExistingIndex } from './store/existing.js';
-import { dropVanishedRoots } from './engine.js';
+import { dropVanishedRoots } from './prepare.js';
 import { takeLock } from './lock.js';
 import { DEFAULT_DB } from './paths.js';
 

@@ -1,7 +1,7 @@
 // `vunify status`: what the index holds, from the index alone (the farm is not touched, no
 // lock is taken: LMDB readers never block nor see a half-written transaction).
 import path from 'node:path';
-import { TREE_PKG } from './engine.js';
+import { TREE_PKG } from './prepare.js';
 import { NO_INDEX_YET, withExistingIndex } from './store/existing.js';
 import { humanBytes } from './report.js';
 import { Index, SCHEMA_VERSION } from './store/index-db.js';
