@@ -40,6 +40,8 @@ export interface ApplyContext {
   trace?: (phase: string, ms: number) => void;
   /** Reference inodes found full (EMLINK) in this run, and the copy shared instead. */
   secondCopies?: Map<string, { root: string; path: RelPath; ino: bigint }>;
+  /** Folders where this run linked, renamed or removed a name, by `root\0folder`. */
+  touchedDirs?: Set<string>;
   /** Hashes learnt while comparing in the current chunk, by `root\0path`. */
   learned?: Map<string, string>;
   /** Told of every file whose content is read (for the report). */
@@ -201,6 +203,7 @@ async function linkChunk(
       await ctx.roots.get(root)!.withDir(dir, (dfd) => setTimesNs(dfd, times.atimeNs, times.mtimeNs)).catch(() => { /* cosmetic */ });
     }
   }
+  for (const k of touched.keys()) ctx.touchedDirs?.add(k);
   if (touched.size > 0) {
     try {
       syncFilesystem(ctx.roots.get(ctx.refRoot)!.rootFd);

@@ -223,6 +223,7 @@ export async function unify(opts: UnifyOptions): Promise<Report> {
       c.filesHashed++;
       c.bytesHashed += bytes;
     };
+    ctx.touchedDirs = new Set();
     // What apply re-records; before it, the entries in memory are the records.
     if (!dryRun) p.written = p.farm.index.trackFiles();
     const outcomes = dryRun ? null : await applyLinks(decisions, ctx);
@@ -364,8 +365,12 @@ function captureAfter(p: Prepared, opts: UnifyOptions, report: Report, notable: 
       records.set(k, written ?? e.rec);
     }
     const folders = s.walk ? s.walk.folders : new Set([...pr.owned.keys()].map((k) => k.slice(0, Math.max(0, k.lastIndexOf('/')))));
+    const touched = new Set<RelPath>();
+    for (const k of ctx.touchedDirs ?? []) if (k.startsWith(`${root.dir.path}\0`)) touched.add(k.slice(root.dir.path.length + 1));
     roots.push({
       path: root.dir.path, rootFd: root.dir.rootFd, folders, files: records, inputs: s.inputs,
+      // The walk's listings, for folders this run did not change: what its decisions saw.
+      listings: s.walk?.listings, touched,
       tree: s.walk && p.excluded ? { seen: new Set(pr.owned.keys()), folders: s.walk.folders, skipped: s.walk.skipped, excluded: p.excluded } : undefined,
     });
   }

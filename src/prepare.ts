@@ -212,7 +212,7 @@ async function prepareTree(farm: Farm, opts: CommonOptions, seen: Prepared['seen
   const exclude = makeExcluder(patterns);
   const notes = new Map<string, string[]>();
   const planOf = async (r: Root): Promise<PlanRoot> => {
-    const walk: WalkSeen = { folders: new Set(), skipped: new Set() };
+    const walk: WalkSeen = { folders: new Set(), skipped: new Set(), listings: new Map() };
     const t0 = performance.now();
     const files = await walkTree(r.dir, exclude, walk);
     opts.trace?.(`walk ${r.name}: ${walk.folders.size} folders, ${files.length} files`, performance.now() - t0);

@@ -233,6 +233,9 @@ export interface CaptureRoot {
    * run did not see means the farm changed under the run: no capture then.
    */
   tree?: { seen: Set<RelPath>; folders: Set<RelPath>; skipped: Set<RelPath>; excluded: (rel: RelPath) => boolean };
+  /** Listings read earlier in the run (the tree walk), used for folders not in `touched`. */
+  listings?: Map<RelPath, Buffer>;
+  touched?: Set<RelPath>;
 }
 
 function folderOrder(folders: Iterable<RelPath>): Array<{ rel: RelPath; depth: number; name: string }> {
@@ -281,6 +284,27 @@ export function inputsDigest(rootFd: number, inputs: RelPath[]): string {
   return h.digest('base64');
 }
 
+/** A record's inode as words (see INODE_WORDS), as struct stat would hold them. */
+function recordWords(rec: { size: number; mtimeNs: string; ctimeNs: string }, ino: number, w: Uint32Array): void {
+  const put = (k: number, v: bigint) => {
+    const u = BigInt.asUintN(64, v);
+    w[2 * k] = Number(u & 0xffffffffn);
+    w[2 * k + 1] = Number(u >> 32n);
+  };
+  const time = (k: number, nsText: string) => {
+    const ns = BigInt(nsText);
+    let sec = ns / 1_000_000_000n;
+    let nsec = ns % 1_000_000_000n;
+    if (nsec < 0n) { sec -= 1n; nsec += 1_000_000_000n; } // struct stat: floor seconds, 0 <= nsec
+    put(k, sec);
+    put(k + 1, nsec);
+  };
+  put(0, BigInt(ino));
+  put(1, BigInt(rec.size));
+  time(2, rec.mtimeNs);
+  time(4, rec.ctimeNs);
+}
+
 /** An inode's size, mtime and ctime as records hold them, from its words (see INODE_WORDS). */
 function wordsSig(words: number[], at: number): { size: number; mtimeNs: string; ctimeNs: string } {
   const u64 = (k: number) => BigInt(words[at + 2 * k]) + (BigInt(words[at + 2 * k + 1]) << 32n);
@@ -317,7 +341,8 @@ export function captureQuick(
     const fail = (reason: string) => { why ??= reason; return false; };
     walkFolders(root.rootFd, order, (f, fd) => {
       const dir = f.rel;
-      const dents = readDirents(fd, f.depth === 0);
+      const earlier = root.touched?.has(dir) ? undefined : root.listings?.get(dir);
+      const dents = earlier ?? readDirents(fd, f.depth === 0);
       if (!dents) return fail(`cannot list /${dir}`);
       folders.push({ depth: f.depth, name: f.name });
       listings.update(dents);
@@ -332,11 +357,16 @@ export function captureQuick(
           // One stat per inode: other names of it are held to the words already taken.
           let at = slot.get(ino);
           if (at === undefined) {
-            if (!statRawAt(fd, dents.subarray(nameOff, nameEnd + 1))) return fail(`cannot stat /${p}`);
-            if (rawStat.buf.readBigUInt64LE(0) !== devN) return fail(`/${p} is on another filesystem`);
+            // A candidate's words come from its record (what the run decided on): if the disk
+            // differs by now, the next check sees it. Database files are stat'ed.
+            if (rec) recordWords(rec, ino, w);
+            else {
+              if (!statRawAt(fd, dents.subarray(nameOff, nameEnd + 1))) return fail(`cannot stat /${p}`);
+              if (rawStat.buf.readBigUInt64LE(0) !== devN) return fail(`/${p} is on another filesystem`);
+              statWords(w, 0);
+            }
             at = words.length;
             slot.set(ino, at);
-            statWords(w, 0);
             for (const x of w) words.push(x);
           }
           if (rec) {

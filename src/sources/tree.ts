@@ -54,7 +54,12 @@ export function readExcludeFile(file: string): string[] {
 }
 
 /** What a walk saw besides files: the folders it read, and mount points it left alone. */
-export interface WalkSeen { folders: Set<RelPath>; skipped: Set<RelPath> }
+export interface WalkSeen {
+  folders: Set<RelPath>;
+  skipped: Set<RelPath>;
+  /** Each folder's getdents records as the walk read them (kept for the quick-rescan file). */
+  listings?: Map<RelPath, Buffer>;
+}
 
 /**
  * Every regular file below the root that is not excluded, sorted. Folders are listed with
@@ -89,6 +94,7 @@ function readDir(root: RootDir, dfd: number, dir: RelPath, exclude: Excluder, fi
   seen?.folders.add(dir);
   const dents = readDirents(dfd);
   if (!dents) throw new VunifyError('IO', 'cannot list the folder', display(`${root.path}/${dir}`));
+  seen?.listings?.set(dir, Buffer.from(dents));
   forEachDirent(dents, (_ino, type, nameOff, nameEnd) => {
     const name = dents.toString('latin1', nameOff, nameEnd);
     const rel = dir === '' ? name : `${dir}/${name}`;
