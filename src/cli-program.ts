@@ -114,7 +114,7 @@ async function runUnify(o: UnifyOptions): Promise<Report> {
   const quick = o.full ? null : quickReport(o, started);
   if (quick) return quick;
   const { unify } = await import('./engine.js');
-  return unify({ ...o, full: true });
+  return unify({ ...o, quickTried: true });
 }
 
 const engine = () => import('./engine.js');

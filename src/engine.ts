@@ -11,7 +11,7 @@ import { addCounters, emptyCounters, pathForReport, type Counters, type FileLine
 import { phaseCounter, type ProgressSink } from './progress.js';
 import { hashFiles, scanRoot, type InodeCache, type ScanStats } from './scan.js';
 import type { FileRecord } from './store/index-db.js';
-import { captureQuick, inputsDigest, quickReport, type CaptureRoot } from './quick.js';
+import { captureQuick, inputsDigest, quickReport, surveyRecord, type CaptureRoot } from './quick.js';
 
 export { dropVanishedRoots, TREE_PKG } from './prepare.js';
 export { takeLock } from './lock.js';
@@ -54,8 +54,10 @@ export interface UnifyOptions extends CommonOptions {
   dryRun?: boolean;
   /** Set the immutable attribute on shared inodes (default true). */
   immutable?: boolean;
-  /** Scan in full even when the quick check could show the farm unchanged. */
+  /** Scan in full: no quick rescan, and nothing taken over from the last complete unify. */
   full?: boolean;
+  /** The caller tried the quick rescan already (the CLI does, before loading this module). */
+  quickTried?: boolean;
 }
 
 
@@ -68,14 +70,20 @@ async function scanAll(p: Prepared, opts: CommonOptions, report: Report, complet
   const { farm } = p;
   const inodes: InodeCache = new Map();
   const named = new Set(p.packages);
-  const covers = opts.packages === 'all' || opts.allFiles ? () => true : (rec: FileRecord) => rec.pkg !== undefined && named.has(rec.pkg);
+  const coversAll = opts.packages === 'all' || opts.allFiles;
+  // Records of settled files stay: they were not scanned because nothing about them changed.
+  const coverOf = (settled?: Map<RelPath, number>) => (rec: FileRecord, rel: RelPath) =>
+    !settled?.has(rel) && (coversAll || (rec.pkg !== undefined && named.has(rec.pkg)));
   const all = rootsOf(p);
   const counter = phaseCounter(opts.progress, 'scan', all.reduce((a, [, pr]) => a + candidatePaths(pr).length, 0), 'files');
   for (const [root, pr, role] of all) {
     const started = Date.now();
     const stats: ScanStats = { filesHashed: 0, bytesHashed: 0, filesStatted: 0 };
-    pr.entries = await scanRoot(root.dir, candidatePaths(pr), farm.index, stats, {
-      inodes, covers, pkgOf: (k) => pr.owned.get(k)?.pkg, onFile: () => counter.add(1),
+    const paths = candidatePaths(pr);
+    const settled = role === 'server' ? p.settled.get(pr.name) : undefined;
+    pr.entries = await scanRoot(root.dir, paths, farm.index, stats, {
+      inodes, covers: coverOf(settled), pkgOf: (k) => pr.owned.get(k)?.pkg, onFile: () => counter.add(1),
+      sparse: (settled?.size ?? 0) > paths.length, keep: settled ? (k) => settled.has(k) : undefined,
     });
     await farm.index.putRoot(root.dir.path, { name: root.name, lastScanAt: new Date().toISOString(), lastScanMs: Date.now() - started, lastRole: role });
   }
@@ -195,13 +203,17 @@ export async function unify(opts: UnifyOptions): Promise<Report> {
   const started = Date.now();
   const dryRun = opts.dryRun ?? false;
   const immutable = opts.immutable ?? true;
-  const quick = opts.full ? null : quickReport(opts, started);
+  const quick = opts.full || opts.quickTried ? null : quickReport(opts, started);
   if (quick) return quick;
   let t = performance.now();
-  const p = await prepare(opts, immutable && !dryRun, !dryRun);
+  const p = await prepare(opts, immutable && !dryRun, !dryRun, true);
   try {
     const report = newReport(p, dryRun ? 'plan' : 'unify', dryRun, immutable);
     const lap = (phase: string) => { const now = performance.now(); opts.trace?.(phase, now - t); t = now; };
+    if ((opts.verbose ?? 0) < 2) {
+      settleFromSurvey(p, immutable && !dryRun);
+      opts.trace?.(`settled: ${[...p.settled.values()].reduce((a, m) => a + m.size, 0)} files unchanged and unified since the last complete run`, performance.now() - t);
+    }
     lap('prepare');
     await scanAll(p, opts, report, dryRun);
     lap('scan+hash');
@@ -251,6 +263,7 @@ export async function unify(opts: UnifyOptions): Promise<Report> {
       if (shouldList(opts.verbose, action)) files.push({ server: d.server, path: shown, action, detail });
       if (action === 'skip:immutable') notable.push({ server: d.server, path: shown, action, detail });
     }
+    for (const [server, settled] of p.settled) report.servers[server].alreadyUnified += settled.size;
     if (opts.verbose) report.files = files;
     const done = finish(report, started, ctx, rootNames(p));
     if (!dryRun) {
@@ -342,6 +355,43 @@ export async function undo(opts: CommonOptions): Promise<Report> {
 }
 
 /**
+ * A server file that has the reference's inode at the same path, both unchanged since the
+ * last complete unify (the survey), both candidates and not config, non-empty: plan would
+ * say 'already', and apply has nothing to do for it (its inode carries vunify's attribute,
+ * when it should). It is counted and left out of the scan and the plan, which then cost in
+ * proportion to what changed.
+ */
+function settleFromSurvey(p: Prepared, needAttribute: boolean): void {
+  const sv = p.farm.survey;
+  const refDirs = sv?.roots.get(p.refPlan.root);
+  if (!sv || !refDirs) return;
+  const ours = new Map<number, boolean>(); // inode -> carries vunify's attribute (asked once)
+  for (const sp of p.serverPlans) {
+    const dirs = sv.roots.get(sp.root);
+    if (!dirs) continue;
+    const settled = new Map<RelPath, number>();
+    for (const [k, own] of sp.owned) {
+      if (own.config) continue;
+      const refOwn = p.refPlan.owned.get(k);
+      if (!refOwn || refOwn.config) continue;
+      const i = k.lastIndexOf('/');
+      const dir = i < 0 ? '' : k.slice(0, i);
+      const name = k.slice(i + 1);
+      const ino = dirs.get(dir)?.get(name);
+      if (ino === undefined || refDirs.get(dir)?.get(name) !== ino) continue;
+      if (needAttribute) {
+        let has = ours.get(ino);
+        if (has === undefined) ours.set(ino, (has = p.farm.index.getInode(sv.dev, String(ino)) !== undefined));
+        if (!has) continue;
+      }
+      settled.set(k, ino);
+    }
+    for (const k of settled.keys()) sp.owned.delete(k);
+    p.settled.set(sp.name, settled);
+  }
+}
+
+/**
  * After a complete run, records the farm for the quick rescan, with the report a rescan of
  * the unchanged farm gives: what this run linked is then already unified, and nothing is
  * read. A run that left work (a failure, a file changed under way, a link limit) records
@@ -364,14 +414,18 @@ function captureAfter(p: Prepared, opts: UnifyOptions, report: Report, notable: 
       if (written === null) return `the record of /${k} was dropped`;
       records.set(k, written ?? e.rec);
     }
-    const folders = s.walk ? s.walk.folders : new Set([...pr.owned.keys()].map((k) => k.slice(0, Math.max(0, k.lastIndexOf('/')))));
+    const settled = p.settled.get(pr.name);
+    for (const [k, ino] of settled ?? []) records.set(k, p.written.get(`${root.dir.path}\0${k}`) ?? surveyRecord(p.farm.survey!, ino) as FileRecord);
+
+    const paths = [...pr.owned.keys(), ...(settled?.keys() ?? [])];
+    const folders = s.walk ? s.walk.folders : new Set(paths.map((k) => k.slice(0, Math.max(0, k.lastIndexOf('/')))));
     const touched = new Set<RelPath>();
     for (const k of ctx.touchedDirs ?? []) if (k.startsWith(`${root.dir.path}\0`)) touched.add(k.slice(root.dir.path.length + 1));
     roots.push({
       path: root.dir.path, rootFd: root.dir.rootFd, folders, files: records, inputs: s.inputs,
       // The walk's listings, for folders this run did not change: what its decisions saw.
       listings: s.walk?.listings, touched,
-      tree: s.walk && p.excluded ? { seen: new Set(pr.owned.keys()), folders: s.walk.folders, skipped: s.walk.skipped, excluded: p.excluded } : undefined,
+      tree: s.walk && p.excluded ? { seen: new Set(paths), folders: s.walk.folders, skipped: s.walk.skipped, excluded: p.excluded } : undefined,
     });
   }
   const next: Report = structuredClone({ ...report, files: undefined });

@@ -10,7 +10,7 @@ import { getInodeFlags } from './fsx/sys.js';
 import { takeLock } from './lock.js';
 import { DEFAULT_DB, DEFAULT_VSERVERS_DIR, serverPath } from './paths.js';
 import type { Owned, PlanRoot } from './plan.js';
-import { inputsDigest } from './quick.js';
+import { inputsDigest, quickSurvey, type QuickOptions, type QuickSurvey } from './quick.js';
 import { recover } from './recover.js';
 import { DpkgSource } from './sources/dpkg.js';
 import { RpmSource } from './sources/rpm.js';
@@ -59,9 +59,13 @@ async function openRoot(token: string, opts: CommonOptions): Promise<Root> {
   return { name: token, dir, source };
 }
 
-export interface Farm { ref: Root; servers: Root[]; index: Index; lockFd: number }
+export interface Farm {
+  ref: Root; servers: Root[]; index: Index; lockFd: number;
+  /** What the last complete unify left that is still as it was (see quickSurvey). */
+  survey: QuickSurvey | null;
+}
 
-async function openFarm(opts: CommonOptions, needImmutable: boolean, changesFarm: boolean): Promise<Farm> {
+async function openFarm(opts: CommonOptions, needImmutable: boolean, changesFarm: boolean, survey: boolean): Promise<Farm> {
   if (opts.servers.length === 0) throw new VunifyError('USAGE', 'name at least one server besides the reference');
   if (opts.allFiles && (opts.packages === 'all' || opts.packages.length > 0)) {
     throw new VunifyError('USAGE', '--all-files takes every file: name no packages and leave out --all-packages');
@@ -98,6 +102,8 @@ async function openFarm(opts: CommonOptions, needImmutable: boolean, changesFarm
     const dbPath = path.resolve(opts.db ?? DEFAULT_DB);
     const lockFd = takeLock(dbPath);
     try {
+      // Read before the quick file goes: files still as the last complete run left them.
+      const surveyed = survey ? quickSurvey(opts as QuickOptions, dbPath, opened.map((r) => r.dir.path)) : null;
       // Before any change: from here on only a full rescan can tell what the farm holds.
       if (changesFarm) dropQuick(dbPath);
       const index = Index.open(dbPath, { rebuild: opts.rebuildIndex });
@@ -107,7 +113,7 @@ async function openFarm(opts: CommonOptions, needImmutable: boolean, changesFarm
         await index.close();
         throw err;
       }
-      return { ref, servers, index, lockFd };
+      return { ref, servers, index, lockFd, survey: surveyed };
     } catch (err) {
       fs.closeSync(lockFd);
       throw err;
@@ -150,13 +156,18 @@ export interface Prepared {
   tree: boolean;
   /** For the quick-rescan file: each root's package database state, and what tree mode walked. */
   seen: Map<string, { inputs: RelPath[]; inputsDigest: string; walk?: WalkSeen }>;
+  /**
+   * Per server, the files taken as already unified from the survey (path -> inode): not
+   * scanned nor planned again.
+   */
+  settled: Map<string, Map<RelPath, number>>;
   /** File records written by apply (see captureAfter). */
   written: Map<string, FileRecord | null>;
   excluded?: Excluder;
 }
 
-export async function prepare(opts: CommonOptions, needImmutable: boolean, changesFarm = false): Promise<Prepared> {
-  const farm = await openFarm(opts, needImmutable, changesFarm);
+export async function prepare(opts: CommonOptions, needImmutable: boolean, changesFarm = false, survey = false): Promise<Prepared> {
+  const farm = await openFarm(opts, needImmutable, changesFarm, survey);
   try {
     await dropVanishedRoots(farm.index, opts.log);
     // Taken before the databases are read: a change while they are read then shows.
@@ -197,7 +208,7 @@ async function preparePackages(farm: Farm, opts: CommonOptions): Promise<Prepare
     serverPlans.push({ name: s.name, root: s.dir.path, entries: new Map(), owned: o.owned, installed: o.installed });
   }
   return {
-    farm, packages, notes, serverPlans, tree: false, seen: new Map(), written: new Map(),
+    farm, packages, notes, serverPlans, tree: false, seen: new Map(), written: new Map(), settled: new Map(),
     refPlan: { name: farm.ref.name, root: farm.ref.dir.path, entries: new Map(), owned: ref.owned, installed: ref.installed },
   };
 }
@@ -225,7 +236,7 @@ async function prepareTree(farm: Farm, opts: CommonOptions, seen: Prepared['seen
   const refPlan = await planOf(farm.ref);
   const serverPlans: PlanRoot[] = [];
   for (const s of farm.servers) serverPlans.push(await planOf(s));
-  return { farm, packages: [], notes, serverPlans, refPlan, tree: true, seen, written: new Map(), excluded: exclude };
+  return { farm, packages: [], notes, serverPlans, refPlan, tree: true, seen, written: new Map(), settled: new Map(), excluded: exclude };
 }
 
 /** The package name given to tree-mode files that no package database lists. */

@@ -207,6 +207,83 @@ export function quickRescan(opts: QuickOptions): QuickResult | string {
   }
 }
 
+/**
+ * What a full run may take from the last complete run without looking again: per root, the
+ * regular files (name -> inode, by folder) whose listing entry and inode are as that run
+ * left them, non-empty, on the farm's filesystem. A server file with the reference's inode
+ * at the same path is then already unified, as plan would decide.
+ */
+export interface QuickSurvey {
+  roots: Map<string, Map<RelPath, Map<string, number>>>;
+  words: Map<number, Uint32Array>;
+  dev: string;
+  /** surveyRecord's results, one per inode. */
+  records: Map<number, { dev: string; ino: string; size: number; mtimeNs: string; ctimeNs: string }>;
+}
+
+/**
+ * Reads the quick file's folders and inodes as they are now, without stopping at a change:
+ * null when the file, options, index or mounts do not match (the caller holds the lock).
+ */
+export function quickSurvey(opts: QuickOptions, dbPath: string, rootPaths: string[]): QuickSurvey | null {
+  if (opts.full || (opts.verbose ?? 0) >= 2 || opts.rebuildIndex || !L || process.env.VUNIFY_NO_QUICK) return null;
+  const state = readQuick(dbPath);
+  if (!state) return null;
+  const h = state.header;
+  if (h.fingerprint !== fingerprint(opts, rootPaths) || indexId(dbPath) !== h.index || mountsDigest(rootPaths) !== h.mounts) return null;
+  const words = state.inodes;
+  const slot = new Map<number, number>();
+  for (let i = 0; i < words.length / INODE_WORDS; i++) slot.set(words[i * INODE_WORDS] + words[i * INODE_WORDS + 1] * 2 ** 32, i);
+  const verdict = new Map<number, boolean>(); // inode -> unchanged (and non-empty, on our filesystem)
+  const out: QuickSurvey = { roots: new Map(), words: new Map(), dev: h.dev, records: new Map() };
+  const devN = BigInt(h.dev);
+  for (const qr of h.roots) {
+    if (!rootPaths.includes(qr.path)) continue;
+    let rootFd: number;
+    try { rootFd = fs.openSync(qr.path, ROOT_FLAGS); } catch { continue; }
+    const byDir = new Map<RelPath, Map<string, number>>();
+    out.roots.set(qr.path, byDir);
+    try {
+      const st = fs.fstatSync(rootFd);
+      if (`${st.dev}` !== h.dev || `${st.ino}` !== qr.ino) continue;
+      const rels: string[] = [];
+      walkFolders(rootFd, qr.folders, (f, fd) => {
+        rels[f.depth] = f.depth === 0 ? '' : rels[f.depth - 1] === '' ? f.name : `${rels[f.depth - 1]}/${f.name}`;
+        const dir = rels[f.depth];
+        const dents = readDirents(fd, f.depth === 0);
+        if (!dents) return true;
+        const stable = new Map<string, number>();
+        forEachDirent(dents, (ino, type, nameOff, nameEnd) => {
+          if (type !== DT_REG) return true;
+          const i = slot.get(ino);
+          if (i === undefined) return true;
+          let ok = verdict.get(ino);
+          if (ok === undefined) {
+            ok = statRawAt(fd, dents.subarray(nameOff, nameEnd + 1)) && rawStat.buf.readBigUInt64LE(0) === devN &&
+              sameWords(words, i * INODE_WORDS) && (words[i * INODE_WORDS + 2] !== 0 || words[i * INODE_WORDS + 3] !== 0);
+            verdict.set(ino, ok);
+            if (ok) out.words.set(ino, words.subarray(i * INODE_WORDS, (i + 1) * INODE_WORDS));
+          }
+          if (ok) stable.set(dents.toString('latin1', nameOff, nameEnd), ino);
+          return true;
+        });
+        if (stable.size) byDir.set(dir, stable);
+        return true;
+      }, true);
+    } finally {
+      fs.closeSync(rootFd);
+    }
+  }
+  return out;
+}
+
+/** A record for an inode the survey found unchanged: what the last run recorded of it. */
+export function surveyRecord(s: QuickSurvey, ino: number): { dev: string; ino: string; size: number; mtimeNs: string; ctimeNs: string } {
+  let rec = s.records.get(ino);
+  if (!rec) s.records.set(ino, (rec = { dev: s.dev, ino: String(ino), ...wordsSig(Array.from(s.words.get(ino)!), 0) }));
+  return rec;
+}
+
 /** quickRescan as a finished report (durationMs from `started`), traced; null when it cannot tell. */
 export function quickReport(opts: QuickOptions & { trace?: (phase: string, ms: number) => void }, started: number): Report | null {
   const q = quickRescan(opts);

@@ -71,7 +71,14 @@ export interface ScanOptions {
    * Records of this root that this scan covers (all, or those of the named packages): the
    * ones whose path was not scanned now (a removed package or file) are dropped.
    */
-  covers?: (rec: FileRecord) => boolean;
+  covers?: (rec: FileRecord, rel: RelPath) => boolean;
+  /**
+   * Few of the root's recorded files are scanned (the rest are settled): look records up one
+   * by one instead of decoding all of them.
+   */
+  sparse?: boolean;
+  /** Paths whose records stay whether scanned or not (settled files). */
+  keep?: (rel: RelPath) => boolean;
   /** Told of each file scanned. */
   onFile?: () => void;
 }
@@ -91,9 +98,16 @@ export async function scanRoot(
   const out = new Map<RelPath, ScanEntry>();
   const inodes = opts.inodes ?? new Map();
   let pending: Array<[string, RelPath, FileRecord | null]> = [];
-  // One range read of the root's records costs less than a lookup per path.
+  // One range read of the root's records costs less than a lookup per path, unless few are wanted.
   const known = new Map<RelPath, FileRecord>();
-  for (const f of index.filesOf(root.path)) known.set(f.path, f.rec);
+  if (opts.sparse) {
+    for (const rel of paths) {
+      const rec = index.getFile(root.path, rel);
+      if (rec) known.set(rel, rec);
+    }
+  } else {
+    for (const f of index.filesOf(root.path)) known.set(f.path, f.rec);
+  }
   // Sorted paths keep one folder's files together, so folder fds are reused.
   const held = new HeldDir();
   for (const rel of [...paths].sort()) {
@@ -114,7 +128,15 @@ export async function scanRoot(
   }
   held.release();
   if (opts.covers) {
-    for (const [rel, rec] of known) if (!out.has(rel) && opts.covers(rec)) pending.push([root.path, rel, null]);
+    if (opts.sparse) {
+      for (const rel of index.filePathsOf(root.path)) {
+        if (out.has(rel) || opts.keep?.(rel)) continue;
+        const rec = index.getFile(root.path, rel);
+        if (rec && opts.covers(rec, rel)) pending.push([root.path, rel, null]);
+      }
+    } else {
+      for (const [rel, rec] of known) if (!out.has(rel) && opts.covers(rec, rel)) pending.push([root.path, rel, null]);
+    }
   }
   await index.putFiles(pending);
   return out;

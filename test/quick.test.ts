@@ -18,7 +18,7 @@ function run(env: NodeJS.ProcessEnv, args: string[], extra: NodeJS.ProcessEnv = 
   expect(r.status, r.stderr).toBe(0);
   const rep = JSON.parse(r.stdout) as Rep;
   // Why a run was not quick, for failure messages.
-  Object.defineProperty(rep, 'why', { value: r.stderr.split('\n').filter((l) => / quick/.test(l)).join('; '), enumerable: false });
+  Object.defineProperty(rep, 'why', { value: r.stderr.split('\n').filter((l) => / quick| settled/.test(l)).join('; '), enumerable: false });
   return rep;
 }
 const why = (r: Rep) => (r as unknown as { why: string }).why;
@@ -28,6 +28,8 @@ const outcome = (r: Rep) => {
   const { durationMs: _d, unchangedSince: _u, ...rest } = r;
   return rest;
 };
+/** The decisions alone: a run that reads files records their hashes, and the next reads less. */
+const decisions = (r: Rep) => JSON.parse(JSON.stringify(outcome(r), (k, v) => (k === 'filesHashed' || k === 'bytesHashed' ? undefined : v)));
 
 function rpm(root: string, ...args: string[]): void {
   const r = spawnSync('rpm', ['--root', root, '--dbpath', '/var/lib/rpm', '--define', '_db_backend sqlite', '--force-debian', '--nodeps', '--noscripts', '--notriggers', ...args], { encoding: 'utf8' });
@@ -58,6 +60,11 @@ describe('quick rescan, packages mode (RPM farm)', () => {
    * of the same state.
    */
   const expectFullThenQuick = (reason: string): Rep => {
+    // What the full run takes over from the last one (files still linked, unchanged) gives
+    // the plan a full scan gives.
+    const dry = run(env, ['plan', ...ARGS.slice(1)]);
+    expect(dry.unchangedSince, reason).toBeUndefined();
+    expect(decisions(dry), reason).toEqual(decisions(run(env, ['plan', '--full', ...ARGS.slice(1)])));
     const full = run(env, ARGS);
     expect(full.unchangedSince, `${reason}: the run after the change must be full`).toBeUndefined();
     const quick = run(env, ARGS);
@@ -98,8 +105,9 @@ describe('quick rescan, packages mode (RPM farm)', () => {
     buf[100] ^= 1;
     fs.writeFileSync(f, buf);
     fs.utimesSync(f, st.atime, st.mtime);
-    const full = expectFullThenQuick('content');
-    expect(full.totals.filesHashed).toBeGreaterThan(0);
+    // The changed file is read again (by the first run after the change: here a dry run).
+    expect(run(env, ['plan', ...ARGS.slice(1)]).totals.filesHashed).toBeGreaterThan(0);
+    expectFullThenQuick('content');
   });
 
   it('an attribute cleared on a shared inode makes the run full', () => {
@@ -215,13 +223,15 @@ describe('quick rescan, packages mode (RPM farm)', () => {
   });
 });
 
+const PARAMS = { servers: 3, filesPerServer: 300, largeMin: 65536, largeMax: 262144, seed: 3 };
+
 describe('quick rescan, tree mode', () => {
   let base: string;
   let env: NodeJS.ProcessEnv;
   let ARGS: string[];
   beforeAll(() => {
     base = fs.mkdtempSync(path.join(os.tmpdir(), 'vunify-quick-'));
-    const m = farmLib.writeFarm(path.join(base, 'farm'), farmLib.farmParams({ servers: 3, filesPerServer: 300, largeMin: 65536, largeMax: 262144, seed: 3 }));
+    const m = farmLib.writeFarm(path.join(base, 'farm'), farmLib.farmParams(PARAMS));
     fs.mkdirSync(path.join(m.vserversDir, 's1', 'etc'));
     fs.writeFileSync(path.join(m.vserversDir, 's1', 'etc', 'hosts'), '127.0.0.1 localhost\n');
     env = { VUNIFY_VSERVERS_DIR: m.vserversDir, VUNIFY_DB: path.join(base, 'index') };
@@ -257,5 +267,28 @@ describe('quick rescan, tree mode', () => {
     sh('chattr', '-i', copy);
     fs.renameSync(copy, path.join(vd, 's2', rel + '.moved'));
     expect(run(env, ARGS).unchangedSince).toBeUndefined();
+  });
+
+  it('after a package upgrade in every root, a run that takes the unchanged files over decides as a full one', () => {
+    const vd = env.VUNIFY_VSERVERS_DIR!;
+    run(env, ARGS);
+    expectQuick(run(env, ARGS)).toBeDefined();
+    const p = farmLib.farmParams(PARAMS);
+    const picked = farmLib.changedIndexes(p, 5, 1);
+    const paths = [0, 1, 2].flatMap((s) => picked.map((i: number) => path.join(vd, `s${s}`, farmLib.fileSpec(p, i).rel)));
+    sh('chattr', '-i', ...paths);
+    farmLib.changeFarm(vd, p, picked, 1);
+    const dry = run(env, ['plan', ...ARGS.slice(1)]);
+    expect(dry.unchangedSince).toBeUndefined();
+    // Most files were taken over, not scanned again.
+    expect(Number(/settled: (\d+)/.exec(why(dry))?.[1])).toBeGreaterThan(dry.totals.alreadyUnified * 0.8);
+    expect(dry.totals.unified).toBe(2 * picked.length);
+    expect(decisions(dry)).toEqual(decisions(run(env, ['plan', '--full', ...ARGS.slice(1)])));
+    const r = run(env, ARGS);
+    expect(r.totals.unified).toBe(2 * picked.length);
+    expect(decisions(r)).toEqual(decisions({ ...dry, command: 'unify', dryRun: false } as Rep));
+    const quick = run(env, ARGS);
+    expectQuick(quick).toBeDefined();
+    expect(outcome(quick)).toEqual(outcome(run(env, [ARGS[0], '--full', ...ARGS.slice(1)])));
   });
 });

@@ -240,6 +240,11 @@ export class Index {
   }
 
   /** Every file record of one root. */
+  /** The paths of a root's file records, without decoding the records. */
+  *filePathsOf(root: string): Generator<RelPath> {
+    for (const key of this.files.getKeys({ start: [root], end: [root, '\uffff'] })) yield (key as [string, string])[1];
+  }
+
   *filesOf(root: string): Generator<{ path: RelPath; rec: FileRecord }> {
     for (const { key, value } of this.files.getRange({ start: [root], end: [root, '\uffff'] })) {
       yield { path: (key as [string, string])[1], rec: value };
