@@ -15,7 +15,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import type { UnifyOptions } from './engine.js';
 import type { RelPath } from './fsx/rootdir.js';
-import { closeFd, forEachDirent, openDirAt, rawStat, readDirents, statRawAt } from './fsx/sys.js';
+import { DT_DIR, DT_REG, DT_UNKNOWN, closeFd, forEachDirent, openDirAt, rawStat, readDirents, statRawAt } from './fsx/sys.js';
 import { takeLock } from './lock.js';
 import { DEFAULT_DB, DEFAULT_VSERVERS_DIR, serverPath } from './paths.js';
 import type { FileLine, Report } from './report.js';
@@ -25,10 +25,6 @@ import { INODE_WORDS, readQuick, writeQuick, type QuickFolder, type QuickHeader,
 export type QuickOptions = Pick<UnifyOptions,
   'reference' | 'servers' | 'packages' | 'vserversDir' | 'db' | 'rpm' | 'verbose' | 'packageManager' | 'allFiles' |
   'exclude' | 'excludeFrom' | 'defaultExcludes' | 'rebuildIndex' | 'immutable' | 'dryRun' | 'full'>;
-
-const DT_UNKNOWN = 0;
-const DT_DIR = 4;
-const DT_REG = 8;
 
 const VERSION = (() => {
   try {

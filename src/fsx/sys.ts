@@ -327,6 +327,11 @@ export function forEachDirent(buf: Buffer, fn: (ino: number, type: number, nameO
   return true;
 }
 
+/** d_type values of linux_dirent64. */
+export const DT_UNKNOWN = 0;
+export const DT_DIR = 4;
+export const DT_REG = 8;
+
 /** The struct stat buffer statRawAt fills, with the offsets of its fields on this machine. */
 export const rawStat = { buf: Buffer.alloc(256), layout: LAYOUT };
 

@@ -4,7 +4,7 @@
 import fs from 'node:fs';
 import picomatch from 'picomatch';
 import { RootDir, UnsafePathError, display, type RelPath } from '../fsx/rootdir.js';
-import { forEachDirent, readDirents } from '../fsx/sys.js';
+import { DT_DIR, DT_REG, DT_UNKNOWN, forEachDirent, readDirents } from '../fsx/sys.js';
 import { VunifyError, isErrno } from '../errors.js';
 
 /**
@@ -81,10 +81,6 @@ export async function walkTree(root: RootDir, exclude: Excluder, seen?: WalkSeen
   }
   return files.sort();
 }
-
-const DT_DIR = 4;
-const DT_REG = 8;
-const DT_UNKNOWN = 0;
 
 function readDir(root: RootDir, dfd: number, dir: RelPath, exclude: Excluder, files: RelPath[], queue: RelPath[], seen?: WalkSeen): void {
   if (dir !== '' && fs.fstatSync(dfd, { bigint: true }).dev !== root.dev) {
