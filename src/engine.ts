@@ -422,7 +422,7 @@ function captureAfter(p: Prepared, opts: UnifyOptions, report: Report, notable: 
     const touched = new Set<RelPath>();
     for (const k of ctx.touchedDirs ?? []) if (k.startsWith(`${root.dir.path}\0`)) touched.add(k.slice(root.dir.path.length + 1));
     roots.push({
-      path: root.dir.path, rootFd: root.dir.rootFd, folders, files: records, inputs: s.inputs,
+      path: root.dir.path, rootFd: root.dir.rootFd, folders, files: records, inputs: s.inputs.folders, inputFiles: s.inputFiles,
       // The walk's listings, for folders this run did not change: what its decisions saw.
       listings: s.walk?.listings, touched,
       tree: s.walk && p.excluded ? { seen: new Set(paths), folders: s.walk.folders, skipped: s.walk.skipped, excluded: p.excluded } : undefined,

@@ -10,12 +10,12 @@ import { getInodeFlags } from './fsx/sys.js';
 import { takeLock } from './lock.js';
 import { DEFAULT_DB, DEFAULT_VSERVERS_DIR, serverPath } from './paths.js';
 import type { Owned, PlanRoot } from './plan.js';
-import { inputsDigest, quickSurvey, type QuickOptions, type QuickSurvey } from './quick.js';
+import { fileSignature, inputsDigest, quickSurvey, type QuickOptions, type QuickSurvey } from './quick.js';
 import { recover } from './recover.js';
 import { DpkgSource } from './sources/dpkg.js';
 import { RpmSource } from './sources/rpm.js';
 import { DEFAULT_EXCLUDES, makeExcluder, readExcludeFile, walkTree, type Excluder, type WalkSeen } from './sources/tree.js';
-import type { PackageListing, PackageSource } from './sources/types.js';
+import type { PackageListing, PackageSource, SourceInputs } from './sources/types.js';
 import { Index, type FileRecord } from './store/index-db.js';
 import { dropQuick } from './store/quick-file.js';
 
@@ -155,7 +155,7 @@ export interface Prepared {
   /** Tree mode: no per-package whitelist. */
   tree: boolean;
   /** For the quick-rescan file: each root's package database state, and what tree mode walked. */
-  seen: Map<string, { inputs: RelPath[]; inputsDigest: string; walk?: WalkSeen }>;
+  seen: Map<string, { inputs: SourceInputs; inputsDigest: string; inputFiles: Array<[RelPath, string]>; walk?: WalkSeen }>;
   /**
    * Per server, the files taken as already unified from the survey (path -> inode): not
    * scanned nor planned again.
@@ -173,8 +173,11 @@ export async function prepare(opts: CommonOptions, needImmutable: boolean, chang
     // Taken before the databases are read: a change while they are read then shows.
     const seen: Prepared['seen'] = new Map();
     for (const r of [farm.ref, ...farm.servers]) {
-      const inputs = r.source?.inputs ?? [];
-      seen.set(r.dir.path, { inputs, inputsDigest: inputsDigest(r.dir.rootFd, inputs) });
+      const inputs = r.source?.inputs ?? { folders: [], files: [] };
+      seen.set(r.dir.path, {
+        inputs, inputsDigest: inputsDigest(r.dir.rootFd, inputs),
+        inputFiles: inputs.files.map((rel) => [rel, fileSignature(r.dir.rootFd, rel)]),
+      });
     }
     const p = opts.allFiles ? await prepareTree(farm, opts, seen) : await preparePackages(farm, opts);
     p.seen = seen;

@@ -168,6 +168,9 @@ export function quickRescan(opts: QuickOptions): QuickResult | string {
       try {
         const st = fs.fstatSync(rootFd);
         if (`${st.dev}` !== h.dev || `${st.ino}` !== qr.ino) return `${qr.path} is another folder`;
+        for (const [rel, sig] of qr.inputs ?? []) {
+          if (fileSignature(rootFd, rel) !== sig) return `the package database of ${qr.path} changed (/${rel})`;
+        }
         let where = '';
         const listings = crypto.createHash('sha1');
         const ok = walkFolders(rootFd, qr.folders, (f, fd) => {
@@ -301,6 +304,8 @@ export interface CaptureRoot {
   files: Map<RelPath, { dev: string; ino: string; size: number; mtimeNs: string; ctimeNs: string }>;
   /** Package database folders: every regular file in them goes into the table as it is now. */
   inputs: RelPath[];
+  /** Package database files and their state when the run read the database (fileSignature). */
+  inputFiles: Array<[RelPath, string]>;
   /**
    * Tree mode: the walk's view. A regular file or folder that is not excluded and that the
    * run did not see means the farm changed under the run: no capture then.
@@ -334,9 +339,39 @@ function folderOrder(folders: Iterable<RelPath>): Array<{ rel: RelPath; depth: n
   return out;
 }
 
-/** A digest of the listings and regular files of package database folders, to see them change. */
-export function inputsDigest(rootFd: number, inputs: RelPath[]): string {
+/**
+ * A package database file's state: its inode's words, 'empty', or 'absent' (or 'not a file'). The
+ * folders on the way are opened one by one, following no symlink.
+ */
+export function fileSignature(rootFd: number, rel: RelPath): string {
+  const parts = rel.split('/');
+  const name = parts.pop()!;
+  const fds: number[] = [];
+  try {
+    let fd = rootFd;
+    for (const p of parts) {
+      fd = openDirAt(fd, nameZ(p));
+      if (fd < 0) return 'absent';
+      fds.push(fd);
+    }
+    if (!statRawAt(fd, nameZ(name))) return 'absent';
+    if ((rawStat.buf.readUInt32LE(L!.mode) & 0o170000) !== 0o100000) return 'not a file';
+    // An empty file by its emptiness alone: SQLite truncates its write-ahead log on every
+    // close, readers' included, which moves its times and nothing else.
+    if (rawStat.buf.readUInt32LE(48) === 0 && rawStat.buf.readUInt32LE(52) === 0) return 'empty';
+    const w = new Uint32Array(INODE_WORDS);
+    statWords(w, 0);
+    return Buffer.from(w.buffer).toString('base64');
+  } finally {
+    for (const fd of fds) closeFd(fd);
+  }
+}
+
+/** A digest of the package database's folders (listings, regular files) and files, to see them change. */
+export function inputsDigest(rootFd: number, inputsOf: { folders: RelPath[]; files: RelPath[] }): string {
   const h = crypto.createHash('sha256');
+  for (const rel of inputsOf.files) h.update(`${rel}\0${fileSignature(rootFd, rel)}\0`);
+  const inputs = inputsOf.folders;
   const wanted = new Set(inputs);
   const words = new Uint32Array(INODE_WORDS);
   walkFolders(rootFd, folderOrder(inputs), (f, fd) => {
@@ -458,7 +493,10 @@ export function captureQuick(
     }, true);
     if (!why && matched !== root.files.size) why = `${root.files.size - matched} file(s) of ${root.path} were not found again`;
     if (why) return why;
-    qroots.push({ path: root.path, ino: String(fs.fstatSync(root.rootFd).ino), folders, listings: listings.digest('base64') });
+    qroots.push({
+      path: root.path, ino: String(fs.fstatSync(root.rootFd).ino), folders, listings: listings.digest('base64'),
+      inputs: root.inputFiles,
+    });
   }
   const id = indexId(dbPath);
   if (!id) return 'no index file';

@@ -7,7 +7,7 @@ import fsp from 'node:fs/promises';
 import pLimit from 'p-limit';
 import { VunifyError, isErrno } from '../errors.js';
 import { RootDir, UnsafePathError, display, isSafeRel, type RelPath } from '../fsx/rootdir.js';
-import type { InstalledPackage, PackageFile, PackageListing, PackageSource } from './types.js';
+import type { InstalledPackage, PackageFile, PackageListing, PackageSource, SourceInputs } from './types.js';
 
 const ADMIN: RelPath = 'var/lib/dpkg';
 const STATUS: RelPath = `${ADMIN}/status`;
@@ -123,7 +123,7 @@ export class DpkgSource implements PackageSource {
   readonly kind = 'dpkg' as const;
   readonly location = `/${ADMIN}`;
   // The root folder too: the merged-/usr symlinks decide where listed paths point.
-  readonly inputs: RelPath[] = ['', ADMIN, `${ADMIN}/info`];
+  readonly inputs: SourceInputs = { folders: ['', ADMIN, `${ADMIN}/info`], files: [] };
 
   private constructor(private readonly root: RootDir) {}
 

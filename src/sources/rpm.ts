@@ -10,7 +10,7 @@ import path from 'node:path';
 import { VunifyError, isErrno } from '../errors.js';
 import { copyFd } from '../fsx/content.js';
 import { RootDir, isSafeRel, type RelPath } from '../fsx/rootdir.js';
-import type { InstalledPackage, PackageListing, PackageSource } from './types.js';
+import type { InstalledPackage, PackageListing, PackageSource, SourceInputs } from './types.js';
 
 const DB_DIRS: RelPath[] = ['var/lib/rpm', 'usr/lib/sysimage/rpm'];
 // Separators that cannot appear in package names and are checked for in file names.
@@ -97,7 +97,11 @@ export class RpmSource implements PackageSource {
   ) {}
 
   get location(): string { return `/${this.db.dir}`; }
-  get inputs(): RelPath[] { return [this.db.dir]; }
+  // The database and its write-ahead log; not -shm (rewritten by every reader) nor the lock.
+  get inputs(): SourceInputs {
+    const files = this.db.backend === 'sqlite' ? ['rpmdb.sqlite', 'rpmdb.sqlite-wal'] : ['Packages'];
+    return { folders: [], files: files.map((f) => `${this.db.dir}/${f}`) };
+  }
 
   /** The RPM source of a root, or null when the root has no RPM database. */
   static async open(root: RootDir, rpmBin = 'rpm'): Promise<RpmSource | null> {

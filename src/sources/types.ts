@@ -24,12 +24,18 @@ export interface PackageListing {
   rejectedPaths: number;
 }
 
+export interface SourceInputs { folders: RelPath[]; files: RelPath[] }
+
 /** A package database of one root, read without changing the root. */
 export interface PackageSource {
   readonly kind: 'rpm' | 'dpkg';
   /** Where the database lives below the root, for messages. */
   readonly location: string;
-  /** Folders whose listings and files decide what list() gives (for the quick rescan). */
-  readonly inputs: RelPath[];
+  /**
+   * What decides what list() gives (for the quick rescan): folders whose listings and
+   * regular files count, and single files (present or absent). Caches a reader rewrites,
+   * such as SQLite's -shm, stay out: a query inside a vserver must not void it.
+   */
+  readonly inputs: SourceInputs;
   list(names: string[] | 'all'): Promise<PackageListing>;
 }

@@ -12,8 +12,11 @@ export const INODE_WORDS = 12;
 /** A folder in walk order: depth 0 is the root itself, each folder follows its parent. */
 export interface QuickFolder { depth: number; name: string }
 
-/** listings: one digest of every folder's listing, in order. */
-export interface QuickRoot { path: string; ino: string; folders: QuickFolder[]; listings: string }
+/**
+ * listings: one digest of every folder's listing, in order. inputs: package database files
+ * and their state (see quick.ts, fileSignature).
+ */
+export interface QuickRoot { path: string; ino: string; folders: QuickFolder[]; listings: string; inputs: Array<[string, string]> }
 
 export interface QuickHeader {
   fingerprint: string;
