@@ -416,7 +416,6 @@ function captureAfter(p: Prepared, opts: UnifyOptions, report: Report, notable: 
     }
     const settled = p.settled.get(pr.name);
     for (const [k, ino] of settled ?? []) records.set(k, p.written.get(`${root.dir.path}\0${k}`) ?? surveyRecord(p.farm.survey!, ino) as FileRecord);
-
     const paths = [...pr.owned.keys(), ...(settled?.keys() ?? [])];
     const folders = s.walk ? s.walk.folders : new Set(paths.map((k) => k.slice(0, Math.max(0, k.lastIndexOf('/')))));
     const touched = new Set<RelPath>();
