@@ -251,12 +251,9 @@ export function lstatSig(dirFd: number, name: string): StatSig | null {
   };
 }
 
-const cOpenatDir = libc.func('int openat(int dirfd, const uint8_t *path, int flags)');
-
-/** openat of a folder (O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC) relative to an open folder; throws the errno. */
+/** openDirAt that throws the errno (ELOOP, ENOTDIR, ENOENT...) instead of returning -1. */
 export function openDirAtOrThrow(dirFd: number, name: string): number {
-  const z = Buffer.from(name + '\0', 'latin1');
-  const fd = cOpenatDir(dirFd, z, 0o200000 | 0o400000 | 0o2000000);
+  const fd = openDirAt(dirFd, Buffer.from(name + '\0', 'latin1'));
   if (fd < 0) throw sysError('openat');
   return fd;
 }
