@@ -19,7 +19,7 @@ import { DT_DIR, DT_REG, DT_UNKNOWN, closeFd, forEachDirent, openDirAt, rawStat,
 import { takeLock } from './lock.js';
 import { DEFAULT_DB, DEFAULT_VSERVERS_DIR, serverPath } from './paths.js';
 import type { FileLine, Report } from './report.js';
-import { INODE_WORDS, readQuick, writeQuick, type QuickFolder, type QuickHeader, type QuickRoot } from './store/quick-file.js';
+import { INODE_WORDS, quickPath, readQuick, writeQuick, type QuickFolder, type QuickHeader, type QuickRoot, type QuickState } from './store/quick-file.js';
 
 /** What the quick check needs of a run's options. */
 export type QuickOptions = Pick<UnifyOptions,
@@ -129,6 +129,41 @@ function walkFolders<T extends { depth: number; name: string }>(
   }
 }
 
+/** --full, -vv (every decision listed), --rebuild-index, or a machine without the stat layout. */
+const quickDisabled = (opts: QuickOptions) =>
+  opts.full || (opts.verbose ?? 0) >= 2 || opts.rebuildIndex || !L || Boolean(process.env.VUNIFY_NO_QUICK);
+
+/** The inode table's slot of each inode number. */
+function inodeSlots(words: Uint32Array): Map<number, number> {
+  const slot = new Map<number, number>();
+  for (let i = 0; i < words.length / INODE_WORDS; i++) slot.set(words[i * INODE_WORDS] + words[i * INODE_WORDS + 1] * 2 ** 32, i);
+  return slot;
+}
+
+/** A recorded root, opened without following a symlink: its fd, or why it is not the recorded folder. */
+function openRecordedRoot(qr: QuickRoot, dev: string): number | string {
+  let fd: number;
+  try { fd = fs.openSync(qr.path, ROOT_FLAGS); } catch { return `${qr.path} cannot be opened`; }
+  const st = fs.fstatSync(fd);
+  if (`${st.dev}` === dev && `${st.ino}` === qr.ino) return fd;
+  fs.closeSync(fd);
+  return `${qr.path} is another folder`;
+}
+
+/**
+ * The quick file, if it was written for these options, roots, index and mounts; else why
+ * not. Call it holding the lock.
+ */
+function matchingQuick(opts: QuickOptions, dbPath: string, rootPaths: string[]): QuickState | string {
+  const state = readQuick(dbPath);
+  if (!state) return 'no quick file';
+  const h = state.header;
+  if (h.fingerprint !== fingerprint(opts, rootPaths) || h.roots.length !== rootPaths.length) return 'other options or servers';
+  if (indexId(dbPath) !== h.index) return 'another index';
+  if (mountsDigest(rootPaths) !== h.mounts) return 'the mounts changed';
+  return state;
+}
+
 export interface QuickResult { report: Report; checkedInodes: number; checkedFolders: number }
 
 /**
@@ -136,11 +171,9 @@ export interface QuickResult { report: Report; checkedInodes: number; checkedFol
  * why not (anything differs, or --full, -vv, --rebuild-index). Takes and releases the lock.
  */
 export function quickRescan(opts: QuickOptions): QuickResult | string {
-  if (opts.full || (opts.verbose ?? 0) >= 2 || opts.rebuildIndex || !L || process.env.VUNIFY_NO_QUICK) return 'not asked for';
+  if (quickDisabled(opts)) return 'not asked for';
   const dbPath = path.resolve(opts.db ?? DEFAULT_DB);
-  const state = readQuick(dbPath);
-  if (!state) return 'no quick file';
-  const h = state.header;
+  if (!fs.existsSync(quickPath(dbPath))) return 'no quick file';
   let rootPaths: string[];
   try {
     const vd = opts.vserversDir ?? DEFAULT_VSERVERS_DIR;
@@ -148,26 +181,23 @@ export function quickRescan(opts: QuickOptions): QuickResult | string {
   } catch {
     return 'a server is missing'; // the full run gives the proper error
   }
-  if (h.fingerprint !== fingerprint(opts, rootPaths) || h.roots.length !== rootPaths.length) return 'other options or servers';
   const lockFd = takeLock(dbPath);
   try {
-    if (indexId(dbPath) !== h.index) return 'another index';
-    if (mountsDigest(rootPaths) !== h.mounts) return 'the mounts changed';
+    const state = matchingQuick(opts, dbPath, rootPaths);
+    if (typeof state === 'string') return state;
+    const h = state.header;
     const words = state.inodes;
     const n = words.length / INODE_WORDS;
-    const slot = new Map<number, number>();
-    for (let i = 0; i < n; i++) slot.set(words[i * INODE_WORDS] + words[i * INODE_WORDS + 1] * 2 ** 32, i);
+    const slot = inodeSlots(words);
     const seen = new Uint8Array(n);
     let checked = 0;
     let folders = 0;
     for (let r = 0; r < rootPaths.length; r++) {
       const qr = h.roots[r];
       if (qr.path !== rootPaths[r]) return 'other servers';
-      let rootFd: number;
-      try { rootFd = fs.openSync(qr.path, ROOT_FLAGS); } catch { return `${qr.path} cannot be opened`; }
+      const rootFd = openRecordedRoot(qr, h.dev);
+      if (typeof rootFd === 'string') return rootFd;
       try {
-        const st = fs.fstatSync(rootFd);
-        if (`${st.dev}` !== h.dev || `${st.ino}` !== qr.ino) return `${qr.path} is another folder`;
         for (const [rel, sig] of qr.inputs ?? []) {
           if (fileSignature(rootFd, rel) !== sig) return `the package database of ${qr.path} changed (/${rel})`;
         }
@@ -225,26 +255,22 @@ export interface QuickSurvey {
  * null when the file, options, index or mounts do not match (the caller holds the lock).
  */
 export function quickSurvey(opts: QuickOptions, dbPath: string, rootPaths: string[]): QuickSurvey | null {
-  if (opts.full || (opts.verbose ?? 0) >= 2 || opts.rebuildIndex || !L || process.env.VUNIFY_NO_QUICK) return null;
-  const state = readQuick(dbPath);
-  if (!state) return null;
+  if (quickDisabled(opts)) return null;
+  const state = matchingQuick(opts, dbPath, rootPaths);
+  if (typeof state === 'string') return null;
   const h = state.header;
-  if (h.fingerprint !== fingerprint(opts, rootPaths) || indexId(dbPath) !== h.index || mountsDigest(rootPaths) !== h.mounts) return null;
   const words = state.inodes;
-  const slot = new Map<number, number>();
-  for (let i = 0; i < words.length / INODE_WORDS; i++) slot.set(words[i * INODE_WORDS] + words[i * INODE_WORDS + 1] * 2 ** 32, i);
+  const slot = inodeSlots(words);
   const verdict = new Map<number, boolean>(); // inode -> unchanged (and non-empty, on our filesystem)
   const out: QuickSurvey = { roots: new Map(), words: new Map(), dev: h.dev, records: new Map() };
   const devN = BigInt(h.dev);
   for (const qr of h.roots) {
     if (!rootPaths.includes(qr.path)) continue;
-    let rootFd: number;
-    try { rootFd = fs.openSync(qr.path, ROOT_FLAGS); } catch { continue; }
+    const rootFd = openRecordedRoot(qr, h.dev);
+    if (typeof rootFd === 'string') continue;
     const byDir = new Map<RelPath, Map<string, number>>();
     out.roots.set(qr.path, byDir);
     try {
-      const st = fs.fstatSync(rootFd);
-      if (`${st.dev}` !== h.dev || `${st.ino}` !== qr.ino) continue;
       const rels: string[] = [];
       walkFolders(rootFd, qr.folders, (f, fd) => {
         rels[f.depth] = f.depth === 0 ? '' : rels[f.depth - 1] === '' ? f.name : `${rels[f.depth - 1]}/${f.name}`;
@@ -279,7 +305,7 @@ export function quickSurvey(opts: QuickOptions, dbPath: string, rootPaths: strin
 /** A record for an inode the survey found unchanged: what the last run recorded of it. */
 export function surveyRecord(s: QuickSurvey, ino: number): { dev: string; ino: string; size: number; mtimeNs: string; ctimeNs: string } {
   let rec = s.records.get(ino);
-  if (!rec) s.records.set(ino, (rec = { dev: s.dev, ino: String(ino), ...wordsSig(Array.from(s.words.get(ino)!), 0) }));
+  if (!rec) s.records.set(ino, (rec = { dev: s.dev, ino: String(ino), ...wordsSig(s.words.get(ino)!, 0) }));
   return rec;
 }
 
@@ -414,7 +440,7 @@ function recordWords(rec: { size: number; mtimeNs: string; ctimeNs: string }, in
 }
 
 /** An inode's size, mtime and ctime as records hold them, from its words (see INODE_WORDS). */
-function wordsSig(words: number[], at: number): { size: number; mtimeNs: string; ctimeNs: string } {
+function wordsSig(words: ArrayLike<number>, at: number): { size: number; mtimeNs: string; ctimeNs: string } {
   const u64 = (k: number) => BigInt(words[at + 2 * k]) + (BigInt(words[at + 2 * k + 1]) << 32n);
   const ns = (k: number) => String(BigInt.asIntN(64, u64(k)) * 1_000_000_000n + u64(k + 1));
   return { size: Number(u64(1)), mtimeNs: ns(2), ctimeNs: ns(4) };
@@ -481,8 +507,8 @@ export function captureQuick(
             let sig = sigs.get(at);
             if (!sig) sigs.set(at, (sig = wordsSig(words, at)));
             if (sig.size !== rec.size || sig.mtimeNs !== rec.mtimeNs || sig.ctimeNs !== rec.ctimeNs) return fail(`/${p} changed`);
+            matched++;
           }
-          if (rec) matched++;
         } else if (root.tree && !root.tree.excluded(p)) {
           const t = root.tree;
           if (type === DT_REG && !t.seen.has(p)) return fail(`/${p} appeared`);
