@@ -30,14 +30,17 @@ export function xattrDigest(x: Xattrs): string {
   return h.digest('hex');
 }
 
+/** What scan needs of a stat: Node's BigIntStats or the cheaper StatLite. */
+export type StatLike = Pick<fs.BigIntStats, 'dev' | 'ino' | 'mode' | 'nlink' | 'uid' | 'gid' | 'size' | 'mtimeNs' | 'ctimeNs'>;
+
+/** The signature fields, as BigIntStats/StatLite (bigints) or StatSig (strings, numbers) hold them. */
+type SignatureOf = { dev: unknown; ino: unknown; size: unknown; mtimeNs: unknown; ctimeNs: unknown };
+
 /**
  * True when a stat result still describes a recorded file. Any change of content, mode,
  * owner, xattrs or link count moves ctime, and ctime cannot be set from user space.
  */
-/** What scan needs of a stat: Node's BigIntStats or the cheaper StatLite. */
-export type StatLike = Pick<fs.BigIntStats, 'dev' | 'ino' | 'mode' | 'nlink' | 'uid' | 'gid' | 'size' | 'mtimeNs' | 'ctimeNs'>;
-
-export function sameSignature(a: StatLike, rec: FileRecord): boolean {
+export function sameSignature(a: SignatureOf, rec: FileRecord): boolean {
   return (
     String(a.dev) === rec.dev && String(a.ino) === rec.ino && Number(a.size) === rec.size &&
     String(a.mtimeNs) === rec.mtimeNs && String(a.ctimeNs) === rec.ctimeNs
@@ -54,7 +57,7 @@ export function recordOf(st: StatLike, hash: string, xattrs: string, pkg?: strin
   return rec;
 }
 
-const inodeKey = (st: StatLike) => `${st.dev}:${st.ino}:${st.size}:${st.mtimeNs}:${st.ctimeNs}`;
+const inodeKey = (st: SignatureOf) => `${st.dev}:${st.ino}:${st.size}:${st.mtimeNs}:${st.ctimeNs}`;
 
 /**
  * Records seen in this run by inode and signature: a hard link of a file already read in
@@ -147,18 +150,22 @@ function scanOne(
   held: HeldDir,
 ): ScanEntry {
   const { dir, name } = splitRel(rel);
+  // An unchanged file keeps its record (with this run's package and link count); only files
+  // with more than one link can have a twin met earlier in this run.
+  const unchanged = (old: FileRecord, nlink: number, key: string | null): ScanEntry => {
+    const rec = old.pkg === pkg && old.nlink === nlink ? old : { ...old, pkg, nlink };
+    if (key) inodes.set(key, rec);
+    return { kind: 'file', rec };
+  };
   try {
     const dfd = held.fd(root, dir);
     // The common case of a rescan first: an unchanged file costs one fstatat and no BigInt.
     if (old && hasLstatAt) {
       const sig = lstatSig(dfd, name);
       if (!sig) return { kind: 'missing' };
-      if ((sig.mode & 0o170000) === 0o100000 && sig.dev === old.dev && sig.ino === old.ino && sig.size === old.size &&
-        sig.mtimeNs === old.mtimeNs && sig.ctimeNs === old.ctimeNs) {
+      if ((sig.mode & 0o170000) === 0o100000 && sameSignature(sig, old)) {
         stats.filesStatted++;
-        const rec = old.pkg === pkg && old.nlink === sig.nlink ? old : { ...old, pkg, nlink: sig.nlink };
-        if (sig.nlink > 1) inodes.set(`${sig.dev}:${sig.ino}:${sig.size}:${sig.mtimeNs}:${sig.ctimeNs}`, rec);
-        return { kind: 'file', rec };
+        return unchanged(old, sig.nlink, sig.nlink > 1 ? inodeKey(sig) : null);
       }
     }
     const p = RootDir.at(dfd, name);
@@ -166,13 +173,8 @@ function scanOne(
     if (!st) return { kind: 'missing' };
     stats.filesStatted++;
     if (!st.isFile()) return (st.mode & 0o170000n) === 0o040000n ? { kind: 'folder' } : { kind: 'notRegular' };
-    // Only files with more than one link can have a twin met earlier in this run.
     const key = st.nlink > 1n ? inodeKey(st) : null;
-    if (old && sameSignature(st, old)) {
-      const rec = old.pkg === pkg && old.nlink === Number(st.nlink) ? old : { ...old, pkg, nlink: Number(st.nlink) };
-      if (key) inodes.set(key, rec);
-      return { kind: 'file', rec };
-    }
+    if (old && sameSignature(st, old)) return unchanged(old, Number(st.nlink), key);
     const twin = key ? inodes.get(key) : undefined;
     if (twin) return { kind: 'file', rec: recordOf(st, twin.hash, twin.xattrs, pkg) };
     const rec = recordOf(st, st.size === 0n ? EMPTY_HASH : '', xattrDigest(readXattrsAt(p)), pkg);
