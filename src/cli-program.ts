@@ -108,16 +108,15 @@ async function progressFor(flags: Flags) {
   return bars.sink;
 }
 
+const engine = () => import('./engine.js');
+
 /** The quick rescan first; the full pipeline only when it cannot tell. */
 async function runUnify(o: UnifyOptions): Promise<Report> {
   const started = Date.now();
   const quick = o.full ? null : quickReport(o, started);
   if (quick) return quick;
-  const { unify } = await import('./engine.js');
-  return unify({ ...o, quickTried: true });
+  return (await engine()).unify({ ...o, quickTried: true });
 }
-
-const engine = () => import('./engine.js');
 
 function print(report: Report, flags: Flags): number {
   bars?.stop();
