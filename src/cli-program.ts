@@ -281,6 +281,7 @@ export async function main(argv: string[]): Promise<number> {
       return err.exitCode;
     }
     process.stderr.write(`vunify: internal error: ${oneLine(err)}\n`);
+    if (process.env.VUNIFY_TRACE) process.stderr.write(`${(err as Error)?.stack}\n`);
     return EXIT.internal;
   }
 }

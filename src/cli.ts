@@ -2,6 +2,28 @@
 // vunify's executable: everything is in cli-program.ts.
 // libuv's pool must be sized before its first use: renames run 16 at a time.
 process.env.UV_THREADPOOL_SIZE ??= '16';
+// vunify itself writes to process.stderr; console.error is only lmdb-js printing a failed
+// commit's stack, which the index turns into one line of its own (VUNIFY_TRACE shows it).
+if (!process.env.VUNIFY_TRACE) console.error = () => undefined;
+// The last net under "one line per error": a rejection nothing handled.
+process.on('unhandledRejection', (err) => {
+  // lmdb-js's own copy of a failed commit: the index reports the write that failed.
+  const detail = (err as { commitError?: Promise<unknown> } | null)?.commitError;
+  if (detail) {
+    detail.catch(() => undefined);
+    return;
+  }
+  const msg = err instanceof Error ? err.message : String(err);
+  process.stderr.write(`vunify: internal error: ${msg.replace(/\s+/g, ' ').trim()}\n`);
+  process.exit(4);
+});
 const { main } = await import('./cli-program.js');
 
-main(process.argv).then((code) => { process.exitCode = code; });
+let finished = false;
+// A promise that never settles would otherwise end the process with code 0 and no word.
+process.on('beforeExit', () => {
+  if (finished) return;
+  process.stderr.write('vunify: internal error: the run stopped while waiting on work that never finished\n');
+  process.exit(4);
+});
+main(process.argv).then((code) => { finished = true; process.exitCode = code; });

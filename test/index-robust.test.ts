@@ -1,5 +1,6 @@
 // The index is safe to trust and cheap to lose: locked runs, other schema versions,
 // corrupt files and a deleted index each end clearly, and nothing in the farm is lost.
+import { execFileSync, spawnSync } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
 import { open } from 'lmdb';
@@ -73,5 +74,64 @@ describe('the index', () => {
     expect(rpmVerify(farm.root('s1'), ['vu-base', 'vu-extra'])).toBe(verify);
     const ref = snapshot(farm.root('ref'));
     for (const [p, f] of snapshot(farm.root('s1'))) if (f.type === 'file') expect(f.ino, p).not.toBe(ref.get(p)?.ino);
+  });
+});
+
+describe('a full disk under the index', () => {
+  let base: string;
+  let small: string;
+  beforeAll(() => {
+    base = fs.mkdtempSync(path.join(path.dirname(farm.base), 'vu-enospc-'));
+    for (const r of ['ref', 's1']) fs.mkdirSync(path.join(base, 'vs', r, 'usr/lib'), { recursive: true });
+    for (let i = 0; i < 300; i++) {
+      const body = `file ${i} ${'x'.repeat(200 + i)}\n`;
+      for (const r of ['ref', 's1']) {
+        fs.writeFileSync(path.join(base, 'vs', r, 'usr/lib', `f${i}`), body);
+        fs.utimesSync(path.join(base, 'vs', r, 'usr/lib', `f${i}`), 1.7e9, 1.7e9); // equal metadata
+      }
+    }
+    small = path.join(base, 'small');
+    fs.mkdirSync(small);
+    execFileSync('mount', ['-t', 'tmpfs', '-o', 'size=128k', 'tmpfs', small]);
+  });
+  afterAll(() => {
+    if (!base) return;
+    spawnSync('umount', [small]);
+    spawnSync('chattr', ['-R', '-i', base]);
+    fs.rmSync(base, { recursive: true, force: true });
+  });
+
+  it('stops with one line and exit 2, changes no file, and the next run after space is freed completes', () => {
+    const env4 = { VUNIFY_VSERVERS_DIR: path.join(base, 'vs'), VUNIFY_DB: path.join(small, 'index') };
+    const s1 = path.join(base, 'vs', 's1');
+    const before = snapshot(s1);
+    const r = vunify(['ref', 's1', '--all-files'], env4);
+    expect(r.status, r.stderr).toBe(2);
+    expect(r.stderr.trim().split('\n')).toHaveLength(1);
+    expect(r.stderr).toMatch(/small\/index: a write to the index failed \(.*errno \d+\); .*check the space/);
+    expect(snapshot(s1)).toEqual(before); // same inodes, contents, times: nothing linked, no temporary
+    expect(fs.existsSync(`${env4.VUNIFY_DB}.write-failed`)).toBe(false); // a full disk does not damage it
+    execFileSync('mount', ['-o', 'remount,size=16m', small]);
+    const ok = vunify(['ref', 's1', '--all-files', '--json'], env4);
+    expect(ok.status, ok.stderr).toBe(0);
+    const totals = JSON.parse(ok.stdout).totals;
+    expect(totals.unified).toBe(300);
+  });
+
+  it('an index whose write failed inside LMDB is refused until --rebuild-index moves it aside', () => {
+    const db2 = path.join(base, 'index2');
+    const env5 = { VUNIFY_VSERVERS_DIR: path.join(base, 'vs'), VUNIFY_DB: db2 };
+    expect(vunify(['plan', 'ref', 's1', '--all-files'], env5).status).toBe(0);
+    // What Index writes when a commit fails with one of LMDB's own codes (MDB_BAD_TXN seen once).
+    fs.writeFileSync(`${db2}.write-failed`, '2026-11-29T00:00:00.000Z MDB_BAD_TXN: Transaction must abort\n');
+    const r = vunify(['plan', 'ref', 's1', '--all-files'], env5);
+    expect(r.status).toBe(2);
+    expect(r.stderr.trim().split('\n')).toHaveLength(1);
+    expect(r.stderr).toMatch(/index2: a write to the index failed earlier \(2026-11-29T00:00:00.000Z MDB_BAD_TXN.*\); run with --rebuild-index/);
+    const ok = vunify(['plan', '--rebuild-index', 'ref', 's1', '--all-files'], env5);
+    expect(ok.status, ok.stderr).toBe(0);
+    const aside = fs.readdirSync(base).filter((n) => n.startsWith('index2.broken-'));
+    expect(aside.some((n) => n.endsWith('.write-failed'))).toBe(true);
+    expect(fs.existsSync(`${db2}.write-failed`)).toBe(false);
   });
 });

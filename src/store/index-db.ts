@@ -83,10 +83,40 @@ export interface RootRecord {
 const LMDB_MAGIC = 0xbeefc0de;
 
 /**
+ * A failed LMDB commit can leave the file unwritable while it still opens (seen once at
+ * 500,000 files: a freelist assertion inside LMDB). The failure is marked in a file beside
+ * the index so the next run stops at open, where --rebuild-index can move both aside.
+ */
+/** lmdb-js rejects a failed commit's writes with a generic error; the cause comes on a
+ * second promise, rejected in the same callback (or never). */
+async function commitDetail(err: unknown): Promise<unknown> {
+  const detail = (err as { commitError?: Promise<unknown> })?.commitError;
+  if (!detail) return err;
+  return Promise.race([
+    detail.then(() => err, (cause: unknown) => cause),
+    new Promise((resolve) => setTimeout(resolve, 50, err).unref()),
+  ]);
+}
+
+const failedMarkPath = (dbPath: string) => `${dbPath}.write-failed`;
+
+function failedMark(dbPath: string): string | null {
+  try {
+    return fs.readFileSync(failedMarkPath(dbPath), 'utf8').trim().split('\n')[0] || 'no reason recorded';
+  } catch {
+    return null;
+  }
+}
+
+/**
  * LMDB trusts its file: a damaged one can crash the process instead of failing. Check the
  * magic number of the first meta page before opening, so damage is an error message.
  */
 function checkLmdbFile(dbPath: string): void {
+  const mark = failedMark(dbPath);
+  if (mark !== null) {
+    throw new VunifyError('INDEX', `a write to the index failed earlier (${mark}); run with --rebuild-index to start a new one`, dbPath);
+  }
   let data: string;
   try {
     data = fs.statSync(dbPath).isDirectory() ? path.join(dbPath, 'data.mdb') : dbPath;
@@ -135,7 +165,7 @@ export class Index {
     } catch (err) {
       if (!opts.rebuild || !(err instanceof VunifyError)) throw err;
       const aside = `${dbPath}.broken-${new Date().toISOString().replace(/[:.]/g, '-')}`;
-      for (const suffix of ['', '-lock']) {
+      for (const suffix of ['', '-lock', '.write-failed']) {
         if (fs.existsSync(dbPath + suffix)) fs.renameSync(dbPath + suffix, aside + suffix);
       }
       return Index.openOnce(dbPath);
@@ -175,6 +205,40 @@ export class Index {
     }
   }
 
+  private writeError: VunifyError | null = null;
+
+  /**
+   * Every write goes through here: a failed commit becomes one VunifyError, marked beside
+   * the index, and the promise has a handler so a write nobody awaits cannot end the process
+   * with Node's unhandled-rejection trace. flush() rethrows it.
+   */
+  private guard<T>(p: Promise<T>): Promise<T> {
+    const g = p.catch(async (err: unknown) => {
+      throw this.failed(await commitDetail(err));
+    });
+    g.catch(() => undefined);
+    return g;
+  }
+
+  private failed(err: unknown): VunifyError {
+    if (err instanceof VunifyError) return err;
+    if (!this.writeError) {
+      const errno = (err as { code?: unknown })?.code;
+      const reason = String((err as Error)?.message ?? err).replace(/\s+/g, ' ').trim();
+      // LMDB's own codes are negative: its file may be damaged. An errno (a full disk)
+      // leaves the last commit intact.
+      if (typeof errno === 'number' && errno > 0) {
+        this.writeError = new VunifyError('INDEX', `a write to the index failed (${reason}, errno ${errno}); the index keeps its last commit: check the space and health of its filesystem and run again`, this.path, { cause: err });
+      } else {
+        this.writeError = new VunifyError('INDEX', `a write to the index failed (${reason}); the index may be damaged: run with --rebuild-index to start a new one`, this.path, { cause: err });
+        try {
+          fs.writeFileSync(failedMarkPath(this.path), `${new Date().toISOString()} ${reason}\n`, { mode: 0o600 });
+        } catch { /* the error itself still stops the run */ }
+      }
+    }
+    return this.writeError;
+  }
+
   getFile(root: string, rel: RelPath): FileRecord | undefined {
     return this.files.get([root, rel]);
   }
@@ -190,7 +254,7 @@ export class Index {
   async putFiles(entries: Array<[root: string, rel: RelPath, rec: FileRecord | null]>): Promise<void> {
     if (entries.length === 0) return;
     if (this.tracked) for (const [root, rel, rec] of entries) this.tracked.set(`${root}\0${rel}`, rec);
-    await this.env.transaction(() => {
+    await this.guard(this.env.transaction(() => {
       for (const [root, rel, rec] of entries) {
         const old = this.files.get([root, rel]);
         if (old && old.hash && (!rec || old.hash !== rec.hash)) this.content.remove([old.hash, root, rel]);
@@ -202,7 +266,7 @@ export class Index {
           this.files.remove([root, rel]);
         }
       }
-    });
+    }));
   }
 
   /** Every (root, path) whose content has this hash. */
@@ -220,11 +284,11 @@ export class Index {
   }
 
   putLink(serverRoot: string, rel: RelPath, rec: LinkRecord): Promise<boolean> {
-    return this.links.put([serverRoot, rel], rec);
+    return this.guard(this.links.put([serverRoot, rel], rec));
   }
 
   removeLink(serverRoot: string, rel: RelPath): Promise<boolean> {
-    return this.links.remove([serverRoot, rel]);
+    return this.guard(this.links.remove([serverRoot, rel]));
   }
 
   getInode(dev: string, ino: string): InodeRecord | undefined {
@@ -232,11 +296,11 @@ export class Index {
   }
 
   putInode(dev: string, ino: string, rec: InodeRecord): Promise<boolean> {
-    return this.inodes.put(`${dev}:${ino}`, rec);
+    return this.guard(this.inodes.put(`${dev}:${ino}`, rec));
   }
 
   removeInode(dev: string, ino: string): Promise<boolean> {
-    return this.inodes.remove(`${dev}:${ino}`);
+    return this.guard(this.inodes.remove(`${dev}:${ino}`));
   }
 
   /** Every file record of one root. */
@@ -270,12 +334,12 @@ export class Index {
   /** Writes journal entries in one transaction and waits until they are on disk. */
   async journalAdd(entries: JournalEntry[]): Promise<void> {
     if (entries.length === 0) return;
-    await Promise.all(entries.map((e) => this.journal.put(journalKey(e), e)));
+    await Promise.all(entries.map((e) => this.guard(this.journal.put(journalKey(e), e))));
     await this.flush();
   }
 
   async journalDone(entries: JournalEntry[]): Promise<void> {
-    await Promise.all(entries.map((e) => this.journal.remove(journalKey(e))));
+    await Promise.all(entries.map((e) => this.guard(this.journal.remove(journalKey(e)))));
   }
 
   journalEntries(): JournalEntry[] {
@@ -283,7 +347,7 @@ export class Index {
   }
 
   putRoot(root: string, rec: RootRecord): Promise<boolean> {
-    return this.roots.put(root, rec);
+    return this.guard(this.roots.put(root, rec));
   }
 
   allRoots(): Array<{ root: string; rec: RootRecord }> {
@@ -295,10 +359,10 @@ export class Index {
     const paths = [...this.filesOf(root)].map((f) => f.path);
     await this.putFiles(paths.map((p) => [root, p, null]));
     const links = [...this.allLinks(root)];
-    await this.env.transaction(() => {
+    await this.guard(this.env.transaction(() => {
       for (const l of links) this.links.remove([root, l.path]);
       this.roots.remove(root);
-    });
+    }));
     return paths.length;
   }
 
@@ -319,10 +383,17 @@ export class Index {
 
   /** Waits until every write so far is durable on disk. */
   async flush(): Promise<void> {
-    await this.env.flushed;
+    await this.guard(Promise.resolve(this.env.flushed));
+    if (this.writeError) throw this.writeError;
   }
 
   async close(): Promise<void> {
-    await this.env.close();
+    if (this.writeError) {
+      // After a failed commit lmdb-js's close never settles; the process exit closes the file.
+      Promise.resolve(this.env.close()).catch(() => undefined);
+      throw this.writeError;
+    }
+    await this.guard(Promise.resolve(this.env.close()));
+    if (this.writeError) throw this.writeError;
   }
 }
