@@ -151,20 +151,18 @@ async function hashForPlan(p: Prepared, opts: CommonOptions, report: Report, com
   counter.end();
 }
 
-/** Reference candidates by content, from the index, for server files with no twin at their own path. */
+/**
+ * Reference candidates by content, for server files with no twin at their own path. Built
+ * from the reference's scanned entries, whose hashes are the index's: the same answer as the
+ * content index filtered to the reference, without a range read per server hash.
+ */
 function refByHash(p: Prepared): Map<string, RelPath[]> {
   const out = new Map<string, RelPath[]>();
-  const refRoot = p.farm.ref.dir.path;
-  for (const sp of p.serverPlans) {
-    for (const [k, e] of sp.entries) {
-      if (e.kind !== 'file' || !e.rec.hash || out.has(e.rec.hash)) continue;
-      const same = p.refPlan.entries.get(k);
-      if (same?.kind === 'file' && same.rec.ino === e.rec.ino && same.rec.dev === e.rec.dev) continue; // linked already
-      const holders = p.farm.index.holders(e.rec.hash)
-        .filter((h) => h.root === refRoot && p.refPlan.entries.get(h.path)?.kind === 'file' && linkable(p.refPlan.owned.get(h.path)))
-        .map((h) => h.path);
-      if (holders.length) out.set(e.rec.hash, holders);
-    }
+  for (const [k, e] of p.refPlan.entries) {
+    if (e.kind !== 'file' || !e.rec.hash || !linkable(p.refPlan.owned.get(k))) continue;
+    const l = out.get(e.rec.hash);
+    if (l) l.push(k);
+    else out.set(e.rec.hash, [k]);
   }
   return out;
 }

@@ -228,7 +228,7 @@ async function prepareTree(farm: Farm, opts: CommonOptions, seen: Prepared['seen
   const planOf = async (r: Root): Promise<PlanRoot> => {
     const walk: WalkSeen = { folders: new Set(), skipped: new Set(), listings: new Map() };
     const t0 = performance.now();
-    const files = await walkTree(r.dir, exclude, walk);
+    const files = await walkTree(r.dir, exclude, walk, farm.survey?.listings.get(r.dir.path));
     opts.trace?.(`walk ${r.name}: ${walk.folders.size} folders, ${files.length} files`, performance.now() - t0);
     seen.get(r.dir.path)!.walk = walk;
     const known = r.source ? ownedOf(await r.source.list('all')).owned : new Map<RelPath, Owned>();

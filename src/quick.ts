@@ -248,6 +248,8 @@ export interface QuickSurvey {
   dev: string;
   /** surveyRecord's results, one per inode. */
   records: Map<number, { dev: string; ino: string; size: number; mtimeNs: string; ctimeNs: string }>;
+  /** Per root, each recorded folder's listing as the survey read it: the tree walk reuses them. */
+  listings: Map<string, Map<RelPath, Buffer>>;
 }
 
 /**
@@ -262,7 +264,7 @@ export function quickSurvey(opts: QuickOptions, dbPath: string, rootPaths: strin
   const words = state.inodes;
   const slot = inodeSlots(words);
   const verdict = new Map<number, boolean>(); // inode -> unchanged (and non-empty, on our filesystem)
-  const out: QuickSurvey = { roots: new Map(), words: new Map(), dev: h.dev, records: new Map() };
+  const out: QuickSurvey = { roots: new Map(), words: new Map(), dev: h.dev, records: new Map(), listings: new Map() };
   const devN = BigInt(h.dev);
   for (const qr of h.roots) {
     if (!rootPaths.includes(qr.path)) continue;
@@ -270,6 +272,8 @@ export function quickSurvey(opts: QuickOptions, dbPath: string, rootPaths: strin
     if (typeof rootFd === 'string') continue;
     const byDir = new Map<RelPath, Map<string, number>>();
     out.roots.set(qr.path, byDir);
+    const listings = new Map<RelPath, Buffer>();
+    out.listings.set(qr.path, listings);
     try {
       const rels: string[] = [];
       walkFolders(rootFd, qr.folders, (f, fd) => {
@@ -277,6 +281,7 @@ export function quickSurvey(opts: QuickOptions, dbPath: string, rootPaths: strin
         const dir = rels[f.depth];
         const dents = readDirents(fd, f.depth === 0);
         if (!dents) return true;
+        listings.set(dir, Buffer.from(dents));
         const stable = new Map<string, number>();
         forEachDirent(dents, (ino, type, nameOff, nameEnd) => {
           if (type !== DT_REG) return true;

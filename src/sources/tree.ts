@@ -34,6 +34,7 @@ export function makeExcluder(patterns: string[]): Excluder {
     else if (!p.includes('/')) names.push(p);
     else anchored.push(p);
   }
+  if (anchored.length === 0 && names.length === 0) return () => false;
   const opts = { dot: true };
   const isAnchored = anchored.length ? picomatch(anchored, opts) : () => false;
   const isName = names.length ? picomatch(names, opts) : () => false;
@@ -64,13 +65,21 @@ export interface WalkSeen {
 /**
  * Every regular file below the root that is not excluded, sorted. Folders are listed with
  * getdents on the main thread: one call per folder, names and types at once, no trip
- * through libuv's pool.
+ * through libuv's pool. `listed` holds listings read moments ago by the quick-rescan survey
+ * (same no-symlink opens; mounts unchanged since the last run, which walked these folders).
  */
-export async function walkTree(root: RootDir, exclude: Excluder, seen?: WalkSeen): Promise<RelPath[]> {
+export async function walkTree(root: RootDir, exclude: Excluder, seen?: WalkSeen, listed?: Map<RelPath, Buffer>): Promise<RelPath[]> {
   const files: RelPath[] = [];
   const queue: RelPath[] = [''];
   while (queue.length > 0) {
     const dir = queue.pop()!;
+    const known = listed?.get(dir);
+    if (known) {
+      seen?.folders.add(dir);
+      seen?.listings?.set(dir, known);
+      takeListing(root, known, dir, exclude, files, queue);
+      continue;
+    }
     try {
       root.withDirSync(dir, (dfd) => readDir(root, dfd, dir, exclude, files, queue, seen));
     } catch (err) {
@@ -90,7 +99,12 @@ function readDir(root: RootDir, dfd: number, dir: RelPath, exclude: Excluder, fi
   seen?.folders.add(dir);
   const dents = readDirents(dfd);
   if (!dents) throw new VunifyError('IO', 'cannot list the folder', display(`${root.path}/${dir}`));
-  seen?.listings?.set(dir, Buffer.from(dents));
+  const copy = Buffer.from(dents);
+  seen?.listings?.set(dir, copy);
+  takeListing(root, copy, dir, exclude, files, queue);
+}
+
+function takeListing(root: RootDir, dents: Buffer, dir: RelPath, exclude: Excluder, files: RelPath[], queue: RelPath[]): void {
   forEachDirent(dents, (_ino, type, nameOff, nameEnd) => {
     const name = dents.toString('latin1', nameOff, nameEnd);
     const rel = dir === '' ? name : `${dir}/${name}`;
