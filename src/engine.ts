@@ -11,7 +11,7 @@ import { addCounters, emptyCounters, pathForReport, type Counters, type FileLine
 import { phaseCounter, type ProgressSink } from './progress.js';
 import { hashFiles, scanRoot, type InodeCache, type ScanStats } from './scan.js';
 import type { FileRecord } from './store/index-db.js';
-import { captureQuick, inputsDigest, quickReport, surveyRecord, type CaptureRoot } from './quick.js';
+import { captureQuick, inputsDigest, quickReport, surveyRecord, surveyVouches, type CaptureRoot } from './quick.js';
 
 export { dropVanishedRoots, TREE_PKG } from './prepare.js';
 export { takeLock } from './lock.js';
@@ -75,6 +75,7 @@ async function scanAll(p: Prepared, opts: CommonOptions, report: Report, complet
   const coverOf = (settled?: Map<RelPath, number>) => (rec: FileRecord, rel: RelPath) =>
     !settled?.has(rel) && (coversAll || (rec.pkg !== undefined && named.has(rec.pkg)));
   const all = rootsOf(p);
+  const survey = p.farm.survey; // null with --full (see quickDisabled)
   const counter = phaseCounter(opts.progress, 'scan', all.reduce((a, [, pr]) => a + candidatePaths(pr).length, 0), 'files');
   for (const [root, pr, role] of all) {
     const started = Date.now();
@@ -84,6 +85,7 @@ async function scanAll(p: Prepared, opts: CommonOptions, report: Report, complet
     pr.entries = await scanRoot(root.dir, paths, farm.index, stats, {
       inodes, covers: coverOf(settled), pkgOf: (k) => pr.owned.get(k)?.pkg, onFile: () => counter.add(1),
       sparse: (settled?.size ?? 0) > paths.length, keep: settled ? (k) => settled.has(k) : undefined,
+      current: survey ? (k, rec) => surveyVouches(survey, root.dir.path, k, rec) : undefined,
     });
     await farm.index.putRoot(root.dir.path, { name: root.name, lastScanAt: new Date().toISOString(), lastScanMs: Date.now() - started, lastRole: role });
   }

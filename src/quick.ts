@@ -97,35 +97,49 @@ const ROOT_FLAGS = fs.constants.O_RDONLY | fs.constants.O_DIRECTORY | fs.constan
 
 /**
  * Walks folders given in order (each after its parent), holding one fd per depth; fn gets
- * each open folder. A folder that cannot be opened ends the walk, or with skipMissing is
- * left out with everything below it (its parent's listing still shows it).
+ * each folder and its fd. A folder that cannot be opened ends the walk, or with skipMissing is
+ * left out with everything below it (its parent's listing still shows it). With lazy, folders
+ * are opened only when fn asks (fd() is -1 when that fails; fn then says 'missing'): a walk
+ * over listings it already holds opens nothing.
  */
 function walkFolders<T extends { depth: number; name: string }>(
-  rootFd: number, folders: T[], fn: (f: T, fd: number) => boolean, skipMissing = false,
+  rootFd: number, folders: T[], fn: (f: T, fd: () => number) => boolean | 'missing', skipMissing = false, lazy = false,
 ): boolean {
-  const stack: number[] = [];
+  const fds: Array<number | undefined> = []; // per depth: open fd, -1 failed, undefined not opened yet
+  const path: T[] = [];
   let skipBelow = Infinity;
+  const openAt = (d: number): number => {
+    const have = fds[d];
+    if (have !== undefined) return have;
+    const parent = d === 0 ? rootFd : openAt(d - 1);
+    const fd = d === 0 ? rootFd : parent < 0 ? -1 : openDirAt(parent, nameZ(path[d].name));
+    fds[d] = fd;
+    return fd;
+  };
+  const close = (fd: number | undefined) => { if (fd !== undefined && fd >= 0 && fd !== rootFd) closeFd(fd); };
   try {
     for (const f of folders) {
       if (f.depth > skipBelow) continue;
       skipBelow = Infinity;
-      while (stack.length > f.depth) {
-        const fd = stack.pop()!;
-        if (fd !== rootFd) closeFd(fd);
+      while (path.length > f.depth) {
+        path.pop();
+        close(fds.pop());
       }
-      if (stack.length !== f.depth) return false;
-      const fd = f.depth === 0 ? rootFd : openDirAt(stack[f.depth - 1], nameZ(f.name));
-      if (fd < 0) {
+      if (path.length !== f.depth) return false;
+      path.push(f);
+      fds.push(undefined);
+      if (!lazy && openAt(f.depth) < 0) {
         if (!skipMissing) return false;
         skipBelow = f.depth;
         continue;
       }
-      stack.push(fd);
-      if (!fn(f, fd)) return false;
+      const went = fn(f, () => openAt(f.depth));
+      if (went === 'missing' && skipMissing) skipBelow = f.depth;
+      else if (!went) return false;
     }
     return true;
   } finally {
-    for (const fd of stack) if (fd !== rootFd) closeFd(fd);
+    for (const fd of fds) close(fd);
   }
 }
 
@@ -203,7 +217,8 @@ export function quickRescan(opts: QuickOptions): QuickResult | string {
         }
         let where = '';
         const listings = crypto.createHash('sha1');
-        const ok = walkFolders(rootFd, qr.folders, (f, fd) => {
+        const ok = walkFolders(rootFd, qr.folders, (f, openFd) => {
+          const fd = openFd();
           folders++;
           where = f.name;
           const dents = readDirents(fd, f.depth === 0);
@@ -276,7 +291,8 @@ export function quickSurvey(opts: QuickOptions, dbPath: string, rootPaths: strin
     out.listings.set(qr.path, listings);
     try {
       const rels: string[] = [];
-      walkFolders(rootFd, qr.folders, (f, fd) => {
+      walkFolders(rootFd, qr.folders, (f, openFd) => {
+        const fd = openFd();
         rels[f.depth] = f.depth === 0 ? '' : rels[f.depth - 1] === '' ? f.name : `${rels[f.depth - 1]}/${f.name}`;
         const dir = rels[f.depth];
         const dents = readDirents(fd, f.depth === 0);
@@ -306,6 +322,22 @@ export function quickSurvey(opts: QuickOptions, dbPath: string, rootPaths: strin
   }
   return out;
 }
+
+/**
+ * True when the survey found the file at rel unchanged since the last complete run, and rec
+ * (its record now) has the signature the survey checked against the disk: rec is current,
+ * without another stat.
+ */
+export function surveyVouches(s: QuickSurvey, root: string, rel: RelPath, rec: { dev: string; ino: string; size: number; mtimeNs: string; ctimeNs: string }): boolean {
+  const i = rel.lastIndexOf('/');
+  const ino = s.roots.get(root)?.get(i < 0 ? '' : rel.slice(0, i))?.get(rel.slice(i + 1));
+  if (ino === undefined || rec.dev !== s.dev || rec.ino !== String(ino)) return false;
+  const words = s.words.get(ino)!;
+  recordWords(rec, ino, vouchWords);
+  for (let k = 0; k < INODE_WORDS; k++) if (words[k] !== vouchWords[k]) return false;
+  return true;
+}
+const vouchWords = new Uint32Array(INODE_WORDS);
 
 /** A record for an inode the survey found unchanged: what the last run recorded of it. */
 export function surveyRecord(s: QuickSurvey, ino: number): { dev: string; ino: string; size: number; mtimeNs: string; ctimeNs: string } {
@@ -405,7 +437,8 @@ export function inputsDigest(rootFd: number, inputsOf: { folders: RelPath[]; fil
   const inputs = inputsOf.folders;
   const wanted = new Set(inputs);
   const words = new Uint32Array(INODE_WORDS);
-  walkFolders(rootFd, folderOrder(inputs), (f, fd) => {
+  walkFolders(rootFd, folderOrder(inputs), (f, openFd) => {
+    const fd = openFd();
     if (!wanted.has(f.rel)) return true;
     const dents = readDirents(fd, f.depth === 0);
     if (!dents) return false;
@@ -438,10 +471,27 @@ function recordWords(rec: { size: number; mtimeNs: string; ctimeNs: string }, in
     put(k, sec);
     put(k + 1, nsec);
   };
-  put(0, BigInt(ino));
-  put(1, BigInt(rec.size));
-  time(2, rec.mtimeNs);
-  time(4, rec.ctimeNs);
+  // Plain numbers for what fits (inode numbers, sizes, times after 1970): no BigInt per file.
+  const num = (k: number, v: number) => {
+    w[2 * k] = v >>> 0;
+    w[2 * k + 1] = Math.floor(v / 0x1_0000_0000);
+  };
+  const fast = (k: number, nsText: string) => {
+    if (nsText.length < 10 || nsText.length > 24 || nsText[0] === '-') return false;
+    num(k, Number(nsText.slice(0, -9)));
+    num(k + 1, Number(nsText.slice(-9)));
+    return true;
+  };
+  if (Number.isSafeInteger(ino)) num(0, ino);
+  else put(0, BigInt(ino));
+  num(1, rec.size);
+  if (!fast(2, rec.mtimeNs)) time(2, rec.mtimeNs);
+  if (!fast(4, rec.ctimeNs)) time(4, rec.ctimeNs);
+}
+
+function sameSlot(words: number[], at: number, w: Uint32Array): boolean {
+  for (let i = 0; i < INODE_WORDS; i++) if (words[at + i] !== w[i]) return false;
+  return true;
 }
 
 /** An inode's size, mtime and ctime as records hold them, from its words (see INODE_WORDS). */
@@ -466,7 +516,7 @@ export function captureQuick(
 ): string | null {
   const words: number[] = [];
   const slot = new Map<number, number>();
-  const sigs = new Map<number, { size: number; mtimeNs: string; ctimeNs: string }>();
+  const firstRec = new Map<number, { size: number; mtimeNs: string; ctimeNs: string }>(); // slot -> the record its words came from
   const devN = BigInt(dev);
   const w = new Uint32Array(INODE_WORDS);
   const qroots: QuickRoot[] = [];
@@ -481,7 +531,9 @@ export function captureQuick(
     walkFolders(root.rootFd, order, (f, fd) => {
       const dir = f.rel;
       const earlier = root.touched?.has(dir) ? undefined : root.listings?.get(dir);
-      const dents = earlier ?? readDirents(fd, f.depth === 0);
+      const dfd = earlier ? 0 : fd();
+      if (dfd < 0) return 'missing';
+      const dents = earlier ?? readDirents(dfd, f.depth === 0);
       if (!dents) return fail(`cannot list /${dir}`);
       folders.push({ depth: f.depth, name: f.name });
       listings.update(dents);
@@ -500,20 +552,24 @@ export function captureQuick(
             // differs by now, the next check sees it. Database files are stat'ed.
             if (rec) recordWords(rec, ino, w);
             else {
-              if (!statRawAt(fd, dents.subarray(nameOff, nameEnd + 1))) return fail(`cannot stat /${p}`);
+              const dfd = fd();
+              if (dfd < 0 || !statRawAt(dfd, dents.subarray(nameOff, nameEnd + 1))) return fail(`cannot stat /${p}`);
               if (rawStat.buf.readBigUInt64LE(0) !== devN) return fail(`/${p} is on another filesystem`);
               statWords(w, 0);
             }
             at = words.length;
             slot.set(ino, at);
+            if (rec) firstRec.set(at, rec);
             for (const x of w) words.push(x);
+          } else if (rec) {
+            // Another name of an inode taken already: its record must say the same.
+            const first = firstRec.get(at);
+            if (first !== rec && !(first && first.size === rec.size && first.mtimeNs === rec.mtimeNs && first.ctimeNs === rec.ctimeNs)) {
+              recordWords(rec, ino, w);
+              if (!sameSlot(words, at, w)) return fail(`/${p} changed`);
+            }
           }
-          if (rec) {
-            let sig = sigs.get(at);
-            if (!sig) sigs.set(at, (sig = wordsSig(words, at)));
-            if (sig.size !== rec.size || sig.mtimeNs !== rec.mtimeNs || sig.ctimeNs !== rec.ctimeNs) return fail(`/${p} changed`);
-            matched++;
-          }
+          if (rec) matched++;
         } else if (root.tree && !root.tree.excluded(p)) {
           const t = root.tree;
           if (type === DT_REG && !t.seen.has(p)) return fail(`/${p} appeared`);
@@ -521,7 +577,7 @@ export function captureQuick(
         }
         return true;
       });
-    }, true);
+    }, true, true);
     if (!why && matched !== root.files.size) why = `${root.files.size - matched} file(s) of ${root.path} were not found again`;
     if (why) return why;
     qroots.push({

@@ -82,6 +82,8 @@ export interface ScanOptions {
   sparse?: boolean;
   /** Paths whose records stay whether scanned or not (settled files). */
   keep?: (rel: RelPath) => boolean;
+  /** True when the record is known to match the disk (the quick-rescan survey stat'ed it): no stat. */
+  current?: (rel: RelPath, rec: FileRecord) => boolean;
   /** Told of each file scanned. */
   onFile?: () => void;
 }
@@ -115,7 +117,7 @@ export async function scanRoot(
   const held = new HeldDir();
   for (const rel of [...paths].sort()) {
     const old = known.get(rel);
-    const entry = scanOne(root, rel, old, stats, inodes, opts.pkgOf?.(rel), held);
+    const entry = scanOne(root, rel, old, stats, inodes, opts.pkgOf?.(rel), held, opts.current);
     out.set(rel, entry);
     opts.onFile?.();
     if (entry.kind === 'file') {
@@ -147,7 +149,7 @@ export async function scanRoot(
 
 function scanOne(
   root: RootDir, rel: RelPath, old: FileRecord | undefined, stats: ScanStats, inodes: InodeCache, pkg: string | undefined,
-  held: HeldDir,
+  held: HeldDir, current?: ScanOptions['current'],
 ): ScanEntry {
   const { dir, name } = splitRel(rel);
   // An unchanged file keeps its record (with this run's package and link count); only files
@@ -157,6 +159,8 @@ function scanOne(
     if (key) inodes.set(key, rec);
     return { kind: 'file', rec };
   };
+  // ctime moves with any change of the link count, so the record's nlink is current too.
+  if (old && current?.(rel, old)) return unchanged(old, old.nlink, old.nlink > 1 ? inodeKey(old) : null);
   try {
     const dfd = held.fd(root, dir);
     // The common case of a rescan first: an unchanged file costs one fstatat and no BigInt.
