@@ -115,7 +115,10 @@ async function runUnify(o: UnifyOptions): Promise<Report> {
   const started = Date.now();
   const quick = o.full ? null : quickReport(o, started);
   if (quick) return quick;
-  return (await engine()).unify({ ...o, quickTried: true });
+  const t0 = performance.now();
+  const e = await engine();
+  o.trace?.('engine loaded', performance.now() - t0);
+  return e.unify({ ...o, quickTried: true });
 }
 
 function print(report: Report, flags: Flags): number {

@@ -86,6 +86,8 @@ export interface ScanOptions {
   current?: (rel: RelPath, rec: FileRecord) => boolean;
   /** Told of each file scanned. */
   onFile?: () => void;
+  /** The last write goes here instead of being waited for. */
+  writes?: Array<Promise<unknown>>;
 }
 
 /**
@@ -143,7 +145,9 @@ export async function scanRoot(
       for (const [rel, rec] of known) if (!out.has(rel) && opts.covers(rec, rel)) pending.push([root.path, rel, null]);
     }
   }
-  await index.putFiles(pending);
+  const last = index.putFiles(pending);
+  if (opts.writes) opts.writes.push(last);
+  else await last;
   return out;
 }
 
