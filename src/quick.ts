@@ -497,8 +497,13 @@ function sameSlot(words: number[], at: number, w: Uint32Array): boolean {
 /** An inode's size, mtime and ctime as records hold them, from its words (see INODE_WORDS). */
 function wordsSig(words: ArrayLike<number>, at: number): { size: number; mtimeNs: string; ctimeNs: string } {
   const u64 = (k: number) => BigInt(words[at + 2 * k]) + (BigInt(words[at + 2 * k + 1]) << 32n);
-  const ns = (k: number) => String(BigInt.asIntN(64, u64(k)) * 1_000_000_000n + u64(k + 1));
-  return { size: Number(u64(1)), mtimeNs: ns(2), ctimeNs: ns(4) };
+  const ns = (k: number) => {
+    const sec = words[at + 2 * k];
+    // Seconds below 2^32 (after 1970): a string join, no BigInt.
+    if (words[at + 2 * k + 1] === 0 && sec > 0) return `${sec}${String(words[at + 2 * k + 2]).padStart(9, '0')}`;
+    return String(BigInt.asIntN(64, u64(k)) * 1_000_000_000n + u64(k + 1));
+  };
+  return { size: words[at + 2] + words[at + 3] * 0x1_0000_0000, mtimeNs: ns(2), ctimeNs: ns(4) };
 }
 
 /**
