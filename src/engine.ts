@@ -375,7 +375,7 @@ function settleFromSurvey(p: Prepared, needAttribute: boolean): void {
   const sv = p.farm.survey;
   const refDirs = sv?.roots.get(p.refPlan.root);
   if (!sv || !refDirs) return;
-  const ours = new Map<number, boolean>(); // inode -> carries vunify's attribute (asked once)
+  const ours = needAttribute ? p.farm.index.inodeKeys() : null; // inodes that carry vunify's attribute
   for (const sp of p.serverPlans) {
     const dirs = sv.roots.get(sp.root);
     if (!dirs) continue;
@@ -389,11 +389,7 @@ function settleFromSurvey(p: Prepared, needAttribute: boolean): void {
       const name = k.slice(i + 1);
       const ino = dirs.get(dir)?.get(name);
       if (ino === undefined || refDirs.get(dir)?.get(name) !== ino) continue;
-      if (needAttribute) {
-        let has = ours.get(ino);
-        if (has === undefined) ours.set(ino, (has = p.farm.index.getInode(sv.dev, String(ino)) !== undefined));
-        if (!has) continue;
-      }
+      if (ours && !ours.has(`${sv.dev}:${ino}`)) continue;
       settled.set(k, ino);
     }
     for (const k of settled.keys()) sp.owned.delete(k);

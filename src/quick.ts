@@ -542,12 +542,13 @@ export function captureQuick(
       if (!dents) return fail(`cannot list /${dir}`);
       folders.push({ depth: f.depth, name: f.name });
       listings.update(dents);
+      const inInputs = inputs.has(dir);
+      const prefix = dir === '' ? '' : `${dir}/`;
       return forEachDirent(dents, (ino, type, nameOff, nameEnd) => {
-        const name = dents.toString('latin1', nameOff, nameEnd);
-        const p = dir === '' ? name : `${dir}/${name}`;
+        const p = prefix + dents.toString('latin1', nameOff, nameEnd);
         if (type === DT_UNKNOWN) return fail(`no file type in the listing of /${dir}`);
-        const rec = root.files.get(p);
-        const isInput = inputs.has(dir) && type === DT_REG;
+        const rec = type === DT_DIR ? undefined : root.files.get(p);
+        const isInput = inInputs && type === DT_REG;
         if (rec || isInput) {
           if (rec && (rec.ino !== String(ino) || rec.dev !== dev)) return fail(`/${p} was replaced`);
           // One stat per inode: other names of it are held to the words already taken.

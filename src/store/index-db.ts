@@ -324,6 +324,11 @@ export class Index {
     }
   }
 
+  /** The 'dev:ino' keys of every inode vunify made immutable (keys only: no record decoded). */
+  inodeKeys(): Set<string> {
+    return new Set(this.inodes.getKeys({}) as Iterable<string>);
+  }
+
   *allInodes(): Generator<{ dev: string; ino: string; rec: InodeRecord }> {
     for (const { key, value } of this.inodes.getRange({})) {
       const [dev, ino] = String(key).split(':');
