@@ -296,4 +296,33 @@ describe('quick rescan, tree mode', () => {
     expectQuick(quick).toBeDefined();
     expect(outcome(quick)).toEqual(outcome(run(env, [ARGS[0], '--full', ...ARGS.slice(1)])));
   });
+  it('times before 1970 and after 2106, and a file over 4 GiB, survive the quick file: quick equals full, and a change is seen', () => {
+    const vd = env.VUNIFY_VSERVERS_DIR!;
+    const odd = [['old', '1960-03-01 12:00:00.123456789'], ['late', '2200-01-01 00:00:00.000000001']];
+    for (const s of ['s0', 's1', 's2']) {
+      fs.mkdirSync(path.join(vd, s, 'usr', 'odd'), { recursive: true });
+      for (const [name, when] of odd) {
+        fs.writeFileSync(path.join(vd, s, 'usr', 'odd', name), `${name} times\n`);
+        sh('touch', '-h', '-d', when, path.join(vd, s, 'usr', 'odd', name));
+      }
+    }
+    // Sparse, and in one root only: no partner, so it is recorded but never read.
+    sh('truncate', '-s', '5G', path.join(vd, 's1', 'usr', 'odd', 'huge'));
+    const first = run(env, ARGS);
+    expect(first.unchangedSince).toBeUndefined();
+    const quick = run(env, ARGS);
+    expectQuick(quick).toBeDefined();
+    expect(outcome(quick)).toEqual(outcome(run(env, [ARGS[0], '--full', ...ARGS.slice(1)])));
+    expectQuick(run(env, ARGS)).toBeDefined();
+    // One nanosecond later on the pre-1970 file of a server: seen, and it no longer matches.
+    const f = path.join(vd, 's2', 'usr', 'odd', 'old');
+    sh('chattr', '-i', f);
+    sh('touch', '-h', '-d', '1960-03-01 12:00:00.123456790', f);
+    const after = run(env, ARGS);
+    expect(after.unchangedSince).toBeUndefined();
+    expect(after.servers.s2.skipped.metadataDiffers).toBeGreaterThan(0);
+    sh('truncate', '-s', '6G', path.join(vd, 's1', 'usr', 'odd', 'huge'));
+    expect(run(env, ARGS).unchangedSince).toBeUndefined();
+    expectQuick(run(env, ARGS)).toBeDefined();
+  });
 });
