@@ -11,7 +11,7 @@ import { addCounters, emptyCounters, pathForReport, type Counters, type FileLine
 import { phaseCounter, type ProgressSink } from './progress.js';
 import { hashFiles, scanRoot, type InodeCache, type ScanStats } from './scan.js';
 import type { FileRecord } from './store/index-db.js';
-import { captureQuick, inputsDigest, quickReport, surveyRecord, surveyVouches, type CaptureRoot } from './quick.js';
+import { captureQuick, inputsDigest, quickReport, surveyIno, surveyRecord, surveyVouches, type CaptureRoot } from './quick.js';
 
 export { dropVanishedRoots, TREE_PKG } from './prepare.js';
 export { takeLock } from './lock.js';
@@ -219,10 +219,10 @@ export async function unify(opts: UnifyOptions): Promise<Report> {
     const report = newReport(p, dryRun ? 'plan' : 'unify', dryRun, immutable);
     const lap = (phase: string) => { const now = performance.now(); opts.trace?.(phase, now - t); t = now; };
     if ((opts.verbose ?? 0) < 2) {
+      lap('prepare');
       settleFromSurvey(p, immutable && !dryRun);
-      opts.trace?.(`settled: ${[...p.settled.values()].reduce((a, m) => a + m.size, 0)} files unchanged and unified since the last complete run`, performance.now() - t);
-    }
-    lap('prepare');
+      lap(`settled: ${[...p.settled.values()].reduce((a, m) => a + m.size, 0)} files unchanged and unified since the last complete run`);
+    } else lap('prepare');
     await scanAll(p, opts, report, dryRun);
     lap('scan+hash');
     const decisions = plan({ reference: p.refPlan, servers: p.serverPlans, refByHash: refByHash(p), tree: p.tree });
@@ -422,15 +422,16 @@ function captureAfter(p: Prepared, opts: UnifyOptions, report: Report, notable: 
     }
     const settled = p.settled.get(pr.name);
     for (const [k, ino] of settled ?? []) records.set(k, p.written.get(`${root.dir.path}\0${k}`) ?? surveyRecord(p.farm.survey!, ino) as FileRecord);
-    const paths = [...pr.owned.keys(), ...(settled?.keys() ?? [])];
-    const folders = s.walk ? s.walk.folders : new Set(paths.map((k) => k.slice(0, Math.max(0, k.lastIndexOf('/')))));
+    const dirOf = (k: RelPath) => k.slice(0, Math.max(0, k.lastIndexOf('/')));
+    const folders = s.walk ? s.walk.folders : new Set([...pr.owned.keys(), ...(settled?.keys() ?? [])].map(dirOf));
     const touched = new Set<RelPath>();
     for (const k of ctx.touchedDirs ?? []) if (k.startsWith(`${root.dir.path}\0`)) touched.add(k.slice(root.dir.path.length + 1));
     roots.push({
       path: root.dir.path, rootFd: root.dir.rootFd, folders, files: records, inputs: s.inputs.folders, inputFiles: s.inputFiles,
       // The walk's listings, for folders this run did not change: what its decisions saw.
       listings: s.walk?.listings, touched,
-      tree: s.walk && p.excluded ? { seen: new Set(paths), folders: s.walk.folders, skipped: s.walk.skipped, excluded: p.excluded } : undefined,
+      tree: s.walk && p.excluded ? { seen: (k) => pr.owned.has(k) || (settled?.has(k) ?? false), folders: s.walk.folders, skipped: s.walk.skipped, excluded: p.excluded } : undefined,
+      listedAs: p.farm.survey ? (k) => surveyIno(p.farm.survey!, root.dir.path, k) : undefined,
     });
   }
   const next: Report = structuredClone({ ...report, files: undefined });

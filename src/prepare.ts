@@ -103,7 +103,9 @@ async function openFarm(opts: CommonOptions, needImmutable: boolean, changesFarm
     const lockFd = takeLock(dbPath);
     try {
       // Read before the quick file goes: files still as the last complete run left them.
+      const t0 = performance.now();
       const surveyed = survey ? quickSurvey(opts as QuickOptions, dbPath, opened.map((r) => r.dir.path)) : null;
+      if (surveyed) opts.trace?.(`survey: ${surveyed.words.size} inodes unchanged`, performance.now() - t0);
       // Before any change: from here on only a full rescan can tell what the farm holds.
       if (changesFarm) dropQuick(dbPath);
       const index = Index.open(dbPath, { rebuild: opts.rebuildIndex });

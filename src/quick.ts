@@ -328,9 +328,8 @@ export function quickSurvey(opts: QuickOptions, dbPath: string, rootPaths: strin
  * (its record now) has the signature the survey checked against the disk: rec is current,
  * without another stat.
  */
-export function surveyVouches(s: QuickSurvey, root: string, rel: RelPath, rec: { dev: string; ino: string; size: number; mtimeNs: string; ctimeNs: string }): boolean {
-  const i = rel.lastIndexOf('/');
-  const ino = s.roots.get(root)?.get(i < 0 ? '' : rel.slice(0, i))?.get(rel.slice(i + 1));
+export function surveyVouches(s: QuickSurvey, root: string, rel: RelPath, rec: CaptureRecord): boolean {
+  const ino = surveyIno(s, root, rel);
   if (ino === undefined || rec.dev !== s.dev || rec.ino !== String(ino)) return false;
   const words = s.words.get(ino)!;
   recordWords(rec, ino, vouchWords);
@@ -338,6 +337,12 @@ export function surveyVouches(s: QuickSurvey, root: string, rel: RelPath, rec: {
   return true;
 }
 const vouchWords = new Uint32Array(INODE_WORDS);
+
+/** The inode at rel that the survey found unchanged, if it did. */
+export function surveyIno(s: QuickSurvey, root: string, rel: RelPath): number | undefined {
+  const i = rel.lastIndexOf('/');
+  return s.roots.get(root)?.get(i < 0 ? '' : rel.slice(0, i))?.get(rel.slice(i + 1));
+}
 
 /** A record for an inode the survey found unchanged: what the last run recorded of it. */
 export function surveyRecord(s: QuickSurvey, ino: number): { dev: string; ino: string; size: number; mtimeNs: string; ctimeNs: string } {
@@ -358,13 +363,15 @@ export function quickReport(opts: QuickOptions & { trace?: (phase: string, ms: n
 }
 
 /** What the capture needs to know of one root after a complete run. */
+type CaptureRecord = { dev: string; ino: string; size: number; mtimeNs: string; ctimeNs: string };
+
 export interface CaptureRoot {
   path: string;
   rootFd: number;
   /** Folders to record (their ancestors are added). */
   folders: Iterable<RelPath>;
   /** Final records of the candidates that are files: their inodes go into the table. */
-  files: Map<RelPath, { dev: string; ino: string; size: number; mtimeNs: string; ctimeNs: string }>;
+  files: Map<RelPath, CaptureRecord>;
   /** Package database folders: every regular file in them goes into the table as it is now. */
   inputs: RelPath[];
   /** Package database files and their state when the run read the database (fileSignature). */
@@ -373,7 +380,9 @@ export interface CaptureRoot {
    * Tree mode: the walk's view. A regular file or folder that is not excluded and that the
    * run did not see means the farm changed under the run: no capture then.
    */
-  tree?: { seen: Set<RelPath>; folders: Set<RelPath>; skipped: Set<RelPath>; excluded: (rel: RelPath) => boolean };
+  tree?: { seen: (rel: RelPath) => boolean; folders: Set<RelPath>; skipped: Set<RelPath>; excluded: (rel: RelPath) => boolean };
+  /** The inode the survey found at a path, when it did (its listing is the walk's). */
+  listedAs?: (rel: RelPath) => number | undefined;
   /** Listings read earlier in the run (the tree walk), used for folders not in `touched`. */
   listings?: Map<RelPath, Buffer>;
   touched?: Set<RelPath>;
@@ -533,6 +542,27 @@ export function captureQuick(
     let why: string | null = null;
     let matched = 0;
     const fail = (reason: string) => { why ??= reason; return false; };
+    // One table slot per inode: the first record of it gives the words (what the run decided
+    // on: if the disk differs by now, the next check sees it); other names must agree.
+    const take = (rec: CaptureRecord, ino: number, p: RelPath): boolean => {
+      const at = slot.get(ino);
+      if (at === undefined) {
+        recordWords(rec, ino, w);
+        slot.set(ino, words.length);
+        firstRec.set(words.length, rec);
+        for (const x of w) words.push(x);
+        return true;
+      }
+      const first = firstRec.get(at);
+      if (first === rec || (first && first.size === rec.size && first.mtimeNs === rec.mtimeNs && first.ctimeNs === rec.ctimeNs)) return true;
+      recordWords(rec, ino, w);
+      return sameSlot(words, at, w) || fail(`/${p} changed`);
+    };
+    // Folders whose listing the walk read are taken as the walk saw them; their records are
+    // matched to it below. Folders this run changed, and package database folders, are read
+    // again and checked entry by entry.
+    const walked = new Map<RelPath, Buffer>();
+    const reread = new Set<RelPath>();
     walkFolders(root.rootFd, order, (f, fd) => {
       const dir = f.rel;
       const earlier = root.touched?.has(dir) ? undefined : root.listings?.get(dir);
@@ -543,47 +573,66 @@ export function captureQuick(
       folders.push({ depth: f.depth, name: f.name });
       listings.update(dents);
       const inInputs = inputs.has(dir);
+      if (earlier && !inInputs) {
+        walked.set(dir, earlier);
+        return true;
+      }
+      reread.add(dir);
       const prefix = dir === '' ? '' : `${dir}/`;
       return forEachDirent(dents, (ino, type, nameOff, nameEnd) => {
         const p = prefix + dents.toString('latin1', nameOff, nameEnd);
         if (type === DT_UNKNOWN) return fail(`no file type in the listing of /${dir}`);
         const rec = type === DT_DIR ? undefined : root.files.get(p);
-        const isInput = inInputs && type === DT_REG;
-        if (rec || isInput) {
-          if (rec && (rec.ino !== String(ino) || rec.dev !== dev)) return fail(`/${p} was replaced`);
-          // One stat per inode: other names of it are held to the words already taken.
-          let at = slot.get(ino);
-          if (at === undefined) {
-            // A candidate's words come from its record (what the run decided on): if the disk
-            // differs by now, the next check sees it. Database files are stat'ed.
-            if (rec) recordWords(rec, ino, w);
-            else {
-              const dfd = fd();
-              if (dfd < 0 || !statRawAt(dfd, dents.subarray(nameOff, nameEnd + 1))) return fail(`cannot stat /${p}`);
-              if (rawStat.buf.readBigUInt64LE(0) !== devN) return fail(`/${p} is on another filesystem`);
-              statWords(w, 0);
-            }
-            at = words.length;
-            slot.set(ino, at);
-            if (rec) firstRec.set(at, rec);
-            for (const x of w) words.push(x);
-          } else if (rec) {
-            // Another name of an inode taken already: its record must say the same.
-            const first = firstRec.get(at);
-            if (first !== rec && !(first && first.size === rec.size && first.mtimeNs === rec.mtimeNs && first.ctimeNs === rec.ctimeNs)) {
-              recordWords(rec, ino, w);
-              if (!sameSlot(words, at, w)) return fail(`/${p} changed`);
-            }
-          }
-          if (rec) matched++;
+        if (rec) {
+          if (rec.ino !== String(ino) || rec.dev !== dev) return fail(`/${p} was replaced`);
+          matched++;
+          return take(rec, ino, p);
+        }
+        if (inInputs && type === DT_REG) {
+          // A database file is stat'ed: its words are as it is now.
+          if (slot.has(ino)) return true;
+          const dfd2 = fd();
+          if (dfd2 < 0 || !statRawAt(dfd2, dents.subarray(nameOff, nameEnd + 1))) return fail(`cannot stat /${p}`);
+          if (rawStat.buf.readBigUInt64LE(0) !== devN) return fail(`/${p} is on another filesystem`);
+          statWords(w, 0);
+          slot.set(ino, words.length);
+          for (const x of w) words.push(x);
         } else if (root.tree && !root.tree.excluded(p)) {
           const t = root.tree;
-          if (type === DT_REG && !t.seen.has(p)) return fail(`/${p} appeared`);
+          if (type === DT_REG && !t.seen(p)) return fail(`/${p} appeared`);
           if (type === DT_DIR && !t.folders.has(p) && !t.skipped.has(p)) return fail(`/${p}/ appeared`);
         }
         return true;
       });
     }, true, true);
+    if (why) return why;
+    // Records in walked folders: a name the survey found with this inode is as the listing
+    // says; any other is looked up in its folder's listing (a file replaced after the walk
+    // read it has another inode there).
+    const named = new Map<RelPath, Map<string, number>>();
+    const listedIno = (dir: RelPath, name: string): number | undefined => {
+      let m = named.get(dir);
+      if (!m) {
+        const dents = walked.get(dir)!;
+        const mm = new Map<string, number>();
+        forEachDirent(dents, (ino, type, nameOff, nameEnd) => {
+          if (type === DT_REG) mm.set(dents.toString('latin1', nameOff, nameEnd), ino);
+          return true;
+        });
+        named.set(dir, (m = mm));
+      }
+      return m.get(name);
+    };
+    for (const [p, rec] of root.files) {
+      const i = p.lastIndexOf('/');
+      const dir = i < 0 ? '' : p.slice(0, i);
+      if (reread.has(dir) || !walked.has(dir)) continue; // checked above, or not found: counted below
+      const ino = Number(rec.ino);
+      if (rec.dev !== dev) return `/${p} was replaced`;
+      if (root.listedAs?.(p) !== ino && listedIno(dir, p.slice(i + 1)) !== ino) return `/${p} was replaced`;
+      matched++;
+      if (!take(rec, ino, p)) return why;
+    }
     if (!why && matched !== root.files.size) why = `${root.files.size - matched} file(s) of ${root.path} were not found again`;
     if (why) return why;
     qroots.push({
