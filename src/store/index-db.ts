@@ -82,11 +82,6 @@ export interface RootRecord {
 
 const LMDB_MAGIC = 0xbeefc0de;
 
-/**
- * A failed LMDB commit can leave the file unwritable while it still opens (seen once at
- * 500,000 files: a freelist assertion inside LMDB). The failure is marked in a file beside
- * the index so the next run stops at open, where --rebuild-index can move both aside.
- */
 /** lmdb-js rejects a failed commit's writes with a generic error; the cause comes on a
  * second promise, rejected in the same callback (or never). */
 async function commitDetail(err: unknown): Promise<unknown> {
@@ -98,6 +93,11 @@ async function commitDetail(err: unknown): Promise<unknown> {
   ]);
 }
 
+/**
+ * A failed LMDB commit can leave the file unwritable while it still opens (seen once at
+ * 500,000 files: a freelist assertion inside LMDB). The failure is marked in a file beside
+ * the index so the next run stops at open, where --rebuild-index can move both aside.
+ */
 const failedMarkPath = (dbPath: string) => `${dbPath}.write-failed`;
 
 function failedMark(dbPath: string): string | null {
@@ -208,9 +208,10 @@ export class Index {
   private writeError: VunifyError | null = null;
 
   /**
-   * Every write goes through here: a failed commit becomes one VunifyError, marked beside
-   * the index, and the promise has a handler so a write nobody awaits cannot end the process
-   * with Node's unhandled-rejection trace. flush() rethrows it.
+   * Every write goes through here: a failed commit becomes one VunifyError (marked beside
+   * the index when LMDB itself failed), and the promise has a handler so a write nobody
+   * awaits cannot end the process with Node's unhandled-rejection trace. flush() and close()
+   * rethrow it.
    */
   private guard<T>(p: Promise<T>): Promise<T> {
     const g = p.catch(async (err: unknown) => {
