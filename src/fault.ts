@@ -1,7 +1,7 @@
 // Test-only fault injection: with VUNIFY_FAULT_AFTER=N the process kills itself (SIGKILL,
 // no cleanup of any kind) at the Nth change point of apply, so tests can prove that
 // `vunify recover` finishes or rolls back whatever was under way. Unset, it costs a compare.
-import { appendFileSync } from 'node:fs';
+import { appendFileSync, copyFileSync, renameSync, statSync, utimesSync } from 'node:fs';
 
 const after = Number(process.env.VUNIFY_FAULT_AFTER ?? 0);
 let passed = 0;
@@ -17,4 +17,18 @@ export function faultPoint(): void {
 export function afterVerify(): void {
   const p = process.env.VUNIFY_TEST_WRITE_AFTER_VERIFY;
   if (p) appendFileSync(p, 'x');
+}
+
+/**
+ * Test-only: VUNIFY_TEST_REPLACE_AFTER_WALK=PATH replaces PATH with a copy of itself (same
+ * bytes, mode and times, another inode) right after the tree walks, as an upgrade running
+ * beside vunify could.
+ */
+export function afterWalk(): void {
+  const p = process.env.VUNIFY_TEST_REPLACE_AFTER_WALK;
+  if (!p) return;
+  const st = statSync(p);
+  copyFileSync(p, `${p}.race`);
+  utimesSync(`${p}.race`, st.atime, st.mtime);
+  renameSync(`${p}.race`, p);
 }

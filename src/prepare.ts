@@ -11,6 +11,7 @@ import { takeLock } from './lock.js';
 import { DEFAULT_DB, DEFAULT_VSERVERS_DIR, serverPath } from './paths.js';
 import type { Owned, PlanRoot } from './plan.js';
 import { fileSignature, inputsDigest, quickSurvey, type QuickOptions, type QuickSurvey } from './quick.js';
+import { afterWalk } from './fault.js';
 import { recover } from './recover.js';
 import { DpkgSource } from './sources/dpkg.js';
 import { RpmSource } from './sources/rpm.js';
@@ -241,6 +242,7 @@ async function prepareTree(farm: Farm, opts: CommonOptions, seen: Prepared['seen
   const refPlan = await planOf(farm.ref);
   const serverPlans: PlanRoot[] = [];
   for (const s of farm.servers) serverPlans.push(await planOf(s));
+  afterWalk();
   return { farm, packages: [], notes, serverPlans, refPlan, tree: true, seen, written: new Map(), settled: new Map(), excluded: exclude };
 }
 

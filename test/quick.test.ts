@@ -325,4 +325,22 @@ describe('quick rescan, tree mode', () => {
     expect(run(env, ARGS).unchangedSince).toBeUndefined();
     expectQuick(run(env, ARGS)).toBeDefined();
   });
+  it('a file replaced between the walk and the scan leaves no quick file; the next run sees the new inode', () => {
+    const vd = env.VUNIFY_VSERVERS_DIR!;
+    fs.mkdirSync(path.join(vd, 's1', 'usr', 'race'), { recursive: true });
+    const victim = path.join(vd, 's1', 'usr', 'race', 'victim');
+    fs.writeFileSync(victim, 'a file of s1 alone\n');
+    const quickFile = `${env.VUNIFY_DB}.quick`;
+    const before = fs.statSync(victim).ino;
+    const raced = run(env, ARGS, { VUNIFY_TEST_REPLACE_AFTER_WALK: victim });
+    expect(fs.statSync(victim).ino).not.toBe(before);
+    expect(why(raced)).toMatch(/quick file not written: \/usr\/race\/victim was replaced/);
+    expect(fs.existsSync(quickFile)).toBe(false);
+    const next = run(env, ARGS);
+    expect(next.unchangedSince).toBeUndefined();
+    expect(fs.existsSync(quickFile)).toBe(true);
+    const quick = run(env, ARGS);
+    expectQuick(quick).toBeDefined();
+    expect(outcome(quick)).toEqual(outcome(run(env, [ARGS[0], '--full', ...ARGS.slice(1)])));
+  });
 });
