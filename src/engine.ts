@@ -83,12 +83,18 @@ async function scanAll(p: Prepared, opts: CommonOptions, report: Report, complet
     const stats: ScanStats = { filesHashed: 0, bytesHashed: 0, filesStatted: 0 };
     const paths = candidatePaths(pr);
     const settled = role === 'server' ? p.settled.get(pr.name) : undefined;
+    // Tree mode, and no run wrote to the index since the capture: its records of this root are
+    // the capture's candidates, so if the scanned paths' records and the settled files add up
+    // to the capture's count, none of its files vanished (a name the survey vouches for had
+    // that inode at the capture: a new name moves the inode's ctime).
+    const captured = p.tree && survey?.txn !== undefined && survey.txn === farm.txnAtOpen ? survey.rootRecords.get(root.dir.path) : undefined;
     pr.entries = await scanRoot(root.dir, paths, farm.index, stats, {
       inodes, covers: coverOf(settled), pkgOf: (k) => pr.owned.get(k)?.pkg, onFile: () => counter.add(1),
       sparse: (settled?.size ?? 0) > paths.length, keep: settled ? (k) => settled.has(k) : undefined,
       current: survey ? (k, rec) => surveyVouches(survey, root.dir.path, k, rec) : undefined, writes,
+      recordsIfNoneVanished: captured === undefined ? undefined : captured - (settled?.size ?? 0),
     });
-    opts.trace?.(`scan ${root.name}: ${paths.length} paths, ${stats.filesStatted} stat'ed`, Date.now() - started);
+    opts.trace?.(`scan ${root.name}: ${paths.length} paths, ${stats.filesStatted} stat'ed${stats.vanishedSearch ? ', no search for vanished files needed' : ''}`, Date.now() - started);
     writes.push(farm.index.putRoot(root.dir.path, { name: root.name, lastScanAt: new Date().toISOString(), lastScanMs: Date.now() - started, lastRole: role }));
   }
   // Each root's records commit while the next root is scanned (no root reads another's).
@@ -276,7 +282,8 @@ export async function unify(opts: UnifyOptions): Promise<Report> {
     const done = finish(report, started, ctx, rootNames(p));
     if (!dryRun) {
       const t0 = performance.now();
-      const why = captureAfter(p, opts, done, notable, ctx);
+      await p.farm.index.committed();
+      const why = captureAfter(p, opts, done, notable, ctx, p.farm.index.lastTxnId());
       opts.trace?.(why ? `quick file not written: ${why}` : 'quick file written', performance.now() - t0);
     }
     return done;
@@ -403,7 +410,7 @@ function settleFromSurvey(p: Prepared, needAttribute: boolean): void {
  * read. A run that left work (a failure, a file changed under way, a link limit) records
  * nothing. Returns why not, or null.
  */
-function captureAfter(p: Prepared, opts: UnifyOptions, report: Report, notable: FileLine[], ctx: ApplyContext): string | null {
+function captureAfter(p: Prepared, opts: UnifyOptions, report: Report, notable: FileLine[], ctx: ApplyContext, txn: number): string | null {
   const t = report.totals;
   if (report.errors.length || t.skipped.changed || t.skipped.error || t.skipped.linkLimit || ctx.secondCopies?.size) {
     return 'the run left work for the next one';
@@ -445,7 +452,7 @@ function captureAfter(p: Prepared, opts: UnifyOptions, report: Report, notable: 
     c.filesHashed = 0;
     c.bytesHashed = 0;
   }
-  return captureQuick(opts, p.farm.index.path, String(p.farm.ref.dir.dev), roots, next, notable);
+  return captureQuick(opts, p.farm.index.path, txn, String(p.farm.ref.dir.dev), roots, next, notable);
 }
 
 export type { Decision, Counters, Report };

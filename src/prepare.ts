@@ -64,6 +64,8 @@ export interface Farm {
   ref: Root; servers: Root[]; index: Index; lockFd: number;
   /** What the last complete unify left that is still as it was (see quickSurvey). */
   survey: QuickSurvey | null;
+  /** The index's last transaction id once opened and recovered. */
+  txnAtOpen: number;
 }
 
 async function openFarm(opts: CommonOptions, needImmutable: boolean, changesFarm: boolean, survey: boolean): Promise<Farm> {
@@ -116,7 +118,8 @@ async function openFarm(opts: CommonOptions, needImmutable: boolean, changesFarm
         await index.close();
         throw err;
       }
-      return { ref, servers, index, lockFd, survey: surveyed };
+      // Before this run writes anything: equal to the survey's, no run wrote since the capture.
+      return { ref, servers, index, lockFd, survey: surveyed, txnAtOpen: index.lastTxnId() };
     } catch (err) {
       fs.closeSync(lockFd);
       throw err;

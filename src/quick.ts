@@ -265,6 +265,9 @@ export interface QuickSurvey {
   records: Map<number, { dev: string; ino: string; size: number; mtimeNs: string; ctimeNs: string }>;
   /** Per root, each recorded folder's listing as the survey read it: the tree walk reuses them. */
   listings: Map<string, Map<RelPath, Buffer>>;
+  /** The index's last transaction id when the quick file was written, and each root's record count then (tree mode). */
+  txn?: number;
+  rootRecords: Map<string, number>;
 }
 
 /**
@@ -279,7 +282,7 @@ export function quickSurvey(opts: QuickOptions, dbPath: string, rootPaths: strin
   const words = state.inodes;
   const slot = inodeSlots(words);
   const verdict = new Map<number, boolean>(); // inode -> unchanged (and non-empty, on our filesystem)
-  const out: QuickSurvey = { roots: new Map(), words: new Map(), dev: h.dev, records: new Map(), listings: new Map() };
+  const out: QuickSurvey = { roots: new Map(), words: new Map(), dev: h.dev, records: new Map(), listings: new Map(), txn: h.txn, rootRecords: new Map() };
   const devN = BigInt(h.dev);
   for (const qr of h.roots) {
     if (!rootPaths.includes(qr.path)) continue;
@@ -289,6 +292,7 @@ export function quickSurvey(opts: QuickOptions, dbPath: string, rootPaths: strin
     out.roots.set(qr.path, byDir);
     const listings = new Map<RelPath, Buffer>();
     out.listings.set(qr.path, listings);
+    if (qr.records !== undefined) out.rootRecords.set(qr.path, qr.records);
     try {
       const rels: string[] = [];
       walkFolders(rootFd, qr.folders, (f, openFd) => {
@@ -523,6 +527,7 @@ function wordsSig(words: ArrayLike<number>, at: number): { size: number; mtimeNs
 export function captureQuick(
   opts: QuickOptions,
   dbPath: string,
+  txn: number,
   dev: string,
   roots: CaptureRoot[],
   report: Report,
@@ -637,7 +642,7 @@ export function captureQuick(
     if (why) return why;
     qroots.push({
       path: root.path, ino: String(fs.fstatSync(root.rootFd).ino), folders, listings: listings.digest('base64'),
-      inputs: root.inputFiles,
+      inputs: root.inputFiles, records: root.tree ? root.files.size : undefined,
     });
   }
   const id = indexId(dbPath);
@@ -648,6 +653,7 @@ export function captureQuick(
     mounts: mountsDigest(roots.map((r) => r.path)),
     dev,
     createdAt: new Date().toISOString(),
+    txn,
     roots: qroots,
     report: { ...report, durationMs: 0 },
     notable,

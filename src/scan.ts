@@ -16,7 +16,7 @@ export type ScanEntry =
   /** Package databases list folders too: not files, and no decision is reported for them. */
   | { kind: 'folder' };
 
-export interface ScanStats { filesHashed: number; bytesHashed: number; filesStatted: number }
+export interface ScanStats { filesHashed: number; bytesHashed: number; filesStatted: number; vanishedSearch?: 'skipped' }
 
 export function xattrDigest(x: Xattrs): string {
   const names = Object.keys(x).sort();
@@ -88,6 +88,11 @@ export interface ScanOptions {
   onFile?: () => void;
   /** The last write goes here instead of being waited for. */
   writes?: Array<Promise<unknown>>;
+  /**
+   * With sparse: how many of the paths have records when no recorded file of the root
+   * vanished (see scanAll). When they do, the search for records of vanished files is skipped.
+   */
+  recordsIfNoneVanished?: number;
 }
 
 /**
@@ -135,7 +140,9 @@ export async function scanRoot(
   }
   held.release();
   if (opts.covers) {
-    if (opts.sparse) {
+    if (opts.sparse && known.size === opts.recordsIfNoneVanished) {
+      stats.vanishedSearch = 'skipped';
+    } else if (opts.sparse) {
       for (const rel of index.filePathsOf(root.path)) {
         if (out.has(rel) || opts.keep?.(rel)) continue;
         const rec = index.getFile(root.path, rel);

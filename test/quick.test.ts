@@ -6,6 +6,7 @@ import { spawnSync } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
+import { open } from 'lmdb';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import * as farmLib from '../native-free-bench/farm.mjs';
 import { makeRpmFarm, removeFarm, type Farm } from '../src/testing/rpmfarm.js';
@@ -18,7 +19,7 @@ function run(env: NodeJS.ProcessEnv, args: string[], extra: NodeJS.ProcessEnv = 
   expect(r.status, r.stderr).toBe(0);
   const rep = JSON.parse(r.stdout) as Rep;
   // Why a run was not quick, for failure messages.
-  Object.defineProperty(rep, 'why', { value: r.stderr.split('\n').filter((l) => / quick| settled/.test(l)).join('; '), enumerable: false });
+  Object.defineProperty(rep, 'why', { value: r.stderr.split('\n').filter((l) => / quick| settled|vanished/.test(l)).join('; '), enumerable: false });
   return rep;
 }
 const why = (r: Rep) => (r as unknown as { why: string }).why;
@@ -342,5 +343,41 @@ describe('quick rescan, tree mode', () => {
     const quick = run(env, ARGS);
     expectQuick(quick).toBeDefined();
     expect(outcome(quick)).toEqual(outcome(run(env, [ARGS[0], '--full', ...ARGS.slice(1)])));
+  });
+  it('a file gone since the last complete run loses its record; the search for such files is skipped only when none can be gone', async () => {
+    const vd = env.VUNIFY_VSERVERS_DIR!;
+    const dir = path.join(vd, 's2', 'usr', 'gone');
+    fs.mkdirSync(dir, { recursive: true });
+    for (const n of ['a', 'b']) fs.writeFileSync(path.join(dir, n), `only in s2: ${n}\n`);
+    const s2 = fs.realpathSync(path.join(vd, 's2'));
+    const recordOf = async (rel: string) => {
+      const env0 = open({ path: env.VUNIFY_DB!, readOnly: true });
+      try {
+        return env0.openDB({ name: 'files' }).get([s2, rel]);
+      } finally {
+        await env0.close();
+      }
+    };
+    run(env, ARGS);
+    expectQuick(run(env, ARGS)).toBeDefined();
+    expect(await recordOf('usr/gone/b')).toBeDefined();
+    // Nothing removed: the search is skipped.
+    fs.writeFileSync(path.join(dir, 'a'), 'only in s2: a, changed\n');
+    expect(why(run(env, ARGS))).toMatch(/s2: .*no search for vanished files needed/);
+    // A file removed: searched, and its record goes.
+    fs.rmSync(path.join(dir, 'b'));
+    const after = run(env, ARGS);
+    expect(why(after)).not.toMatch(/s2: .*no search for vanished files needed/);
+    expect(await recordOf('usr/gone/b')).toBeUndefined();
+    expect(await recordOf('usr/gone/a')).toBeDefined();
+    // A dry run wrote to the index after the capture: no skipping on its word.
+    fs.writeFileSync(path.join(dir, 'c'), 'only in s2: c\n');
+    run(env, ['plan', ...ARGS.slice(1)]);
+    fs.rmSync(path.join(dir, 'c'));
+    fs.writeFileSync(path.join(dir, 'a'), 'only in s2: a, changed again\n');
+    const later = run(env, ARGS);
+    expect(why(later)).not.toMatch(/s2: .*no search for vanished files needed/);
+    expect(await recordOf('usr/gone/c')).toBeUndefined();
+    expect(decisions(later)).toEqual(decisions({ ...run(env, ['plan', '--full', ...ARGS.slice(1)]), command: 'unify', dryRun: false } as Rep));
   });
 });

@@ -387,6 +387,17 @@ export class Index {
     await this.env.backup(dest, true);
   }
 
+  /** The id of the last committed write transaction: it moves with every write. */
+  lastTxnId(): number {
+    return (this.env.getStats() as { lastTxnId: number }).lastTxnId;
+  }
+
+  /** Waits until every write so far is committed (visible to readers; not yet durable). */
+  async committed(): Promise<void> {
+    await this.guard(Promise.resolve(this.env.committed));
+    if (this.writeError) throw this.writeError;
+  }
+
   /** Waits until every write so far is durable on disk. */
   async flush(): Promise<void> {
     await this.guard(Promise.resolve(this.env.flushed));

@@ -16,7 +16,11 @@ export interface QuickFolder { depth: number; name: string }
  * listings: one digest of every folder's listing, in order. inputs: package database files
  * and their state (see quick.ts, fileSignature).
  */
-export interface QuickRoot { path: string; ino: string; folders: QuickFolder[]; listings: string; inputs: Array<[string, string]> }
+export interface QuickRoot {
+  path: string; ino: string; folders: QuickFolder[]; listings: string; inputs: Array<[string, string]>;
+  /** Tree mode: how many file records the index held for the root (its candidates). */
+  records?: number;
+}
 
 export interface QuickHeader {
   fingerprint: string;
@@ -26,6 +30,8 @@ export interface QuickHeader {
   mounts: string;
   dev: string;
   createdAt: string;
+  /** The index's last transaction id once the run's writes were committed. */
+  txn?: number;
   roots: QuickRoot[];
   /** The report (JSON) a full rescan of the unchanged farm gives, and its -v file lines. */
   report: unknown;
