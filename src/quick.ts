@@ -15,7 +15,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import type { UnifyOptions } from './engine.js';
 import type { RelPath } from './fsx/rootdir.js';
-import { DT_DIR, DT_REG, DT_UNKNOWN, closeFd, forEachDirent, openDirAt, rawStat, readDirents, statRawAt } from './fsx/sys.js';
+import { DT_DIR, DT_REG, DT_UNKNOWN, closeFd, forEachDirent, nsText, openDirAt, rawStat, readDirents, statRawAt } from './fsx/sys.js';
 import { takeLock } from './lock.js';
 import { DEFAULT_DB, DEFAULT_VSERVERS_DIR, serverPath } from './paths.js';
 import type { FileLine, Report } from './report.js';
@@ -262,7 +262,7 @@ export interface QuickSurvey {
   words: Map<number, Uint32Array>;
   dev: string;
   /** surveyRecord's results, one per inode. */
-  records: Map<number, { dev: string; ino: string; size: number; mtimeNs: string; ctimeNs: string }>;
+  records: Map<number, CaptureRecord>;
   /** Per root, each recorded folder's listing as the survey read it: the tree walk reuses them. */
   listings: Map<string, Map<RelPath, Buffer>>;
   /** The index's last transaction id when the quick file was written, and each root's record count then (tree mode). */
@@ -337,8 +337,7 @@ export function surveyVouches(s: QuickSurvey, root: string, rel: RelPath, rec: C
   if (ino === undefined || rec.dev !== s.dev || rec.ino !== String(ino)) return false;
   const words = s.words.get(ino)!;
   recordWords(rec, ino, vouchWords);
-  for (let k = 0; k < INODE_WORDS; k++) if (words[k] !== vouchWords[k]) return false;
-  return true;
+  return sameSlot(words, 0, vouchWords);
 }
 const vouchWords = new Uint32Array(INODE_WORDS);
 
@@ -349,7 +348,7 @@ export function surveyIno(s: QuickSurvey, root: string, rel: RelPath): number | 
 }
 
 /** A record for an inode the survey found unchanged: what the last run recorded of it. */
-export function surveyRecord(s: QuickSurvey, ino: number): { dev: string; ino: string; size: number; mtimeNs: string; ctimeNs: string } {
+export function surveyRecord(s: QuickSurvey, ino: number): CaptureRecord {
   let rec = s.records.get(ino);
   if (!rec) s.records.set(ino, (rec = { dev: s.dev, ino: String(ino), ...wordsSig(s.words.get(ino)!, 0) }));
   return rec;
@@ -367,7 +366,8 @@ export function quickReport(opts: QuickOptions & { trace?: (phase: string, ms: n
 }
 
 /** What the capture needs to know of one root after a complete run. */
-type CaptureRecord = { dev: string; ino: string; size: number; mtimeNs: string; ctimeNs: string };
+type CaptureRecordSig = { size: number; mtimeNs: string; ctimeNs: string };
+type CaptureRecord = CaptureRecordSig & { dev: string; ino: string };
 
 export interface CaptureRoot {
   path: string;
@@ -470,7 +470,7 @@ export function inputsDigest(rootFd: number, inputsOf: { folders: RelPath[]; fil
 }
 
 /** A record's inode as words (see INODE_WORDS), as struct stat would hold them. */
-function recordWords(rec: { size: number; mtimeNs: string; ctimeNs: string }, ino: number, w: Uint32Array): void {
+function recordWords(rec: CaptureRecordSig, ino: number, w: Uint32Array): void {
   const put = (k: number, v: bigint) => {
     const u = BigInt.asUintN(64, v);
     w[2 * k] = Number(u & 0xffffffffn);
@@ -502,20 +502,16 @@ function recordWords(rec: { size: number; mtimeNs: string; ctimeNs: string }, in
   if (!fast(4, rec.ctimeNs)) time(4, rec.ctimeNs);
 }
 
-function sameSlot(words: number[], at: number, w: Uint32Array): boolean {
+/** True when the inode words at `at` are w. */
+function sameSlot(words: ArrayLike<number>, at: number, w: Uint32Array): boolean {
   for (let i = 0; i < INODE_WORDS; i++) if (words[at + i] !== w[i]) return false;
   return true;
 }
 
 /** An inode's size, mtime and ctime as records hold them, from its words (see INODE_WORDS). */
-function wordsSig(words: ArrayLike<number>, at: number): { size: number; mtimeNs: string; ctimeNs: string } {
-  const u64 = (k: number) => BigInt(words[at + 2 * k]) + (BigInt(words[at + 2 * k + 1]) << 32n);
-  const ns = (k: number) => {
-    const sec = words[at + 2 * k];
-    // Seconds below 2^32 (after 1970): a string join, no BigInt.
-    if (words[at + 2 * k + 1] === 0 && sec > 0) return `${sec}${String(words[at + 2 * k + 2]).padStart(9, '0')}`;
-    return String(BigInt.asIntN(64, u64(k)) * 1_000_000_000n + u64(k + 1));
-  };
+function wordsSig(words: ArrayLike<number>, at: number): CaptureRecordSig {
+  // Seconds are a signed 64-bit word pair; nanoseconds fit the low word.
+  const ns = (k: number) => nsText(words[at + 2 * k] + (words[at + 2 * k + 1] | 0) * 0x1_0000_0000, words[at + 2 * k + 2]);
   return { size: words[at + 2] + words[at + 3] * 0x1_0000_0000, mtimeNs: ns(2), ctimeNs: ns(4) };
 }
 
@@ -535,7 +531,7 @@ export function captureQuick(
 ): string | null {
   const words: number[] = [];
   const slot = new Map<number, number>();
-  const firstRec = new Map<number, { size: number; mtimeNs: string; ctimeNs: string }>(); // slot -> the record its words came from
+  const firstRec = new Map<number, CaptureRecordSig>(); // slot -> the record its words came from
   const devN = BigInt(dev);
   const w = new Uint32Array(INODE_WORDS);
   const qroots: QuickRoot[] = [];

@@ -220,12 +220,15 @@ export const hasLstatAt = LAYOUT !== null;
 export interface StatSig { dev: string; ino: string; size: number; mtimeNs: string; ctimeNs: string; mode: number; nlink: number }
 
 const sigName = { buf: Buffer.alloc(4096) };
-const nsString = (b: Buffer, off: number): string => {
-  const sec = b.readUInt32LE(off) + b.readInt32LE(off + 4) * 2 ** 32;
-  const nsec = b.readUInt32LE(off + 8);
-  // Equal to String(sec * 10^9 + nsec) as BigInt arithmetic gives it, for any time after 1970.
+/**
+ * A time as records hold it (nanoseconds as a decimal string) from its seconds and
+ * nanoseconds: equal to String(sec * 10^9 + nsec) as BigInt arithmetic gives it, with no
+ * BigInt made for a time after 1970.
+ */
+export function nsText(sec: number, nsec: number): string {
   return sec > 0 ? `${sec}${String(nsec).padStart(9, '0')}` : String(BigInt(sec) * 1_000_000_000n + BigInt(nsec));
-};
+}
+const nsString = (b: Buffer, off: number): string => nsText(b.readUInt32LE(off) + b.readInt32LE(off + 4) * 2 ** 32, b.readUInt32LE(off + 8));
 
 /**
  * lstatSig: fstatat of a name in an open folder (no symlink followed), as a StatSig; null
