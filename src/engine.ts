@@ -1,7 +1,7 @@
 // The library API: unify, plan, undo and scan over a farm. prepare.ts opens the farm and
 // says which files take part (every check that can fail on bad input runs there); this
 // module scans them into the index, plans, applies and reports.
-import type { RelPath, RootDir } from './fsx/rootdir.js';
+import { splitRel, type RelPath, type RootDir } from './fsx/rootdir.js';
 import { applyLinks, applyUndo, type ApplyContext, type UndoItem } from './apply.js';
 import { metadataDiff, plan, type Decision, type PlanRoot } from './plan.js';
 import {
@@ -391,9 +391,7 @@ function settleFromSurvey(p: Prepared, needAttribute: boolean): void {
       if (own.config) continue;
       const refOwn = p.refPlan.owned.get(k);
       if (!refOwn || refOwn.config) continue;
-      const i = k.lastIndexOf('/');
-      const dir = i < 0 ? '' : k.slice(0, i);
-      const name = k.slice(i + 1);
+      const { dir, name } = splitRel(k);
       const ino = dirs.get(dir)?.get(name);
       if (ino === undefined || refDirs.get(dir)?.get(name) !== ino) continue;
       if (ours && !ours.has(`${sv.dev}:${ino}`)) continue;
@@ -429,8 +427,7 @@ function captureAfter(p: Prepared, opts: UnifyOptions, report: Report, notable: 
     }
     const settled = p.settled.get(pr.name);
     for (const [k, ino] of settled ?? []) records.set(k, p.written.get(`${root.dir.path}\0${k}`) ?? surveyRecord(p.farm.survey!, ino) as FileRecord);
-    const dirOf = (k: RelPath) => k.slice(0, Math.max(0, k.lastIndexOf('/')));
-    const folders = s.walk ? s.walk.folders : new Set([...pr.owned.keys(), ...(settled?.keys() ?? [])].map(dirOf));
+    const folders = s.walk ? s.walk.folders : new Set([...pr.owned.keys(), ...(settled?.keys() ?? [])].map((k) => splitRel(k).dir));
     const touched = new Set<RelPath>();
     for (const k of ctx.touchedDirs ?? []) if (k.startsWith(`${root.dir.path}\0`)) touched.add(k.slice(root.dir.path.length + 1));
     roots.push({

@@ -14,7 +14,7 @@ import crypto from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
 import type { UnifyOptions } from './engine.js';
-import type { RelPath } from './fsx/rootdir.js';
+import { splitRel, type RelPath } from './fsx/rootdir.js';
 import { DT_DIR, DT_REG, DT_UNKNOWN, closeFd, forEachDirent, nsText, openDirAt, rawStat, readDirents, statRawAt } from './fsx/sys.js';
 import { takeLock } from './lock.js';
 import { DEFAULT_DB, DEFAULT_VSERVERS_DIR, serverPath } from './paths.js';
@@ -343,8 +343,8 @@ const vouchWords = new Uint32Array(INODE_WORDS);
 
 /** The inode at rel that the survey found unchanged, if it did. */
 export function surveyIno(s: QuickSurvey, root: string, rel: RelPath): number | undefined {
-  const i = rel.lastIndexOf('/');
-  return s.roots.get(root)?.get(i < 0 ? '' : rel.slice(0, i))?.get(rel.slice(i + 1));
+  const { dir, name } = splitRel(rel);
+  return s.roots.get(root)?.get(dir)?.get(name);
 }
 
 /** A record for an inode the survey found unchanged: what the last run recorded of it. */
@@ -625,12 +625,11 @@ export function captureQuick(
       return m.get(name);
     };
     for (const [p, rec] of root.files) {
-      const i = p.lastIndexOf('/');
-      const dir = i < 0 ? '' : p.slice(0, i);
+      const { dir, name } = splitRel(p);
       if (reread.has(dir) || !walked.has(dir)) continue; // checked above, or not found: counted below
       const ino = Number(rec.ino);
       if (rec.dev !== dev) return `/${p} was replaced`;
-      if (root.listedAs?.(p) !== ino && listedIno(dir, p.slice(i + 1)) !== ino) return `/${p} was replaced`;
+      if (root.listedAs?.(p) !== ino && listedIno(dir, name) !== ino) return `/${p} was replaced`;
       matched++;
       if (!take(rec, ino, p)) return why;
     }

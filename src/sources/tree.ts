@@ -75,9 +75,7 @@ export async function walkTree(root: RootDir, exclude: Excluder, seen?: WalkSeen
     const dir = queue.pop()!;
     const known = listed?.get(dir);
     if (known) {
-      seen?.folders.add(dir);
-      seen?.listings?.set(dir, known);
-      takeListing(root, known, dir, exclude, files, queue);
+      takeListing(root, known, dir, exclude, files, queue, seen);
       continue;
     }
     try {
@@ -96,15 +94,15 @@ function readDir(root: RootDir, dfd: number, dir: RelPath, exclude: Excluder, fi
     seen?.skipped.add(dir); // a mount point: another filesystem
     return;
   }
-  seen?.folders.add(dir);
   const dents = readDirents(dfd);
   if (!dents) throw new VunifyError('IO', 'cannot list the folder', display(`${root.path}/${dir}`));
-  const copy = Buffer.from(dents);
-  seen?.listings?.set(dir, copy);
-  takeListing(root, copy, dir, exclude, files, queue);
+  takeListing(root, Buffer.from(dents), dir, exclude, files, queue, seen);
 }
 
-function takeListing(root: RootDir, dents: Buffer, dir: RelPath, exclude: Excluder, files: RelPath[], queue: RelPath[]): void {
+/** A folder's listing (kept, so it must be the caller's own buffer): its files and subfolders. */
+function takeListing(root: RootDir, dents: Buffer, dir: RelPath, exclude: Excluder, files: RelPath[], queue: RelPath[], seen?: WalkSeen): void {
+  seen?.folders.add(dir);
+  seen?.listings?.set(dir, dents);
   forEachDirent(dents, (_ino, type, nameOff, nameEnd) => {
     const name = dents.toString('latin1', nameOff, nameEnd);
     const rel = dir === '' ? name : `${dir}/${name}`;
