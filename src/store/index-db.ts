@@ -393,15 +393,19 @@ export class Index {
   }
 
   /** Waits until every write so far is committed (visible to readers; not yet durable). */
-  async committed(): Promise<void> {
-    await this.guard(Promise.resolve(this.env.committed));
+  committed(): Promise<void> {
+    return this.waitFor(this.env.committed);
+  }
+
+  /** Waits for p, then fails with the first write failure seen, even one nobody awaited. */
+  private async waitFor(p: PromiseLike<unknown>): Promise<void> {
+    await this.guard(Promise.resolve(p));
     if (this.writeError) throw this.writeError;
   }
 
   /** Waits until every write so far is durable on disk. */
-  async flush(): Promise<void> {
-    await this.guard(Promise.resolve(this.env.flushed));
-    if (this.writeError) throw this.writeError;
+  flush(): Promise<void> {
+    return this.waitFor(this.env.flushed);
   }
 
   async close(): Promise<void> {
@@ -410,7 +414,6 @@ export class Index {
       Promise.resolve(this.env.close()).catch(() => undefined);
       throw this.writeError;
     }
-    await this.guard(Promise.resolve(this.env.close()));
-    if (this.writeError) throw this.writeError;
+    await this.waitFor(this.env.close());
   }
 }
