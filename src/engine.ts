@@ -76,7 +76,6 @@ async function scanAll(p: Prepared, opts: CommonOptions, report: Report, complet
     !settled?.has(rel) && (coversAll || (rec.pkg !== undefined && named.has(rec.pkg)));
   const all = rootsOf(p);
   const survey = p.farm.survey; // null with --full (see quickDisabled)
-  const writes: Array<Promise<unknown>> = [];
   const counter = phaseCounter(opts.progress, 'scan', all.reduce((a, [, pr]) => a + candidatePaths(pr).length, 0), 'files');
   for (const [root, pr, role] of all) {
     const started = Date.now();
@@ -91,18 +90,14 @@ async function scanAll(p: Prepared, opts: CommonOptions, report: Report, complet
     pr.entries = await scanRoot(root.dir, paths, farm.index, stats, {
       inodes, covers: coverOf(settled), pkgOf: (k) => pr.owned.get(k)?.pkg, onFile: () => counter.add(1),
       sparse: (settled?.size ?? 0) > paths.length, keep: settled ? (k) => settled.has(k) : undefined,
-      current: survey ? (k, rec) => surveyVouches(survey, root.dir.path, k, rec) : undefined, writes,
+      current: survey ? (k, rec) => surveyVouches(survey, root.dir.path, k, rec) : undefined,
       recordsIfNoneVanished: captured === undefined ? undefined : captured - (settled?.size ?? 0),
     });
     opts.trace?.(`scan ${root.name}: ${paths.length} paths, ${stats.filesStatted} stat'ed${stats.vanishedSearch ? ', no search for vanished files needed' : ''}`, Date.now() - started);
-    writes.push(farm.index.putRoot(root.dir.path, { name: root.name, lastScanAt: new Date().toISOString(), lastScanMs: Date.now() - started, lastRole: role }));
+    await farm.index.putRoot(root.dir.path, { name: root.name, lastScanAt: new Date().toISOString(), lastScanMs: Date.now() - started, lastRole: role });
   }
-  // Each root's records commit while the next root is scanned (no root reads another's).
-  let t = performance.now();
-  await Promise.all(writes);
-  opts.trace?.('scan writes', performance.now() - t);
   counter.end();
-  t = performance.now();
+  const t = performance.now();
   await hashForPlan(p, opts, report, complete);
   opts.trace?.('hash', performance.now() - t);
 }

@@ -86,8 +86,6 @@ export interface ScanOptions {
   current?: (rel: RelPath, rec: FileRecord) => boolean;
   /** Told of each file scanned. */
   onFile?: () => void;
-  /** The last write goes here instead of being waited for. */
-  writes?: Array<Promise<unknown>>;
   /**
    * With sparse: how many of the paths have records when no recorded file of the root
    * vanished (see scanAll). When they do, the search for records of vanished files is skipped.
@@ -152,9 +150,7 @@ export async function scanRoot(
       for (const [rel, rec] of known) if (!out.has(rel) && opts.covers(rec, rel)) pending.push([root.path, rel, null]);
     }
   }
-  const last = index.putFiles(pending);
-  if (opts.writes) opts.writes.push(last);
-  else await last;
+  await index.putFiles(pending);
   return out;
 }
 
