@@ -30,7 +30,7 @@ export async function gc(opts: { db?: string; rebuildIndex?: boolean; log?: (l: 
   const steps: GcStep[] = [];
   const bytesBefore = Index.fileSize(dbPath);
   try {
-    let index = Index.open(dbPath, { rebuild: opts.rebuildIndex });
+    let index = await Index.open(dbPath, { rebuild: opts.rebuildIndex, upgrade: true });
     const step = async (name: string, fn: () => Promise<number>) => {
       const t = Date.now();
       const dropped = await fn();
@@ -98,7 +98,7 @@ export async function gc(opts: { db?: string; rebuildIndex?: boolean; log?: (l: 
         fs.renameSync(dbPath, old);
         fs.renameSync(tmp, dbPath);
         fs.rmSync(old, { recursive: true, force: true });
-        index = Index.open(dbPath);
+        index = await Index.open(dbPath);
         return 0;
       });
     } finally {

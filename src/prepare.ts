@@ -111,7 +111,7 @@ async function openFarm(opts: CommonOptions, needImmutable: boolean, changesFarm
       if (surveyed) opts.trace?.(`survey: ${surveyed.words.size} inodes unchanged`, performance.now() - t0);
       // Before any change: from here on only a full rescan can tell what the farm holds.
       if (changesFarm) dropQuick(dbPath);
-      const index = Index.open(dbPath, { rebuild: opts.rebuildIndex });
+      const index = await Index.open(dbPath, { rebuild: opts.rebuildIndex, upgrade: true });
       try {
         await recover(index, opts.log);
       } catch (err) {

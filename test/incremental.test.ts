@@ -30,7 +30,7 @@ function rpm(root: string, ...args: string[]): void {
 
 /** Every record of the index describes the file on disk as it is: inode, size, times, content. */
 async function expectIndexMatchesDisk(): Promise<number> {
-  const index = Index.open(db);
+  const index = await Index.open(db);
   let n = 0;
   try {
     for (const { root } of index.allRoots()) {
@@ -100,7 +100,7 @@ describe('incremental rescans', () => {
     const r = json('scan', 'ref', 's1', 's2', 's3', '--', ...PKGS);
     expect(r.totals.filesHashed).toBe(0);
     expect(r.servers.s2.notes).toContain('package vu-extra is not installed');
-    const index = Index.open(db);
+    const index = await Index.open(db);
     const s2 = [...index.filesOf(fs.realpathSync(farm.root('s2')))].map((f) => f.path);
     await index.close();
     expect(s2.filter((p) => p.startsWith('usr/share/vu-extra/'))).toEqual([]);

@@ -46,7 +46,7 @@ describe('the index', () => {
     await raw.close();
     const r = vunify(['plan', ...ARGS], env2);
     expect(r.status).toBe(2);
-    expect(r.stderr.trim()).toMatch(/index-v99: index schema 99 is not the supported 1; run with --rebuild-index/);
+    expect(r.stderr.trim()).toMatch(/index-v99: index schema 99 is not the supported 2; run with --rebuild-index/);
     const ok = vunify(['plan', '--rebuild-index', '--json', ...ARGS], env2);
     expect(ok.status, ok.stderr).toBe(0);
     expect(JSON.parse(ok.stdout).totals.alreadyUnified).toBe(20);

@@ -6,7 +6,7 @@ import { spawnSync } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { open } from 'lmdb';
+import { Index } from '../src/store/index-db.js';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import * as farmLib from '../native-free-bench/farm.mjs';
 import { makeRpmFarm, removeFarm, type Farm } from '../src/testing/rpmfarm.js';
@@ -351,11 +351,11 @@ describe('quick rescan, tree mode', () => {
     for (const n of ['a', 'b']) fs.writeFileSync(path.join(dir, n), `only in s2: ${n}\n`);
     const s2 = fs.realpathSync(path.join(vd, 's2'));
     const recordOf = async (rel: string) => {
-      const env0 = open({ path: env.VUNIFY_DB!, readOnly: true });
+      const index = await Index.open(env.VUNIFY_DB!);
       try {
-        return env0.openDB({ name: 'files' }).get([s2, rel]);
+        return index.getFile(s2, rel);
       } finally {
-        await env0.close();
+        await index.close();
       }
     };
     run(env, ARGS);

@@ -68,7 +68,7 @@ describe('verify and status on a real farm', () => {
   it('status counts what unify reported, per server and in total', async () => {
     const s = await status({ db });
     expect(s.command).toBe('status');
-    expect(s.schema).toBe(1);
+    expect(s.schema).toBe(2);
     expect(s.indexBytes).toBe(fs.statSync(path.join(db, 'data.mdb')).size);
     expect(s.indexBytes).toBeGreaterThan(0);
     expect(s.servers.map((x) => x.name)).toEqual(SERVERS);

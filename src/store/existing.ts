@@ -16,7 +16,7 @@ export async function withExistingIndex<T>(
   if (!fs.existsSync(dbPath)) throw new VunifyError('INDEX', opts.missing, dbPath);
   const lockFd = opts.lock ? takeLock(dbPath) : null;
   try {
-    const index = Index.open(dbPath);
+    const index = await Index.open(dbPath, { upgrade: opts.lock });
     try {
       return await fn(index, dbPath);
     } finally {

@@ -1,22 +1,26 @@
 // The LMDB index: the one module that knows its on-disk layout.
 //
 //   meta      'schema' -> SCHEMA_VERSION
-//   files     [root, path] -> FileRecord          stat signature + content address
-//   content   [hash, root, path] -> null          who holds a content (prefix scans)
-//   links     [serverRoot, path] -> LinkRecord    links vunify made, with what it replaced
-//   inodes    'dev:ino' -> InodeRecord            inodes vunify made immutable
+//   rootIds   root -> number                      the number that stands for a root in keys
+//   files     id+path -> FileRow                  stat signature + content address
+//   content   hash+id+path -> null                who holds a content (prefix scans)
+//   links     id+path -> LinkRow                  links vunify made, with what it replaced
+//   inodes    'dev:ino' -> InodeRow               inodes vunify made immutable
 //   roots     root -> RootRecord                  every root seen: name, last scan
 //   journal   key -> JournalEntry                 changes under way (see recover.ts)
 //
-// Paths are binary strings (one char per byte). Times are nanosecond decimal strings,
-// dev and ino decimal strings: all exact.
+// Keys of files, content and links are bytes: a root's number (4 bytes, big-endian), the
+// path (one byte per char: paths are binary strings), and in content keys the 32 bytes of
+// the BLAKE3 hash first. Their values are arrays: schema 1 stored objects keyed by root path,
+// every value with its own copy of the field names, which took 40% of the file (a 500,000-file
+// farm: 691 MB). Times are nanosecond decimal strings, dev and ino decimal strings: all exact.
 import fs from 'node:fs';
 import path from 'node:path';
-import { open, type Database, type RootDatabase } from 'lmdb';
+import { open, type Database, type Key, type RootDatabase } from 'lmdb';
 import { VunifyError } from '../errors.js';
 import type { RelPath } from '../fsx/rootdir.js';
 
-export const SCHEMA_VERSION = 1;
+export const SCHEMA_VERSION = 2;
 
 export interface FileRecord {
   dev: string;
@@ -143,57 +147,115 @@ function checkLmdbFile(dbPath: string): void {
   }
 }
 
+type FileRow = [dev: string, ino: string, size: number, mode: number, uid: number, gid: number,
+  mtimeNs: string, ctimeNs: string, nlink: number, hash: string, xattrs: string, pkg?: string];
+type LinkRow = [refRoot: number, refPath: RelPath, dev: string, ino: string, mode: number, uid: number,
+  gid: number, atimeNs: string, mtimeNs: string, xattrs: Record<string, string>, size: number,
+  linkedAt: string, pkg: string | null, hash: string | null];
+type InodeRow = [root: number, path: RelPath, setAt: string];
+
+const fileRow = (r: FileRecord): FileRow => {
+  const row: FileRow = [r.dev, r.ino, r.size, r.mode, r.uid, r.gid, r.mtimeNs, r.ctimeNs, r.nlink, r.hash, r.xattrs];
+  if (r.pkg !== undefined) row.push(r.pkg);
+  return row;
+};
+const fileRecord = (a: FileRow): FileRecord => {
+  const r: FileRecord = { dev: a[0], ino: a[1], size: a[2], mode: a[3], uid: a[4], gid: a[5], mtimeNs: a[6], ctimeNs: a[7], nlink: a[8], hash: a[9], xattrs: a[10] };
+  if (a.length > 11) r.pkg = a[11];
+  return r;
+};
+
+/** A root's number and a path as key bytes (paths are binary strings: one byte per char). */
+function pathKey(id: number, rel: RelPath, prefix?: Buffer): Buffer {
+  const at = prefix ? prefix.length : 0;
+  const b = Buffer.allocUnsafe(at + 4 + rel.length);
+  if (prefix) prefix.copy(b);
+  b.writeUInt32BE(id, at);
+  b.write(rel, at + 4, 'latin1');
+  return b;
+}
+const idKey = (id: number) => pathKey(id, '');
+const hashBytes = (hash: string) => {
+  if (!/^[0-9a-f]{64}$/.test(hash)) throw new Error(`not a BLAKE3 hex digest: ${JSON.stringify(hash)}`);
+  return Buffer.from(hash, 'hex');
+};
+
+/** Where an upgrade from schema 1 writes the new index before it replaces the old. */
+const upgradePath = (dbPath: string) => `${dbPath}.upgrade`;
+
 export class Index {
+  /** Root paths by number and back; numbers are never reused. */
+  private ids = new Map<string, number>();
+  private paths = new Map<number, string>();
+  private nextId = 1;
+
   private constructor(
     readonly path: string,
     private readonly env: RootDatabase,
-    private readonly files: Database<FileRecord, [string, string]>,
-    private readonly content: Database<null, [string, string, string]>,
-    private readonly links: Database<LinkRecord, [string, string]>,
-    private readonly inodes: Database<InodeRecord, string>,
+    private readonly rootIds: Database<number, string>,
+    private readonly files: Database<FileRow, Buffer>,
+    private readonly content: Database<null, Buffer>,
+    private readonly links: Database<LinkRow, Buffer>,
+    private readonly inodes: Database<InodeRow, string>,
     private readonly roots: Database<RootRecord, string>,
     private readonly journal: Database<JournalEntry, string>,
-  ) {}
+  ) {
+    for (const { key, value } of rootIds.getRange({})) {
+      this.ids.set(key, value);
+      this.paths.set(value, key);
+      this.nextId = Math.max(this.nextId, value + 1);
+    }
+  }
 
   /**
    * Opens (or creates) the index. With rebuild, an index that cannot be opened is moved
-   * aside to PATH.broken-TIME and a new one is made: it only costs a rescan.
+   * aside to PATH.broken-TIME and a new one is made: it only costs a rescan. With upgrade
+   * (the caller holds the lock), an index of schema 1 is rewritten in schema 2 first.
    */
-  static open(dbPath: string, opts: { rebuild?: boolean } = {}): Index {
+  static async open(dbPath: string, opts: { rebuild?: boolean; upgrade?: boolean } = {}): Promise<Index> {
     try {
-      return Index.openOnce(dbPath);
+      return await Index.openOnce(dbPath, opts.upgrade ?? false);
     } catch (err) {
       if (!opts.rebuild || !(err instanceof VunifyError)) throw err;
       const aside = `${dbPath}.broken-${new Date().toISOString().replace(/[:.]/g, '-')}`;
       for (const suffix of ['', '-lock', '.write-failed']) {
         if (fs.existsSync(dbPath + suffix)) fs.renameSync(dbPath + suffix, aside + suffix);
       }
-      return Index.openOnce(dbPath);
+      return Index.openOnce(dbPath, false);
     }
   }
 
-  private static openOnce(dbPath: string): Index {
-    let env: RootDatabase;
-    checkLmdbFile(dbPath);
+  private static openEnv(dbPath: string): RootDatabase {
     try {
       fs.mkdirSync(path.dirname(dbPath), { recursive: true, mode: 0o700 });
-      env = open({ path: dbPath, compression: false, mapSize: 2 ** 34 });
+      return open({ path: dbPath, compression: false, mapSize: 2 ** 34 });
     } catch (err) {
       throw new VunifyError('INDEX', `cannot open the index (${(err as Error).message}); run with --rebuild-index to start a new one`, dbPath, { cause: err });
     }
+  }
+
+  private static async openOnce(dbPath: string, upgrade: boolean): Promise<Index> {
+    checkLmdbFile(dbPath);
+    const env = Index.openEnv(dbPath);
     try {
       const meta = env.openDB<number, string>({ name: 'meta' });
       const schema = meta.get('schema');
       if (schema === undefined) meta.putSync('schema', SCHEMA_VERSION);
-      else if (schema !== SCHEMA_VERSION) {
+      else if (schema === 1 && upgrade) {
+        await Index.upgradeFrom1(dbPath, env);
+        return await Index.openOnce(dbPath, false);
+      } else if (schema === 1) {
+        throw new VunifyError('INDEX', 'the index is in the format of an older vunify (schema 1); any run of unify, plan, scan or gc upgrades it', dbPath);
+      } else if (schema !== SCHEMA_VERSION) {
         throw new VunifyError('INDEX', `index schema ${schema} is not the supported ${SCHEMA_VERSION}; run with --rebuild-index to start a new index`, dbPath);
       }
       return new Index(
         dbPath,
         env,
-        env.openDB({ name: 'files' }),
-        env.openDB({ name: 'content' }),
-        env.openDB({ name: 'links' }),
+        env.openDB({ name: 'rootIds' }),
+        env.openDB({ name: 'files', keyEncoding: 'binary' }),
+        env.openDB({ name: 'content', keyEncoding: 'binary' }),
+        env.openDB({ name: 'links', keyEncoding: 'binary' }),
         env.openDB({ name: 'inodes' }),
         env.openDB({ name: 'roots' }),
         env.openDB({ name: 'journal' }),
@@ -203,6 +265,70 @@ export class Index {
       if (err instanceof VunifyError) throw err;
       throw new VunifyError('INDEX', `the index is unreadable (${(err as Error).message}); run with --rebuild-index to start a new one`, dbPath, { cause: err });
     }
+  }
+
+  /**
+   * Rewrites a schema-1 index (still open as old) in schema 2, through this class's own
+   * writes, into a new file that then replaces the old one's data file by rename: a crash
+   * leaves either index whole. The old env is closed on return.
+   */
+  private static async upgradeFrom1(dbPath: string, old: RootDatabase): Promise<void> {
+    const tmp = upgradePath(dbPath);
+    for (const f of [tmp, `${tmp}-lock`]) fs.rmSync(f, { force: true });
+    const next = await Index.openOnce(tmp, false);
+    try {
+      const raw = <V>(name: string) => old.openDB<V, Key>({ name });
+      for (const { key, value } of raw<RootRecord>('roots').getRange({})) await next.putRoot(String(key), value);
+      let batch: Array<[string, RelPath, FileRecord]> = [];
+      for (const { key, value } of raw<FileRecord>('files').getRange({})) {
+        const [root, rel] = key as [string, RelPath];
+        batch.push([root, rel, value]);
+        if (batch.length === 10_000) { await next.putFiles(batch); batch = []; }
+      }
+      await next.putFiles(batch);
+      for (const { key, value } of raw<LinkRecord>('links').getRange({})) {
+        const [root, rel] = key as [string, RelPath];
+        void next.putLink(root, rel, value);
+      }
+      for (const { key, value } of raw<InodeRecord>('inodes').getRange({})) {
+        const [dev, ino] = String(key).split(':');
+        void next.putInode(dev, ino, value);
+      }
+      const journal = [...raw<JournalEntry>('journal').getRange({})].map(({ value }) => value);
+      await next.journalAdd(journal);
+      await next.flush();
+    } finally {
+      await next.close();
+    }
+    await old.close();
+    const data = fs.statSync(dbPath).isDirectory() ? path.join(dbPath, 'data.mdb') : dbPath;
+    fs.renameSync(tmp, data);
+    fs.rmSync(`${tmp}-lock`, { force: true });
+  }
+
+  /** The number of a root; with create, a new one is given (and written) when it has none. */
+  private rid(root: string, create: true): number;
+  private rid(root: string, create: false): number | undefined;
+  private rid(root: string, create: boolean): number | undefined {
+    let id = this.ids.get(root);
+    if (id === undefined && create) {
+      id = this.nextId++;
+      this.ids.set(root, id);
+      this.paths.set(id, root);
+      void this.guard(Promise.resolve(this.rootIds.put(root, id)));
+    }
+    return id;
+  }
+
+  private rootOf(id: number): string {
+    const root = this.paths.get(id);
+    if (root === undefined) throw new VunifyError('INDEX', `the index names root number ${id}, which it does not list; run with --rebuild-index`, this.path);
+    return root;
+  }
+
+  /** The key range of one root's records. */
+  private rangeOf(id: number) {
+    return { start: idKey(id), end: idKey(id + 1) };
   }
 
   private writeError: VunifyError | null = null;
@@ -241,10 +367,11 @@ export class Index {
   }
 
   getFile(root: string, rel: RelPath): FileRecord | undefined {
-    return this.files.get([root, rel]);
+    const id = this.rid(root, false);
+    const row = id === undefined ? undefined : this.files.get(pathKey(id, rel));
+    return row && fileRecord(row);
   }
 
-  /** Writes many file records in one transaction, keeping the content index in step. */
   /** Every file record written from now on, by `root\0path` (null: removed); see putFiles. */
   trackFiles(): Map<string, FileRecord | null> {
     this.tracked = new Map();
@@ -252,19 +379,24 @@ export class Index {
   }
   private tracked: Map<string, FileRecord | null> | null = null;
 
+  /** Writes many file records in one transaction, keeping the content index in step. */
   async putFiles(entries: Array<[root: string, rel: RelPath, rec: FileRecord | null]>): Promise<void> {
     if (entries.length === 0) return;
     if (this.tracked) for (const [root, rel, rec] of entries) this.tracked.set(`${root}\0${rel}`, rec);
+    const ids = entries.map(([root]) => this.rid(root, true));
     await this.guard(this.env.transaction(() => {
-      for (const [root, rel, rec] of entries) {
-        const old = this.files.get([root, rel]);
-        if (old && old.hash && (!rec || old.hash !== rec.hash)) this.content.remove([old.hash, root, rel]);
+      for (let i = 0; i < entries.length; i++) {
+        const [, rel, rec] = entries[i];
+        const key = pathKey(ids[i], rel);
+        const oldRow = this.files.get(key);
+        const oldHash = oldRow?.[9];
+        if (oldHash && (!rec || oldHash !== rec.hash)) this.content.remove(pathKey(ids[i], rel, hashBytes(oldHash)));
         if (rec) {
-          this.files.put([root, rel], rec);
+          this.files.put(key, fileRow(rec));
           // '' means not read yet: no content address.
-          if (rec.hash) this.content.put([rec.hash, root, rel], null);
-        } else if (old) {
-          this.files.remove([root, rel]);
+          if (rec.hash) this.content.put(pathKey(ids[i], rel, hashBytes(rec.hash)), null);
+        } else if (oldRow) {
+          this.files.remove(key);
         }
       }
     }));
@@ -273,55 +405,77 @@ export class Index {
   /** Every (root, path) whose content has this hash. */
   holders(hash: string): Array<{ root: string; path: RelPath }> {
     const out: Array<{ root: string; path: RelPath }> = [];
-    for (const key of this.content.getKeys({ start: [hash], end: [hash, '\uffff'] })) {
-      const [, root, rel] = key as [string, string, string];
-      out.push({ root, path: rel });
+    const h = hashBytes(hash);
+    for (const key of this.content.getKeys({ start: h, end: pathKey(0xffffffff, '', h) })) {
+      out.push({ root: this.rootOf(key.readUInt32BE(32)), path: key.toString('latin1', 36) });
     }
     return out;
   }
 
   getLink(serverRoot: string, rel: RelPath): LinkRecord | undefined {
-    return this.links.get([serverRoot, rel]);
+    const id = this.rid(serverRoot, false);
+    const row = id === undefined ? undefined : this.links.get(pathKey(id, rel));
+    return row && this.linkRecord(row);
   }
 
-  putLink(serverRoot: string, rel: RelPath, rec: LinkRecord): Promise<boolean> {
-    return this.guard(this.links.put([serverRoot, rel], rec));
+  putLink(serverRoot: string, rel: RelPath, r: LinkRecord): Promise<boolean> {
+    const row: LinkRow = [this.rid(r.refRoot, true), r.refPath, r.dev, r.ino, r.mode, r.uid, r.gid, r.atimeNs, r.mtimeNs,
+      r.xattrs, r.size, r.linkedAt, r.pkg ?? null, r.hash ?? null];
+    return this.guard(this.links.put(pathKey(this.rid(serverRoot, true), rel), row));
+  }
+
+  private linkRecord(a: LinkRow): LinkRecord {
+    const r: LinkRecord = { refRoot: this.rootOf(a[0]), refPath: a[1], dev: a[2], ino: a[3], mode: a[4], uid: a[5], gid: a[6],
+      atimeNs: a[7], mtimeNs: a[8], xattrs: a[9], size: a[10], linkedAt: a[11] };
+    if (a[12] !== null) r.pkg = a[12];
+    if (a[13] !== null) r.hash = a[13];
+    return r;
   }
 
   removeLink(serverRoot: string, rel: RelPath): Promise<boolean> {
-    return this.guard(this.links.remove([serverRoot, rel]));
+    const id = this.rid(serverRoot, false);
+    return id === undefined ? Promise.resolve(false) : this.guard(this.links.remove(pathKey(id, rel)));
+  }
+
+  private inodeRecord(a: InodeRow): InodeRecord {
+    return { root: this.rootOf(a[0]), path: a[1], setAt: a[2] };
   }
 
   getInode(dev: string, ino: string): InodeRecord | undefined {
-    return this.inodes.get(`${dev}:${ino}`);
+    const row = this.inodes.get(`${dev}:${ino}`);
+    return row && this.inodeRecord(row);
   }
 
   putInode(dev: string, ino: string, rec: InodeRecord): Promise<boolean> {
-    return this.guard(this.inodes.put(`${dev}:${ino}`, rec));
+    return this.guard(this.inodes.put(`${dev}:${ino}`, [this.rid(rec.root, true), rec.path, rec.setAt]));
   }
 
   removeInode(dev: string, ino: string): Promise<boolean> {
     return this.guard(this.inodes.remove(`${dev}:${ino}`));
   }
 
-  /** Every file record of one root. */
   /** The paths of a root's file records, without decoding the records. */
   *filePathsOf(root: string): Generator<RelPath> {
-    for (const key of this.files.getKeys({ start: [root], end: [root, '\uffff'] })) yield (key as [string, string])[1];
+    const id = this.rid(root, false);
+    if (id === undefined) return;
+    for (const key of this.files.getKeys(this.rangeOf(id))) yield key.toString('latin1', 4);
   }
 
+  /** Every file record of one root. */
   *filesOf(root: string): Generator<{ path: RelPath; rec: FileRecord }> {
-    for (const { key, value } of this.files.getRange({ start: [root], end: [root, '\uffff'] })) {
-      yield { path: (key as [string, string])[1], rec: value };
+    const id = this.rid(root, false);
+    if (id === undefined) return;
+    for (const { key, value } of this.files.getRange(this.rangeOf(id))) {
+      yield { path: key.toString('latin1', 4), rec: fileRecord(value) };
     }
   }
 
   /** Every link record (of one server root, when given). */
   *allLinks(root?: string): Generator<{ root: string; path: RelPath; rec: LinkRecord }> {
-    const range = root ? { start: [root], end: [root, '\uffff'] } : {};
-    for (const { key, value } of this.links.getRange(range)) {
-      const [r, p] = key as [string, string];
-      yield { root: r, path: p, rec: value };
+    const id = root === undefined ? undefined : this.rid(root, false);
+    if (root !== undefined && id === undefined) return;
+    for (const { key, value } of this.links.getRange(id === undefined ? {} : this.rangeOf(id))) {
+      yield { root: this.rootOf(key.readUInt32BE(0)), path: key.toString('latin1', 4), rec: this.linkRecord(value) };
     }
   }
 
@@ -333,7 +487,7 @@ export class Index {
   *allInodes(): Generator<{ dev: string; ino: string; rec: InodeRecord }> {
     for (const { key, value } of this.inodes.getRange({})) {
       const [dev, ino] = String(key).split(':');
-      yield { dev, ino, rec: value };
+      yield { dev, ino, rec: this.inodeRecord(value) };
     }
   }
 
@@ -362,11 +516,12 @@ export class Index {
 
   /** Drops every record of a root (files, content entries, links, the root itself). */
   async dropRoot(root: string): Promise<number> {
-    const paths = [...this.filesOf(root)].map((f) => f.path);
+    const paths = [...this.filePathsOf(root)];
     await this.putFiles(paths.map((p) => [root, p, null]));
-    const links = [...this.allLinks(root)];
+    const id = this.rid(root, false);
+    const links = id === undefined ? [] : [...this.links.getKeys(this.rangeOf(id))];
     await this.guard(this.env.transaction(() => {
-      for (const l of links) this.links.remove([root, l.path]);
+      for (const key of links) this.links.remove(key);
       this.roots.remove(root);
     }));
     return paths.length;

@@ -1,0 +1,126 @@
+// An index written by an older vunify (schema 1: objects keyed by root path) is upgraded by
+// the next run that holds the lock, keeps every record, and undo still restores exactly.
+import fs from 'node:fs';
+import path from 'node:path';
+import { open } from 'lmdb';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { Index } from '../src/store/index-db.js';
+import { makeRpmFarm, removeFarm, rpmVerify, type Farm } from '../src/testing/rpmfarm.js';
+import { snapshot, strayTemps, vunify, type FileSnap } from './helpers/tree.js';
+
+let farm: Farm;
+let db: string;
+let env: NodeJS.ProcessEnv;
+const SERVERS = ['s1', 's2'];
+const PKGS = ['vu-base', 'vu-extra'];
+const ARGS = ['ref', ...SERVERS, '--', ...PKGS];
+
+beforeAll(async () => {
+  farm = await makeRpmFarm();
+  db = path.join(farm.base, 'index');
+  env = { VUNIFY_VSERVERS_DIR: farm.vserversDir, VUNIFY_DB: db };
+});
+afterAll(async () => { if (farm) await removeFarm(farm); });
+
+/** Everything the index holds, read through its API. */
+async function contents(opts: { upgrade?: boolean } = {}) {
+  const index = await Index.open(db, opts);
+  try {
+    const roots = index.allRoots();
+    return {
+      roots,
+      files: roots.map(({ root }) => [root, [...index.filesOf(root)]]),
+      links: [...index.allLinks()],
+      inodes: [...index.allInodes()],
+      holders: roots.flatMap(({ root }) => [...index.filesOf(root)].filter((f) => f.rec.hash).slice(0, 5)
+        .map((f) => [f.rec.hash, index.holders(f.rec.hash).sort((a, b) => (a.root + a.path < b.root + b.path ? -1 : 1))])),
+    };
+  } finally {
+    await index.close();
+  }
+}
+
+/** Writes those records in schema 1's layout, as vunify did before schema 2, over the index. */
+async function writeSchema1(c: Awaited<ReturnType<typeof contents>>): Promise<void> {
+  const tmp = `${db}.v1`;
+  const raw = open({ path: tmp, compression: false });
+  await raw.openDB<number, string>({ name: 'meta' }).put('schema', 1);
+  const files = raw.openDB({ name: 'files' });
+  const content = raw.openDB({ name: 'content' });
+  const links = raw.openDB({ name: 'links' });
+  const inodes = raw.openDB({ name: 'inodes' });
+  const roots = raw.openDB({ name: 'roots' });
+  raw.openDB({ name: 'journal' });
+  await raw.transaction(() => {
+    for (const { root, rec } of c.roots) roots.put(root, rec);
+    for (const [root, list] of c.files as Array<[string, Array<{ path: string; rec: { hash: string } }>]>) {
+      for (const { path: rel, rec } of list) {
+        files.put([root, rel], rec);
+        if (rec.hash) content.put([rec.hash, root, rel], null);
+      }
+    }
+    for (const l of c.links) links.put([l.root, l.path], l.rec);
+    for (const i of c.inodes) inodes.put(`${i.dev}:${i.ino}`, i.rec);
+  });
+  await raw.close();
+  // lmdb-js makes a folder (data.mdb, lock.mdb) of a path without an extension, else a file.
+  const data = (p: string) => (fs.statSync(p).isDirectory() ? path.join(p, 'data.mdb') : p);
+  fs.renameSync(data(tmp), data(db));
+  for (const t of [tmp, `${tmp}-lock`]) fs.rmSync(t, { recursive: true, force: true });
+}
+
+const kept = (f: FileSnap) => ({ type: f.type, sha: f.sha, mode: f.mode, uid: f.uid, gid: f.gid, mtime: f.mtimeNs, nlink: f.nlink, xattrs: f.xattrs });
+
+describe('an index of schema 1', () => {
+  it('is refused in one line by a run without the lock, upgraded by one with it, records and undo intact', async () => {
+    const before = new Map(SERVERS.map((s) => [s, snapshot(farm.root(s))]));
+    const verifyBefore = new Map(SERVERS.map((s) => [s, rpmVerify(farm.root(s), PKGS)]));
+    const first = vunify(['--json', ...ARGS], env);
+    expect(first.status, first.stderr).toBe(0);
+    const linked = JSON.parse(first.stdout).totals.unified as number;
+    expect(linked).toBeGreaterThan(10);
+
+    const c = await contents();
+    expect(c.links).toHaveLength(linked);
+    expect(c.inodes.length).toBeGreaterThan(0);
+    expect(c.links.some((l) => Object.keys(l.rec.xattrs).includes('security.capability'))).toBe(true);
+    const sizeV2 = Index.fileSize(db);
+    await writeSchema1(c);
+    fs.rmSync(`${db}.quick`, { force: true });
+
+    const st = vunify(['status', '--json'], env);
+    expect(st.status).toBe(2);
+    expect(st.stderr.trim().split('\n')).toHaveLength(1);
+    expect(st.stderr).toMatch(/older vunify \(schema 1\); any run of unify, plan, scan or gc upgrades it/);
+
+    // Upgraded on open: the same records, read back through the API.
+    expect(await contents({ upgrade: true })).toEqual(c);
+    expect(fs.readdirSync(farm.base).filter((n) => n.includes('.upgrade'))).toEqual([]);
+    expect(Index.fileSize(db)).toBeLessThanOrEqual(sizeV2 * 2);
+    const meta = open({ path: db, readOnly: true });
+    try {
+      expect(meta.openDB<number, string>({ name: 'meta' }).get('schema')).toBe(2);
+    } finally {
+      await meta.close();
+    }
+
+    // Once more from schema 1, upgraded this time by the CLI's own run.
+    await writeSchema1(c);
+    const plan = vunify(['plan', '--json', ...ARGS], env);
+    expect(plan.status, plan.stderr).toBe(0);
+    expect(JSON.parse(plan.stdout).totals).toMatchObject({ unified: 0, alreadyUnified: linked });
+
+    // Undo needs the link records: what each file was before it became a link.
+    const u = vunify(['undo', '--json', ...ARGS], env);
+    expect(u.status, u.stderr).toBe(0);
+    for (const s of SERVERS) {
+      const after = snapshot(farm.root(s));
+      for (const [p, f] of before.get(s)!) {
+        if (p.startsWith('var/lib/rpm/') || f.type === 'dir') continue;
+        expect(kept(after.get(p)!), `${s}/${p}`).toEqual(kept(f));
+      }
+      expect(rpmVerify(farm.root(s), PKGS)).toBe(verifyBefore.get(s));
+      expect(strayTemps(farm.root(s))).toEqual([]);
+    }
+  });
+});
