@@ -235,11 +235,11 @@ export async function unify(opts: UnifyOptions): Promise<Report> {
       [p.farm.ref.dir.path, report.reference],
       ...p.farm.servers.map((sv): [string, Counters] => [sv.dir.path, report.servers[sv.name]]),
     ]);
-    const seen = new Set<string>();
+    const seen = new Map<string, Set<RelPath>>(); // per root: no key string made per file
     ctx.read = (root, rel, bytes) => {
-      const key = `${root}\0${rel}`;
-      if (seen.has(key)) return;
-      seen.add(key);
+      const paths = seen.get(root) ?? seen.set(root, new Set()).get(root)!;
+      if (paths.has(rel)) return;
+      paths.add(rel);
       const c = counters.get(root)!;
       c.filesHashed++;
       c.bytesHashed += bytes;
@@ -414,14 +414,15 @@ function captureAfter(p: Prepared, opts: UnifyOptions, report: Report, notable: 
     if (inputsDigest(root.dir.rootFd, s.inputs) !== s.inputsDigest) return `the package database of ${root.name} changed during the run`;
     // The records as the run left them: as scanned, or as written since.
     const records = new Map<RelPath, FileRecord>();
+    const writtenHere = p.written.get(root.dir.path);
     for (const [k, e] of pr.entries) {
       if (e.kind !== 'file') continue;
-      const written = p.written.get(`${root.dir.path}\0${k}`);
+      const written = writtenHere?.get(k);
       if (written === null) return `the record of /${k} was dropped`;
       records.set(k, written ?? e.rec);
     }
     const settled = p.settled.get(pr.name);
-    for (const [k, ino] of settled ?? []) records.set(k, p.written.get(`${root.dir.path}\0${k}`) ?? surveyRecord(p.farm.survey!, ino) as FileRecord);
+    for (const [k, ino] of settled ?? []) records.set(k, writtenHere?.get(k) ?? surveyRecord(p.farm.survey!, ino) as FileRecord);
     const folders = s.walk ? s.walk.folders : new Set([...pr.owned.keys(), ...(settled?.keys() ?? [])].map((k) => splitRel(k).dir));
     const touched = new Set<RelPath>();
     for (const k of ctx.touchedDirs ?? []) if (k.startsWith(`${root.dir.path}\0`)) touched.add(k.slice(root.dir.path.length + 1));

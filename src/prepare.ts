@@ -168,7 +168,7 @@ export interface Prepared {
    */
   settled: Map<string, Map<RelPath, number>>;
   /** File records written by apply (see captureAfter). */
-  written: Map<string, FileRecord | null>;
+  written: Map<string, Map<RelPath, FileRecord | null>>;
   excluded?: Excluder;
 }
 

@@ -350,7 +350,11 @@ export function surveyIno(s: QuickSurvey, root: string, rel: RelPath): number | 
 /** A record for an inode the survey found unchanged: what the last run recorded of it. */
 export function surveyRecord(s: QuickSurvey, ino: number): CaptureRecord {
   let rec = s.records.get(ino);
-  if (!rec) s.records.set(ino, (rec = { dev: s.dev, ino: String(ino), ...wordsSig(s.words.get(ino)!, 0) }));
+  if (!rec) {
+    // A literal, not a spread: spread objects can each get a hidden class of their own.
+    const sig = wordsSig(s.words.get(ino)!, 0);
+    s.records.set(ino, (rec = { dev: s.dev, ino: String(ino), size: sig.size, mtimeNs: sig.mtimeNs, ctimeNs: sig.ctimeNs }));
+  }
   return rec;
 }
 

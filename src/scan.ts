@@ -51,9 +51,8 @@ export function recordOf(st: StatLike, hash: string, xattrs: string, pkg?: strin
   const rec: FileRecord = {
     dev: String(st.dev), ino: String(st.ino), size: Number(st.size), mode: Number(st.mode),
     uid: Number(st.uid), gid: Number(st.gid), mtimeNs: String(st.mtimeNs), ctimeNs: String(st.ctimeNs),
-    nlink: Number(st.nlink), hash, xattrs,
+    nlink: Number(st.nlink), hash, xattrs, pkg, // pkg always: one hidden class, no property array
   };
-  if (pkg !== undefined) rec.pkg = pkg;
   return rec;
 }
 

@@ -160,9 +160,8 @@ const fileRow = (r: FileRecord): FileRow => {
   return row;
 };
 const fileRecord = (a: FileRow): FileRecord => {
-  const r: FileRecord = { dev: a[0], ino: a[1], size: a[2], mode: a[3], uid: a[4], gid: a[5], mtimeNs: a[6], ctimeNs: a[7], nlink: a[8], hash: a[9], xattrs: a[10] };
-  if (a.length > 11) r.pkg = a[11];
-  return r;
+  // pkg always set (maybe undefined): one hidden class for every record.
+  return { dev: a[0], ino: a[1], size: a[2], mode: a[3], uid: a[4], gid: a[5], mtimeNs: a[6], ctimeNs: a[7], nlink: a[8], hash: a[9], xattrs: a[10], pkg: a[11] };
 };
 
 /** A root's number and a path as key bytes (paths are binary strings: one byte per char). */
@@ -372,17 +371,21 @@ export class Index {
     return row && fileRecord(row);
   }
 
-  /** Every file record written from now on, by `root\0path` (null: removed); see putFiles. */
-  trackFiles(): Map<string, FileRecord | null> {
+  /**
+   * Every file record written from now on, by root and path (null: removed); see putFiles.
+   * Maps per root, not one keyed by root+path: no key string made per file.
+   */
+  trackFiles(): Map<string, Map<RelPath, FileRecord | null>> {
     this.tracked = new Map();
     return this.tracked;
   }
-  private tracked: Map<string, FileRecord | null> | null = null;
+  private tracked: Map<string, Map<RelPath, FileRecord | null>> | null = null;
 
   /** Writes many file records in one transaction, keeping the content index in step. */
   async putFiles(entries: Array<[root: string, rel: RelPath, rec: FileRecord | null]>): Promise<void> {
     if (entries.length === 0) return;
-    if (this.tracked) for (const [root, rel, rec] of entries) this.tracked.set(`${root}\0${rel}`, rec);
+    const t = this.tracked;
+    if (t) for (const [root, rel, rec] of entries) (t.get(root) ?? t.set(root, new Map()).get(root)!).set(rel, rec);
     const ids = entries.map(([root]) => this.rid(root, true));
     await this.guard(this.env.transaction(() => {
       for (let i = 0; i < entries.length; i++) {
