@@ -285,14 +285,21 @@ export class Index {
         if (batch.length === 10_000) { await next.putFiles(batch); batch = []; }
       }
       await next.putFiles(batch);
+      // Waited for in batches: lmdb-js holds every queued write in memory until it commits.
+      let pending: Array<Promise<boolean>> = [];
+      const put = async (p: Promise<boolean>) => {
+        pending.push(p);
+        if (pending.length === 10_000) { await Promise.all(pending); pending = []; }
+      };
       for (const { key, value } of raw<LinkRecord>('links').getRange({})) {
         const [root, rel] = key as [string, RelPath];
-        void next.putLink(root, rel, value);
+        await put(next.putLink(root, rel, value));
       }
       for (const { key, value } of raw<InodeRecord>('inodes').getRange({})) {
         const [dev, ino] = String(key).split(':');
-        void next.putInode(dev, ino, value);
+        await put(next.putInode(dev, ino, value));
       }
+      await Promise.all(pending);
       const journal = [...raw<JournalEntry>('journal').getRange({})].map(({ value }) => value);
       await next.journalAdd(journal);
       await next.flush();
