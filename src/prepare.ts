@@ -119,7 +119,8 @@ async function openFarm(opts: CommonOptions, needImmutable: boolean, changesFarm
         throw err;
       }
       // Before this run writes anything: equal to the survey's, no run wrote since the capture.
-      return { ref, servers, index, lockFd, survey: surveyed, txnAtOpen: index.lastTxnId() };
+      // An upgraded index is a new file: the survey's transaction id and records were the old one's.
+      return { ref, servers, index, lockFd, survey: index.upgraded ? null : surveyed, txnAtOpen: index.lastTxnId() };
     } catch (err) {
       fs.closeSync(lockFd);
       throw err;

@@ -104,11 +104,23 @@ describe('an index of schema 1', () => {
       await meta.close();
     }
 
-    // Once more from schema 1, upgraded this time by the CLI's own run.
+    // Once more from schema 1, upgraded this time by the CLI's own run. A complete run
+    // leaves a quick file, which still names a folder index after its data file is replaced.
+    expect(vunify(['-q', ...ARGS], env).status).toBe(0);
+    expect(fs.existsSync(`${db}.quick`)).toBe(true);
     await writeSchema1(c);
-    const plan = vunify(['plan', '--json', ...ARGS], env);
+    // A new file fails the quick check, so the run reads the quick file's survey before it
+    // opens (and upgrades) the index; the survey described the old file and is not used.
+    const extra = path.join(farm.root('s1'), 'usr/share/vu/new-since.txt');
+    fs.writeFileSync(extra, 'not in any package\n');
+    const plan = vunify(['plan', '--json', ...ARGS], { ...env, VUNIFY_TRACE: '1' });
+    fs.rmSync(extra);
     expect(plan.status, plan.stderr).toBe(0);
     expect(JSON.parse(plan.stdout).totals).toMatchObject({ unified: 0, alreadyUnified: linked });
+    expect(plan.stderr).toMatch(/trace: survey: [1-9]\d* inodes unchanged/);
+    expect(plan.stderr).toMatch(/trace: settled: 0 files unchanged/);
+    // The quick file described the old file (its transaction id among others): gone with it.
+    expect(fs.existsSync(`${db}.quick`)).toBe(false);
 
     // Undo needs the link records: what each file was before it became a link.
     const u = vunify(['undo', '--json', ...ARGS], env);

@@ -19,6 +19,7 @@ import path from 'node:path';
 import { open, type Database, type Key, type RootDatabase } from 'lmdb';
 import { VunifyError } from '../errors.js';
 import type { RelPath } from '../fsx/rootdir.js';
+import { quickPath } from './quick-file.js';
 
 export const SCHEMA_VERSION = 2;
 
@@ -187,6 +188,8 @@ export class Index {
   private ids = new Map<string, number>();
   private paths = new Map<number, string>();
   private nextId = 1;
+  /** Rewritten from schema 1 when opened: a new file, whose transaction ids start anew. */
+  upgraded = false;
 
   private constructor(
     readonly path: string,
@@ -242,7 +245,9 @@ export class Index {
       if (schema === undefined) meta.putSync('schema', SCHEMA_VERSION);
       else if (schema === 1 && upgrade) {
         await Index.upgradeFrom1(dbPath, env);
-        return await Index.openOnce(dbPath, false);
+        const index = await Index.openOnce(dbPath, false);
+        index.upgraded = true;
+        return index;
       } else if (schema === 1) {
         throw new VunifyError('INDEX', 'the index is in the format of an older vunify (schema 1); any run of unify, plan, scan or gc upgrades it', dbPath);
       } else if (schema !== SCHEMA_VERSION) {
@@ -310,6 +315,9 @@ export class Index {
     const data = fs.statSync(dbPath).isDirectory() ? path.join(dbPath, 'data.mdb') : dbPath;
     fs.renameSync(tmp, data);
     fs.rmSync(`${tmp}-lock`, { force: true });
+    // The quick file names the index by its path's inode, which a folder index keeps: it
+    // described the old file (its transaction id above all), so it goes.
+    fs.rmSync(quickPath(dbPath), { force: true });
   }
 
   /** The number of a root; with create, a new one is given (and written) when it has none. */
