@@ -1,5 +1,6 @@
 // An index written by an older vunify (schema 1: objects keyed by root path) is upgraded by
 // the next run that holds the lock, keeps every record, and undo still restores exactly.
+import { execFileSync, spawnSync } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
 import { open } from 'lmdb';
@@ -20,7 +21,12 @@ beforeAll(async () => {
   db = path.join(farm.base, 'index');
   env = { VUNIFY_VSERVERS_DIR: farm.vserversDir, VUNIFY_DB: db };
 });
-afterAll(async () => { if (farm) await removeFarm(farm); });
+let small: string | undefined;
+afterAll(async () => {
+  if (small) spawnSync('umount', [small]);
+  if (farm) await removeFarm(farm);
+});
+let records: Awaited<ReturnType<typeof contents>> | undefined;
 
 /** Everything the index holds, read through its API. */
 async function contents(opts: { upgrade?: boolean } = {}) {
@@ -41,8 +47,8 @@ async function contents(opts: { upgrade?: boolean } = {}) {
 }
 
 /** Writes those records in schema 1's layout, as vunify did before schema 2, over the index. */
-async function writeSchema1(c: Awaited<ReturnType<typeof contents>>): Promise<void> {
-  const tmp = `${db}.v1`;
+async function writeSchema1(c: Awaited<ReturnType<typeof contents>>, to = db): Promise<void> {
+  const tmp = `${to}.v1`;
   const raw = open({ path: tmp, compression: false });
   await raw.openDB<number, string>({ name: 'meta' }).put('schema', 1);
   const files = raw.openDB({ name: 'files' });
@@ -65,7 +71,7 @@ async function writeSchema1(c: Awaited<ReturnType<typeof contents>>): Promise<vo
   await raw.close();
   // lmdb-js makes a folder (data.mdb, lock.mdb) of a path without an extension, else a file.
   const data = (p: string) => (fs.statSync(p).isDirectory() ? path.join(p, 'data.mdb') : p);
-  fs.renameSync(data(tmp), data(db));
+  fs.renameSync(data(tmp), fs.existsSync(to) ? data(to) : to);
   for (const t of [tmp, `${tmp}-lock`]) fs.rmSync(t, { recursive: true, force: true });
 }
 
@@ -81,6 +87,7 @@ describe('an index of schema 1', () => {
     expect(linked).toBeGreaterThan(10);
 
     const c = await contents();
+    records = c;
     expect(c.links).toHaveLength(linked);
     expect(c.inodes.length).toBeGreaterThan(0);
     expect(c.links.some((l) => Object.keys(l.rec.xattrs).includes('security.capability'))).toBe(true);
@@ -134,5 +141,33 @@ describe('an index of schema 1', () => {
       expect(rpmVerify(farm.root(s), PKGS)).toBe(verifyBefore.get(s));
       expect(strayTemps(farm.root(s))).toEqual([]);
     }
+  });
+
+  it('an upgrade that runs out of space stops in one line and leaves the old index whole', async () => {
+    expect(records).toBeDefined();
+    small = path.join(farm.base, 'small');
+    fs.mkdirSync(small);
+    const v1 = path.join(farm.base, 'v1-index');
+    await writeSchema1(records!, v1);
+    const bytes = fs.statSync(v1).size;
+    // Room for the schema-1 file and its lock file, not for the new one beside them.
+    execFileSync('mount', ['-t', 'tmpfs', '-o', `size=${bytes + 16384}`, 'tmpfs', small]);
+    const dbSmall = path.join(small, 'index.mdb');
+    fs.copyFileSync(v1, dbSmall);
+    const sum = () => fs.readFileSync(dbSmall).toString('base64');
+    const before = sum();
+    const envSmall = { ...env, VUNIFY_DB: dbSmall };
+    const r = vunify(['plan', ...ARGS], envSmall);
+    expect(r.status, r.stderr).toBe(2);
+    expect(r.stderr.trim().split('\n')).toHaveLength(1);
+    expect(r.stderr).toMatch(/index\.mdb: upgrading the index from schema 1 failed \(.*\); the index is as it was/);
+    expect(sum()).toBe(before);
+    expect(fs.readdirSync(small).filter((n) => n.includes('.upgrade'))).toEqual([]);
+    execFileSync('mount', ['-o', `remount,size=${bytes * 3 + 65536}`, small]);
+    const ok = vunify(['plan', '--full', '--json', ...ARGS], envSmall);
+    expect(ok.status, ok.stderr).toBe(0);
+    const t = JSON.parse(ok.stdout).totals; // the first test undid the links: would link again
+    expect(t.unified + t.alreadyUnified).toBeGreaterThan(10);
+    expect(vunify(['status'], envSmall).status).toBe(0); // schema 2 now: status reads it
   });
 });

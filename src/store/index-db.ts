@@ -17,7 +17,7 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { open, type Database, type Key, type RootDatabase } from 'lmdb';
-import { VunifyError } from '../errors.js';
+import { VunifyError, oneLine } from '../errors.js';
 import type { RelPath } from '../fsx/rootdir.js';
 import { quickPath } from './quick-file.js';
 
@@ -244,7 +244,13 @@ export class Index {
       const schema = meta.get('schema');
       if (schema === undefined) meta.putSync('schema', SCHEMA_VERSION);
       else if (schema === 1 && upgrade) {
-        await Index.upgradeFrom1(dbPath, env);
+        try {
+          await Index.upgradeFrom1(dbPath, env);
+        } catch (err) {
+          // The old data file is only replaced by the last rename: until then it is whole.
+          for (const f of [upgradePath(dbPath), `${upgradePath(dbPath)}-lock`]) fs.rmSync(f, { force: true });
+          throw new VunifyError('INDEX', `upgrading the index from schema 1 failed (${oneLine(err)}); the index is as it was: fix the cause (space?) and run again`, dbPath, { cause: err });
+        }
         const index = await Index.openOnce(dbPath, false);
         index.upgraded = true;
         return index;
