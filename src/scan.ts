@@ -56,11 +56,10 @@ export function recordOf(st: StatLike, hash: string, xattrs: string, pkg?: strin
   return rec;
 }
 
-const inodeKey = (st: SignatureOf) => `${st.dev}:${st.ino}:${st.size}:${st.mtimeNs}:${st.ctimeNs}`;
-
 /**
- * Records seen in this run by inode and signature: a hard link of a file already read in
- * this run (the reference's copy, when a server shares it) is not read again.
+ * Records seen in this run by inode number (the record's own ino string: no key made per
+ * file), taken for a twin only when its whole signature matches: a hard link of a file
+ * already read in this run (the reference's copy, when a server shares it) is not read again.
  */
 export type InodeCache = Map<string, FileRecord>;
 
@@ -160,13 +159,13 @@ function scanOne(
   const { dir, name } = splitRel(rel);
   // An unchanged file keeps its record (with this run's package and link count); only files
   // with more than one link can have a twin met earlier in this run.
-  const unchanged = (old: FileRecord, nlink: number, key: string | null): ScanEntry => {
+  const unchanged = (old: FileRecord, nlink: number): ScanEntry => {
     const rec = old.pkg === pkg && old.nlink === nlink ? old : { ...old, pkg, nlink };
-    if (key) inodes.set(key, rec);
+    if (nlink > 1) inodes.set(rec.ino, rec);
     return { kind: 'file', rec };
   };
   // ctime moves with any change of the link count, so the record's nlink is current too.
-  if (old && current?.(rel, old)) return unchanged(old, old.nlink, old.nlink > 1 ? inodeKey(old) : null);
+  if (old && current?.(rel, old)) return unchanged(old, old.nlink);
   try {
     const dfd = held.fd(root, dir);
     // The common case of a rescan first: an unchanged file costs one fstatat and no BigInt.
@@ -175,7 +174,7 @@ function scanOne(
       if (!sig) return { kind: 'missing' };
       if ((sig.mode & 0o170000) === 0o100000 && sameSignature(sig, old)) {
         stats.filesStatted++;
-        return unchanged(old, sig.nlink, sig.nlink > 1 ? inodeKey(sig) : null);
+        return unchanged(old, sig.nlink);
       }
     }
     const p = RootDir.at(dfd, name);
@@ -183,12 +182,12 @@ function scanOne(
     if (!st) return { kind: 'missing' };
     stats.filesStatted++;
     if (!st.isFile()) return (st.mode & 0o170000n) === 0o040000n ? { kind: 'folder' } : { kind: 'notRegular' };
-    const key = st.nlink > 1n ? inodeKey(st) : null;
-    if (old && sameSignature(st, old)) return unchanged(old, Number(st.nlink), key);
-    const twin = key ? inodes.get(key) : undefined;
-    if (twin) return { kind: 'file', rec: recordOf(st, twin.hash, twin.xattrs, pkg) };
+    if (old && sameSignature(st, old)) return unchanged(old, Number(st.nlink));
+    const linked = st.nlink > 1n;
+    const twin = linked ? inodes.get(String(st.ino)) : undefined;
+    if (twin && sameSignature(st, twin)) return { kind: 'file', rec: recordOf(st, twin.hash, twin.xattrs, pkg) };
     const rec = recordOf(st, st.size === 0n ? EMPTY_HASH : '', xattrDigest(readXattrsAt(p)), pkg);
-    if (key) inodes.set(key, rec);
+    if (linked) inodes.set(rec.ino, rec);
     return { kind: 'file', rec };
   } catch (err) {
     if (err instanceof UnsafePathError) return { kind: 'symlinkInPath', detail: err.message };
