@@ -408,17 +408,20 @@ export class Index {
     const t = this.tracked;
     if (t) for (const [root, rel, rec] of entries) (t.get(root) ?? t.set(root, new Map()).get(root)!).set(rel, rec);
     const ids = entries.map(([root]) => this.rid(root, true));
+    // Checked before the transaction: a bad hash is a bug in the caller, and a failure inside
+    // the transaction would mark the index as damaged. '' means not read yet: no content address.
+    const hashes = entries.map(([, , rec]) => (rec?.hash ? hashBytes(rec.hash) : null));
     await this.guard(this.env.transaction(() => {
       for (let i = 0; i < entries.length; i++) {
         const [, rel, rec] = entries[i];
         const key = pathKey(ids[i], rel);
         const oldRow = this.files.get(key);
-        const oldHash = oldRow?.[9];
-        if (oldHash && (!rec || oldHash !== rec.hash)) this.content.remove(pathKey(ids[i], rel, hashBytes(oldHash)));
+        const oldHash = oldRow?.[9]; // checked when it was written
+        if (oldHash && (!rec || oldHash !== rec.hash)) this.content.remove(pathKey(ids[i], rel, Buffer.from(oldHash, 'hex')));
         if (rec) {
           this.files.put(key, fileRow(rec));
-          // '' means not read yet: no content address.
-          if (rec.hash) this.content.put(pathKey(ids[i], rel, hashBytes(rec.hash)), null);
+          const h = hashes[i];
+          if (h) this.content.put(pathKey(ids[i], rel, h), null);
         } else if (oldRow) {
           this.files.remove(key);
         }
