@@ -107,7 +107,7 @@ describe('native-free-bench runner', () => {
     expect(r.stdout).toMatch(/targets:/);
     const j = JSON.parse(fs.readFileSync(out, 'utf8'));
     const byId = new Map<string, any>(j.contenders.map((c: any) => [c.id, c]));
-    for (const id of ['vunify.first', 'vunify.rescan', 'vunify.rescanFull', 'vunify.change', 'floor.cat', 'floor.cat8', 'floor.stat']) {
+    for (const id of ['vunify.first', 'vunify.rescan', 'vunify.rescanFull', 'vunify.change', 'floor.cat', 'floor.cat8', 'floor.stat', 'floor.replace', 'floor.replace16']) {
       const c = byId.get(id);
       expect(c?.status, id).toBe('ok');
       expect(typeof c.medianSeconds, id).toBe('number');
@@ -124,6 +124,13 @@ describe('native-free-bench runner', () => {
     expect(census.linkedContentDiffers).toBe(0);
     expect(census.linkedMetadataDiffers).toBe(0);
     expect(j.vunifyTotals.first.unified).toBe(census.expectedIdentical);
+    // The replace floors linked the same identical copies, and only those.
+    for (const id of ['floor.replace', 'floor.replace16']) {
+      expect(byId.get(id).census, id).toEqual({ ...census, linkedMetadataDiffers: 0 });
+    }
+    const first = j.targets.find((t: any) => t.id === 'first-vs-hardlink');
+    expect(first.floor).toBeGreaterThanOrEqual(0);
+    expect(first.belowFloor).toBe(null); // no hardlink figure, so no limit
     expect(j.vunifyTotals.first.filesHashed).toBeGreaterThan(0);
     expect(j.vunifyTotals.rescan.filesHashed).toBe(0);
     expect(j.vunifyTotals.rescan.quick).toBe(true);
