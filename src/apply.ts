@@ -7,9 +7,9 @@ import fsp from 'node:fs/promises';
 import { Blake3Hasher } from '@napi-rs/blake-hash';
 import pLimit from 'p-limit';
 import { isErrno, oneLine } from './errors.js';
-import { copyFd, hashFd, readWhole, sameAsBuffer, sameBytes } from './fsx/content.js';
-import { RootDir, lstatOrNull, openFileAtSync, splitRel, type OpenedFile, type RelPath } from './fsx/rootdir.js';
-import { isImmutable, linkFd, readXattrs, removeXattr, setImmutable, setTimesNs, syncFilesystem, writeXattr, type Xattrs } from './fsx/sys.js';
+import { copyFd, hashFd, readWhole, releaseWhole, sameAsBuffer, sameBytes } from './fsx/content.js';
+import { RootDir, lstatIn, openFileAtSync, splitRel, type OpenedFile, type RelPath } from './fsx/rootdir.js';
+import { isImmutable, linkFd, readXattrs, removeXattr, setImmutable, setTimesNs, syncFilesystem, writeXattr, type StatLite, type Xattrs } from './fsx/sys.js';
 import type { Decision, SkipReason } from './plan.js';
 import { recordOf, sameSignatureStats } from './scan.js';
 import { afterVerify, faultPoint } from './fault.js';
@@ -98,7 +98,7 @@ async function dropTmp(dirFd: number, name: string): Promise<void> {
 type LinkDecision = Extract<Decision, { kind: 'link' }>;
 type Group = Array<Extract<Decision, { kind: 'link' | 'already' }>>;
 
-interface Verified { d: LinkDecision; st1: fs.BigIntStats; rec: LinkRecord; tmp: string }
+interface Verified { d: LinkDecision; st1: StatLite; rec: LinkRecord; tmp: string }
 interface GroupState { ours: boolean; wasImmutable: boolean; refHash: string; verified: Verified[] }
 
 /** Reference files up to this size are held in memory while their server copies are compared. */
@@ -238,6 +238,7 @@ async function verifyGroup(
       for (const d of links) outcomes.set(d, skip('changed', `reference: ${oneLine(err)}`));
       return null;
     }
+    let refBytes: Buffer | undefined;
     try {
       if (String(ref.stat.ino) !== r.ino || String(ref.stat.dev) !== r.dev || String(ref.stat.mtimeNs) !== r.mtimeNs || Number(ref.stat.size) !== r.size) {
         for (const d of links) outcomes.set(d, skip('changed', 'reference changed since scanned'));
@@ -253,9 +254,8 @@ async function verifyGroup(
       const state: GroupState = { ours, wasImmutable, refHash: r.hash, verified: [] };
       // A small reference file is read once and held: each server copy is compared with it
       // in memory, instead of reading the reference again for every server.
-      let refBytes: Buffer | undefined;
       if (links.length > 1 && r.size <= HOLD_BYTES) {
-        refBytes = await readWhole(ref.fd, r.size);
+        refBytes = await readWhole(ref.fd, r.size, HOLD_BYTES);
         ctx.read?.(ctx.refRoot, first.refPath, r.size);
         if (state.refHash === '' && refBytes.length === r.size) {
           const h = new Blake3Hasher();
@@ -275,6 +275,7 @@ async function verifyGroup(
       }
       return state;
     } finally {
+      if (refBytes) releaseWhole(refBytes, HOLD_BYTES);
       await ref.close();
     }
   });
@@ -287,7 +288,7 @@ async function verifyOne(
   const srvRootPath = ctx.serverRoots.get(d.server)!;
   const { dir, name } = splitRel(d.path);
   return ctx.roots.get(srvRootPath)!.withDir(dir, async (dfd) => {
-    const st1 = lstatOrNull(at(dfd, name));
+    const st1 = lstatIn(dfd, name);
     const s = d.srv;
     if (!st1 || !st1.isFile() || String(st1.ino) !== s.ino || String(st1.mtimeNs) !== s.mtimeNs ||
         String(st1.ctimeNs) !== s.ctimeNs || Number(st1.size) !== s.size) {
@@ -479,7 +480,7 @@ async function linkVerified(v: Verified, canonFd: number, ctx: ApplyContext, tou
       linkFd(canonFd, dfd, v.tmp);
       tmp = v.tmp;
       faultPoint();
-      const st2 = lstatOrNull(at(dfd, name));
+      const st2 = lstatIn(dfd, name);
       if (!st2 || !sameSignatureStats(v.st1, st2)) return skip('changed', 'written after it was compared');
       // Renaming over a file frees its inode: ~0.1 ms of filesystem work here. In libuv's
       // pool, several inodes' renames run at once (measured: 16,200 renames 2.0 s in

@@ -6,8 +6,8 @@ import { Blake3Hasher } from '@napi-rs/blake-hash';
 import pLimit from 'p-limit';
 import { isErrno, oneLine } from './errors.js';
 import { EMPTY_HASH, hashFd } from './fsx/content.js';
-import { RootDir, UnsafePathError, lstatOrNull, splitRel, type RelPath } from './fsx/rootdir.js';
-import { hasLstatAt, lstatAt, lstatSig, readXattrsAt, type Xattrs } from './fsx/sys.js';
+import { RootDir, UnsafePathError, lstatIn, splitRel, type RelPath } from './fsx/rootdir.js';
+import { hasLstatAt, lstatSig, readXattrsAt, type StatLite, type Xattrs } from './fsx/sys.js';
 import type { FileRecord, Index } from './store/index-db.js';
 
 export type ScanEntry =
@@ -178,7 +178,7 @@ function scanOne(
       }
     }
     const p = RootDir.at(dfd, name);
-    const st = hasLstatAt ? lstatAt(dfd, name) : lstatOrNull(p);
+    const st = lstatIn(dfd, name);
     if (!st) return { kind: 'missing' };
     stats.filesStatted++;
     if (!st.isFile()) return (st.mode & 0o170000n) === 0o040000n ? { kind: 'folder' } : { kind: 'notRegular' };
@@ -262,6 +262,6 @@ export async function hashFiles(
   await index.putFiles(updates);
 }
 
-export function sameSignatureStats(a: fs.BigIntStats, b: fs.BigIntStats): boolean {
+export function sameSignatureStats(a: StatLite, b: StatLite): boolean {
   return a.dev === b.dev && a.ino === b.ino && a.size === b.size && a.mtimeNs === b.mtimeNs && a.ctimeNs === b.ctimeNs;
 }

@@ -8,7 +8,7 @@
 import fs from 'node:fs';
 import fsp from 'node:fs/promises';
 import { isErrno } from '../errors.js';
-import { openDirAtOrThrow } from './sys.js';
+import { hasLstatAt, lstatAt, openDirAtOrThrow, type StatLite } from './sys.js';
 
 // libuv adds O_CLOEXEC to every open.
 const { O_RDONLY, O_DIRECTORY, O_NOFOLLOW, O_NONBLOCK, O_NOATIME } = fs.constants;
@@ -207,6 +207,11 @@ export function openFileAtSync(dirFd: number, name: string): OpenedFile {
     fs.closeSync(fd);
     throw err;
   }
+}
+
+/** lstat of a name in an open folder (fstatat where the stat layout is known); null when it does not exist. */
+export function lstatIn(dirFd: number, name: string): StatLite | null {
+  return hasLstatAt ? lstatAt(dirFd, name) : lstatOrNull(RootDir.at(dirFd, name));
 }
 
 /** lstat that says null for a name that does not exist. */
