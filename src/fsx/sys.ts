@@ -280,6 +280,10 @@ export function closeFd(fd: number): void {
 }
 
 let dentsBuf = Buffer.alloc(64 * 1024);
+// The kernel writes each record's fields and name (with its NUL) but not the padding after
+// it up to d_reclen: the buffer is kept zeroed where the last listing was, so the padding
+// of the next one reads as zeros and equal listings give equal bytes.
+let dentsUsed = 0;
 
 /**
  * The raw linux_dirent64 records of an open folder (d_ino u64, d_off s64, d_reclen u16,
@@ -288,6 +292,8 @@ let dentsBuf = Buffer.alloc(64 * 1024);
  * read before), from the start.
  */
 export function readDirents(fd: number, rewind = true): Buffer | null {
+  dentsBuf.fill(0, 0, dentsUsed);
+  dentsUsed = 0;
   if (rewind && Number(cLseek(fd, 0, 0)) < 0) return null;
   let used = 0;
   for (;;) {
@@ -297,20 +303,15 @@ export function readDirents(fd: number, rewind = true): Buffer | null {
       dentsBuf = bigger;
     }
     const n = Number(cGetdents(fd, dentsBuf.subarray(used), dentsBuf.length - used));
-    if (n < 0) return null;
+    if (n < 0) {
+      dentsUsed = dentsBuf.length; // what a failed call wrote is unknown
+      return null;
+    }
+    dentsUsed = used + n;
     if (n === 0) break;
     used += n;
   }
-  // The kernel leaves the padding after each name as it found it: cleared, equal listings
-  // give equal bytes.
-  const out = dentsBuf.subarray(0, used);
-  for (let off = 0; off < used;) {
-    const reclen = out.readUInt16LE(off + 16);
-    const end = out.indexOf(0, off + 19);
-    if (end >= 0 && end < off + reclen) out.fill(0, end, off + reclen);
-    off += reclen;
-  }
-  return out;
+  return dentsBuf.subarray(0, used);
 }
 
 /** Calls fn for each entry of a getdents buffer except '.' and '..'; fn returns false to stop. */
