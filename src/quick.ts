@@ -200,10 +200,10 @@ export function quickRescan(opts: QuickOptions): QuickResult | string {
     const state = matchingQuick(opts, dbPath, rootPaths);
     if (typeof state === 'string') return state;
     const h = state.header;
-    const words = state.inodes;
+    const { inodes: words, perFolder, names, nameEnds } = state;
     const n = words.length / INODE_WORDS;
-    const slot = inodeSlots(words);
-    const seen = new Uint8Array(n);
+    // No work per listing entry: the listing is hashed as it is, and each folder's inodes are
+    // stat'ed by the names recorded with them (the listing's digest vouches for the names).
     let checked = 0;
     let folders = 0;
     for (let r = 0; r < rootPaths.length; r++) {
@@ -219,20 +219,16 @@ export function quickRescan(opts: QuickOptions): QuickResult | string {
         const listings = crypto.createHash('sha1');
         const ok = walkFolders(rootFd, qr.folders, (f, openFd) => {
           const fd = openFd();
-          folders++;
           where = f.name;
           const dents = readDirents(fd, f.depth === 0);
           if (!dents) return false;
           listings.update(dents);
-          return forEachDirent(dents, (ino, type, nameOff, nameEnd) => {
-            if (type !== DT_REG) return true;
-            const i = slot.get(ino);
-            if (i === undefined || seen[i]) return true;
-            if (!statRawAt(fd, dents.subarray(nameOff, nameEnd + 1)) || !sameWords(words, i * INODE_WORDS)) return false;
-            seen[i] = 1;
-            checked++;
-            return true;
-          });
+          const end = checked + perFolder[folders++];
+          for (; checked < end; checked++) {
+            const name = names.subarray(checked === 0 ? 0 : nameEnds[checked - 1] + 1, nameEnds[checked] + 1);
+            if (!statRawAt(fd, name) || !sameWords(words, checked * INODE_WORDS)) return false;
+          }
+          return true;
         });
         if (!ok) return `a file changed in ${qr.path} (near ${where})`;
         if (listings.digest('base64') !== qr.listings) return `a folder listing changed in ${qr.path}`;
@@ -536,12 +532,17 @@ export function captureQuick(
   const words: number[] = [];
   const slot = new Map<number, number>();
   const firstRec = new Map<number, CaptureRecordSig>(); // slot -> the record its words came from
+  // Per slot: its root, folder (index in the root's folders) and a name there to stat it by.
+  const slotAt: Array<{ r: number; fi: number; name: string }> = [];
+  const perRoot: number[][] = []; // per root, per folder: its inodes (filled below)
   const devN = BigInt(dev);
   const w = new Uint32Array(INODE_WORDS);
   const qroots: QuickRoot[] = [];
   for (const root of roots) {
+    const r = qroots.length;
     const order = folderOrder([...root.folders, ...root.inputs]);
     const folders: QuickFolder[] = [];
+    const folderIdx = new Map<RelPath, number>();
     const listings = crypto.createHash('sha1');
     const inputs = new Set(root.inputs);
     let why: string | null = null;
@@ -549,10 +550,11 @@ export function captureQuick(
     const fail = (reason: string) => { why ??= reason; return false; };
     // One table slot per inode: the first record of it gives the words (what the run decided
     // on: if the disk differs by now, the next check sees it); other names must agree.
-    const take = (rec: CaptureRecord, ino: number, p: RelPath): boolean => {
+    const take = (rec: CaptureRecord, ino: number, p: RelPath, fi: number, name: string): boolean => {
       const at = slot.get(ino);
       if (at === undefined) {
         recordWords(rec, ino, w);
+        slotAt.push({ r, fi, name });
         slot.set(ino, words.length);
         firstRec.set(words.length, rec);
         for (const x of w) words.push(x);
@@ -575,7 +577,9 @@ export function captureQuick(
       if (dfd < 0) return 'missing';
       const dents = earlier ?? readDirents(dfd, f.depth === 0);
       if (!dents) return fail(`cannot list /${dir}`);
+      const fi = folders.length;
       folders.push({ depth: f.depth, name: f.name });
+      folderIdx.set(dir, fi);
       listings.update(dents);
       const inInputs = inputs.has(dir);
       if (earlier && !inInputs) {
@@ -585,13 +589,14 @@ export function captureQuick(
       reread.add(dir);
       const prefix = dir === '' ? '' : `${dir}/`;
       return forEachDirent(dents, (ino, type, nameOff, nameEnd) => {
-        const p = prefix + dents.toString('latin1', nameOff, nameEnd);
+        const name = dents.toString('latin1', nameOff, nameEnd);
+        const p = prefix + name;
         if (type === DT_UNKNOWN) return fail(`no file type in the listing of /${dir}`);
         const rec = type === DT_DIR ? undefined : root.files.get(p);
         if (rec) {
           if (rec.ino !== String(ino) || rec.dev !== dev) return fail(`/${p} was replaced`);
           matched++;
-          return take(rec, ino, p);
+          return take(rec, ino, p, fi, name);
         }
         if (inInputs && type === DT_REG) {
           // A database file is stat'ed: its words are as it is now.
@@ -600,6 +605,7 @@ export function captureQuick(
           if (dfd2 < 0 || !statRawAt(dfd2, dents.subarray(nameOff, nameEnd + 1))) return fail(`cannot stat /${p}`);
           if (rawStat.buf.readBigUInt64LE(0) !== devN) return fail(`/${p} is on another filesystem`);
           statWords(w, 0);
+          slotAt.push({ r, fi, name });
           slot.set(ino, words.length);
           for (const x of w) words.push(x);
         } else if (root.tree && !root.tree.excluded(p)) {
@@ -635,10 +641,11 @@ export function captureQuick(
       if (rec.dev !== dev) return `/${p} was replaced`;
       if (root.listedAs?.(p) !== ino && listedIno(dir, name) !== ino) return `/${p} was replaced`;
       matched++;
-      if (!take(rec, ino, p)) return why;
+      if (!take(rec, ino, p, folderIdx.get(dir)!, name)) return why;
     }
     if (!why && matched !== root.files.size) why = `${root.files.size - matched} file(s) of ${root.path} were not found again`;
     if (why) return why;
+    perRoot.push(new Array<number>(folders.length).fill(0));
     qroots.push({
       path: root.path, ino: String(fs.fstatSync(root.rootFd).ino), folders, listings: listings.digest('base64'),
       inputs: root.inputFiles, records: root.tree ? root.files.size : undefined,
@@ -657,6 +664,22 @@ export function captureQuick(
     report: { ...report, durationMs: 0 },
     notable,
   };
-  writeQuick(dbPath, { header, inodes: Uint32Array.from(words) });
+  // The check's order: root by root, folder by folder.
+  const order = slotAt.map((_, i) => i).sort((a, b) => slotAt[a].r - slotAt[b].r || slotAt[a].fi - slotAt[b].fi);
+  const inodes = new Uint32Array(words.length);
+  const nameEnds = new Uint32Array(order.length);
+  const nameBufs: Buffer[] = [];
+  let off = 0;
+  order.forEach((from, to) => {
+    inodes.set(words.slice(from * INODE_WORDS, (from + 1) * INODE_WORDS), to * INODE_WORDS);
+    const { r, fi, name } = slotAt[from];
+    perRoot[r][fi]++;
+    const b = Buffer.from(name + '\0', 'latin1');
+    nameBufs.push(b);
+    off += b.length;
+    nameEnds[to] = off - 1;
+  });
+  const perFolder = Uint32Array.from(perRoot.flat());
+  writeQuick(dbPath, { header, inodes, perFolder, names: Buffer.concat(nameBufs), nameEnds });
   return null;
 }

@@ -1,11 +1,12 @@
 // The quick-rescan file, INDEX.quick: what the last complete unify saw of the farm (a digest
-// of every folder listing it depended on and the stat fields of every candidate inode), the
-// options it ran with, and the report a rescan of the unchanged farm gives. A checksum
-// guards against a torn write; anything unreadable counts as no file.
+// of every folder listing it depended on, and the stat fields of every candidate inode with
+// one name to stat it by), the options it ran with, and the report a rescan of the unchanged
+// farm gives. A checksum guards against a torn write; anything unreadable counts as no file.
 import crypto from 'node:crypto';
 import fs from 'node:fs';
 
-const MAGIC = Buffer.from('VUNIFYQ1');
+// Q2: inodes in check order, each with a name in its folder (Q1 files are not read: a full run).
+const MAGIC = Buffer.from('VUNIFYQ2');
 /** u32 words per inode: ino, size, mtime s, mtime ns, ctime s, ctime ns; 64 bits each. */
 export const INODE_WORDS = 12;
 
@@ -38,7 +39,13 @@ export interface QuickHeader {
   notable: unknown[];
 }
 
-export interface QuickState { header: QuickHeader; inodes: Uint32Array }
+/**
+ * inodes: INODE_WORDS words per inode, in the order the check stats them: root by root,
+ * folder by folder (the header's order). perFolder: how many inodes each folder holds, over
+ * the roots' folders in order. names: each inode's name in its folder, NUL-terminated, one
+ * after another; nameEnds: the offset of each name's NUL.
+ */
+export interface QuickState { header: QuickHeader; inodes: Uint32Array; perFolder: Uint32Array; names: Buffer; nameEnds: Uint32Array }
 
 export const quickPath = (dbPath: string) => `${dbPath}.quick`;
 
@@ -58,12 +65,25 @@ export function readQuick(dbPath: string): QuickState | null {
     off += 4;
     const header = JSON.parse(body.toString('utf8', off, off + hlen)) as QuickHeader;
     off += hlen;
-    const n = body.readUInt32LE(off);
-    off += 4;
-    if (body.length - off !== n * INODE_WORDS * 4) return null;
-    // A copy (aligned) in the machine's order; vunify only runs on little-endian machines.
-    const inodes = new Uint32Array(body.buffer.slice(body.byteOffset + off, body.byteOffset + off + n * INODE_WORDS * 4));
-    return { header, inodes };
+    // Each table: a u32 count, then its u32 words, copied (aligned) in the machine's order;
+    // vunify only runs on little-endian machines.
+    const table = (words: number): Uint32Array => {
+      const n = body.readUInt32LE(off);
+      off += 4;
+      const len = n * words * 4;
+      if (off + len > body.length) throw new Error('short');
+      const t = new Uint32Array(body.buffer.slice(body.byteOffset + off, body.byteOffset + off + len));
+      off += len;
+      return t;
+    };
+    const inodes = table(INODE_WORDS);
+    const perFolder = table(1);
+    const nameEnds = table(1);
+    const names = body.subarray(off);
+    const folders = header.roots.reduce((a, r) => a + r.folders.length, 0);
+    if (perFolder.length !== folders || nameEnds.length * INODE_WORDS !== inodes.length) return null;
+    if (nameEnds.length > 0 && nameEnds[nameEnds.length - 1] !== names.length - 1) return null;
+    return { header, inodes, perFolder, names, nameEnds };
   } catch {
     return null;
   }
@@ -72,12 +92,12 @@ export function readQuick(dbPath: string): QuickState | null {
 /** Written beside and renamed into place; no fsync: a lost or torn file only costs a full rescan. */
 export function writeQuick(dbPath: string, state: QuickState): void {
   const head = Buffer.from(JSON.stringify(state.header), 'utf8');
-  const words = Buffer.from(state.inodes.buffer, state.inodes.byteOffset, state.inodes.byteLength);
-  const n = Buffer.alloc(4);
-  n.writeUInt32LE(state.inodes.length / INODE_WORDS);
-  const hl = Buffer.alloc(4);
-  hl.writeUInt32LE(head.length);
-  const body = Buffer.concat([MAGIC, hl, head, n, words]);
+  const u32 = (v: number) => { const b = Buffer.alloc(4); b.writeUInt32LE(v); return b; };
+  const table = (t: Uint32Array, words: number) => [u32(t.length / words), Buffer.from(t.buffer, t.byteOffset, t.byteLength)];
+  const body = Buffer.concat([
+    MAGIC, u32(head.length), head,
+    ...table(state.inodes, INODE_WORDS), ...table(state.perFolder, 1), ...table(state.nameEnds, 1), state.names,
+  ]);
   const sum = crypto.createHash('sha256').update(body).digest();
   const tmp = `${quickPath(dbPath)}.tmp-${process.pid}`;
   fs.writeFileSync(tmp, Buffer.concat([body, sum]), { mode: 0o600 });
