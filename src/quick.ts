@@ -664,22 +664,33 @@ export function captureQuick(
     report: { ...report, durationMs: 0 },
     notable,
   };
-  // The check's order: root by root, folder by folder.
-  const order = slotAt.map((_, i) => i).sort((a, b) => slotAt[a].r - slotAt[b].r || slotAt[a].fi - slotAt[b].fi);
-  const inodes = new Uint32Array(words.length);
-  const nameEnds = new Uint32Array(order.length);
-  const nameBufs: Buffer[] = [];
-  let off = 0;
-  order.forEach((from, to) => {
-    inodes.set(words.slice(from * INODE_WORDS, (from + 1) * INODE_WORDS), to * INODE_WORDS);
-    const { r, fi, name } = slotAt[from];
-    perRoot[r][fi]++;
-    const b = Buffer.from(name + '\0', 'latin1');
-    nameBufs.push(b);
-    off += b.length;
-    nameEnds[to] = off - 1;
-  });
+  // The check's order: root by root, folder by folder (counted, then placed: no sort).
+  const n = slotAt.length;
+  let nameBytes = 0;
+  for (const a of slotAt) {
+    perRoot[a.r][a.fi]++;
+    nameBytes += a.name.length + 1;
+  }
   const perFolder = Uint32Array.from(perRoot.flat());
-  writeQuick(dbPath, { header, inodes, perFolder, names: Buffer.concat(nameBufs), nameEnds });
+  const start = new Uint32Array(perFolder.length); // first slot of each folder in the new order
+  for (let k = 1; k < start.length; k++) start[k] = start[k - 1] + perFolder[k - 1];
+  const base: number[] = []; // each root's first folder in perFolder
+  for (let r = 0, k = 0; r < perRoot.length; k += perRoot[r].length, r++) base.push(k);
+  const at = new Uint32Array(n); // old slot -> new slot
+  const next = start.slice();
+  for (let i = 0; i < n; i++) at[i] = next[base[slotAt[i].r] + slotAt[i].fi]++;
+  const src = Uint32Array.from(words);
+  const inodes = new Uint32Array(words.length);
+  for (let i = 0; i < n; i++) inodes.set(src.subarray(i * INODE_WORDS, (i + 1) * INODE_WORDS), at[i] * INODE_WORDS);
+  const byNew = new Array<string>(n);
+  for (let i = 0; i < n; i++) byNew[at[i]] = slotAt[i].name;
+  const names = Buffer.alloc(nameBytes); // zeroed: each name's NUL is already there
+  const nameEnds = new Uint32Array(n);
+  let off = 0;
+  for (let j = 0; j < n; j++) {
+    off += names.write(byNew[j], off, 'latin1');
+    nameEnds[j] = off++;
+  }
+  writeQuick(dbPath, { header, inodes, perFolder, names, nameEnds });
   return null;
 }
