@@ -7,7 +7,7 @@ import fsp from 'node:fs/promises';
 import { Blake3Hasher } from '@napi-rs/blake-hash';
 import pLimit from 'p-limit';
 import { isErrno, oneLine } from './errors.js';
-import { copyFd, hashFd, readWhole, releaseWhole, sameAsBuffer, sameBytes } from './fsx/content.js';
+import { WHOLE_MAX, copyFd, hashFd, readWhole, releaseWhole, sameAsBuffer, sameBytes } from './fsx/content.js';
 import { RootDir, lstatIn, openFileAtSync, splitRel, type OpenedFile, type RelPath } from './fsx/rootdir.js';
 import { isImmutable, linkFd, readXattrs, removeXattr, setImmutable, setTimesNs, syncFilesystem, writeXattr, type StatLite, type Xattrs } from './fsx/sys.js';
 import type { Decision, SkipReason } from './plan.js';
@@ -102,7 +102,7 @@ interface Verified { d: LinkDecision; st1: StatLite; rec: LinkRecord; tmp: strin
 interface GroupState { ours: boolean; wasImmutable: boolean; refHash: string; verified: Verified[] }
 
 /** Reference files up to this size are held in memory while their server copies are compared. */
-const HOLD_BYTES = 8 << 20;
+const HOLD_BYTES = WHOLE_MAX;
 
 /** Reference inodes linked at a time (the CLI sizes libuv's pool to match). */
 export const LINK_CONCURRENCY = 16;
@@ -255,7 +255,7 @@ async function verifyGroup(
       // A small reference file is read once and held: each server copy is compared with it
       // in memory, instead of reading the reference again for every server.
       if (links.length > 1 && r.size <= HOLD_BYTES) {
-        refBytes = await readWhole(ref.fd, r.size, HOLD_BYTES);
+        refBytes = await readWhole(ref.fd, r.size);
         ctx.read?.(ctx.refRoot, first.refPath, r.size);
         if (state.refHash === '' && refBytes.length === r.size) {
           const h = new Blake3Hasher();
@@ -275,7 +275,7 @@ async function verifyGroup(
       }
       return state;
     } finally {
-      if (refBytes) releaseWhole(refBytes, HOLD_BYTES);
+      if (refBytes) releaseWhole(refBytes);
       await ref.close();
     }
   });

@@ -84,25 +84,26 @@ export async function copyFd(src: number, dst: number): Promise<number> {
   }
 }
 
+/** The largest file readWhole holds; its buffers are this size. */
+export const WHOLE_MAX = 8 << 20;
+
 // Buffers that hold whole files, reused: a fresh multi-megabyte buffer per file is a fresh
 // mapping for malloc, faulted in page by page and unmapped again by the GC (measured: a
 // default-farm compare phase 1.55-1.67 s with fresh buffers, 0.99-1.36 s with these).
 const wholePool: Buffer[] = [];
 
-/** A buffer that readWhole returned for `capacity`, no longer used: kept for the next call. */
-export function releaseWhole(buf: Buffer, capacity: number): void {
-  if (buf.buffer.byteLength === capacity && wholePool.length < 8) wholePool.push(Buffer.from(buf.buffer, 0, capacity));
+/** A buffer readWhole returned, no longer used: kept for the next call. */
+export function releaseWhole(buf: Buffer): void {
+  if (buf.buffer.byteLength === WHOLE_MAX && wholePool.length < 8) wholePool.push(Buffer.from(buf.buffer, 0, WHOLE_MAX));
 }
 
 /**
- * The whole content of a small file (the caller bounds the size). With a capacity of at
- * least the size, the bytes land in a reused buffer of that capacity: hand it back with
- * releaseWhole when done.
+ * The whole content of a file of at most WHOLE_MAX bytes, in a reused buffer: hand it back
+ * with releaseWhole when done.
  */
-export async function readWhole(fd: number, size: number, capacity?: number): Promise<Buffer> {
-  const buf = capacity !== undefined && size <= capacity
-    ? (wholePool.pop() ?? Buffer.allocUnsafeSlow(capacity)).subarray(0, size)
-    : Buffer.allocUnsafe(size);
+export async function readWhole(fd: number, size: number): Promise<Buffer> {
+  if (size > WHOLE_MAX) throw new RangeError(`readWhole: ${size} bytes is over ${WHOLE_MAX}`);
+  const buf = (wholePool.pop() ?? Buffer.allocUnsafeSlow(WHOLE_MAX)).subarray(0, size);
   let pos = 0;
   while (pos < size) {
     const n = await new Promise<number>((res, rej) => fs.read(fd, buf, pos, size - pos, pos, (e, k) => (e ? rej(e) : res(k))));
