@@ -538,6 +538,14 @@ export function captureQuick(
   const devN = BigInt(dev);
   const w = new Uint32Array(INODE_WORDS);
   const qroots: QuickRoot[] = [];
+  /** A new slot for an inode whose words are in w; returns its offset in words. */
+  const addSlot = (ino: number, r: number, fi: number, name: string): number => {
+    const at = words.length;
+    slotAt.push({ r, fi, name });
+    slot.set(ino, at);
+    for (const x of w) words.push(x);
+    return at;
+  };
   for (const root of roots) {
     const r = qroots.length;
     const order = folderOrder([...root.folders, ...root.inputs]);
@@ -554,10 +562,7 @@ export function captureQuick(
       const at = slot.get(ino);
       if (at === undefined) {
         recordWords(rec, ino, w);
-        slotAt.push({ r, fi, name });
-        slot.set(ino, words.length);
-        firstRec.set(words.length, rec);
-        for (const x of w) words.push(x);
+        firstRec.set(addSlot(ino, r, fi, name), rec);
         return true;
       }
       const first = firstRec.get(at);
@@ -605,9 +610,7 @@ export function captureQuick(
           if (dfd2 < 0 || !statRawAt(dfd2, dents.subarray(nameOff, nameEnd + 1))) return fail(`cannot stat /${p}`);
           if (rawStat.buf.readBigUInt64LE(0) !== devN) return fail(`/${p} is on another filesystem`);
           statWords(w, 0);
-          slotAt.push({ r, fi, name });
-          slot.set(ino, words.length);
-          for (const x of w) words.push(x);
+          addSlot(ino, r, fi, name);
         } else if (root.tree && !root.tree.excluded(p)) {
           const t = root.tree;
           if (type === DT_REG && !t.seen(p)) return fail(`/${p} appeared`);
