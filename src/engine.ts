@@ -11,7 +11,7 @@ import { addCounters, emptyCounters, pathForReport, type Counters, type FileLine
 import { phaseCounter, type ProgressSink } from './progress.js';
 import { hashFiles, scanRoot, type InodeCache, type ScanStats } from './scan.js';
 import type { FileRecord } from './store/index-db.js';
-import { captureQuick, inputsDigest, quickReport, surveyIno, surveyRecord, surveyVouches, type CaptureRoot } from './quick.js';
+import { captureQuick, inputsDigest, quickReport, surveyRecord, surveyVouches, type CaptureRoot } from './quick.js';
 
 export { dropVanishedRoots, TREE_PKG } from './prepare.js';
 export { takeLock } from './lock.js';
@@ -377,7 +377,13 @@ function settleFromSurvey(p: Prepared, needAttribute: boolean): void {
   const sv = p.farm.survey;
   const refDirs = sv?.roots.get(p.refPlan.root);
   if (!sv || !refDirs) return;
-  const ours = needAttribute ? p.farm.index.inodeKeys() : null; // inodes that carry vunify's attribute
+  // Inode numbers that carry vunify's attribute, on the survey's filesystem.
+  let ours: Set<number> | null = null;
+  if (needAttribute) {
+    ours = new Set();
+    const prefix = `${sv.dev}:`;
+    for (const key of p.farm.index.inodeKeys()) if (key.startsWith(prefix)) ours.add(Number(key.slice(prefix.length)));
+  }
   for (const sp of p.serverPlans) {
     const dirs = sv.roots.get(sp.root);
     if (!dirs) continue;
@@ -389,7 +395,7 @@ function settleFromSurvey(p: Prepared, needAttribute: boolean): void {
       const { dir, name } = splitRel(k);
       const ino = dirs.get(dir)?.get(name);
       if (ino === undefined || refDirs.get(dir)?.get(name) !== ino) continue;
-      if (ours && !ours.has(`${sv.dev}:${ino}`)) continue;
+      if (ours && !ours.has(ino)) continue;
       settled.set(k, ino);
     }
     for (const k of settled.keys()) sp.owned.delete(k);
@@ -431,7 +437,7 @@ function captureAfter(p: Prepared, opts: UnifyOptions, report: Report, notable: 
       // The walk's listings, for folders this run did not change: what its decisions saw.
       listings: s.walk?.listings, touched,
       tree: s.walk && p.excluded ? { seen: (k) => pr.owned.has(k) || (settled?.has(k) ?? false), folders: s.walk.folders, skipped: s.walk.skipped, excluded: p.excluded } : undefined,
-      listedAs: p.farm.survey ? (k) => surveyIno(p.farm.survey!, root.dir.path, k) : undefined,
+      listedIn: p.farm.survey ? (dir) => p.farm.survey!.roots.get(root.dir.path)?.get(dir) : undefined,
     });
   }
   const next: Report = structuredClone({ ...report, files: undefined });

@@ -385,8 +385,8 @@ export interface CaptureRoot {
    * run did not see means the farm changed under the run: no capture then.
    */
   tree?: { seen: (rel: RelPath) => boolean; folders: Set<RelPath>; skipped: Set<RelPath>; excluded: (rel: RelPath) => boolean };
-  /** The inode the survey found at a path, when it did (its listing is the walk's). */
-  listedAs?: (rel: RelPath) => number | undefined;
+  /** The names in a folder the survey found unchanged, with their inodes (its listing is the walk's). */
+  listedIn?: (dir: RelPath) => Map<string, number> | undefined;
   /** Listings read earlier in the run (the tree walk), used for folders not in `touched`. */
   listings?: Map<RelPath, Buffer>;
   touched?: Set<RelPath>;
@@ -637,14 +637,26 @@ export function captureQuick(
       }
       return m.get(name);
     };
+    // Records come mostly grouped by folder (scanned in sorted order, settled in the walk's): a
+    // folder's lookups are made once for its run of records.
+    let lastDir: RelPath | null = null;
+    let inWalked = false;
+    let fi = -1;
+    let surveyed: Map<string, number> | undefined;
     for (const [p, rec] of root.files) {
       const { dir, name } = splitRel(p);
-      if (reread.has(dir) || !walked.has(dir)) continue; // checked above, or not found: counted below
+      if (dir !== lastDir) {
+        lastDir = dir;
+        inWalked = !reread.has(dir) && walked.has(dir);
+        fi = folderIdx.get(dir) ?? -1;
+        surveyed = root.listedIn?.(dir);
+      }
+      if (!inWalked) continue; // checked above, or not found: counted below
       const ino = Number(rec.ino);
       if (rec.dev !== dev) return `/${p} was replaced`;
-      if (root.listedAs?.(p) !== ino && listedIno(dir, name) !== ino) return `/${p} was replaced`;
+      if (surveyed?.get(name) !== ino && listedIno(dir, name) !== ino) return `/${p} was replaced`;
       matched++;
-      if (!take(rec, ino, p, folderIdx.get(dir)!, name)) return why;
+      if (!take(rec, ino, p, fi, name)) return why;
     }
     if (!why && matched !== root.files.size) why = `${root.files.size - matched} file(s) of ${root.path} were not found again`;
     if (why) return why;
