@@ -4,7 +4,7 @@
 // path never disappears. Undo writes a private copy the same way.
 import fs from 'node:fs';
 import fsp from 'node:fs/promises';
-import { Blake3Hasher } from '@napi-rs/blake-hash';
+import { Blake3Hasher } from './fsx/blake3.js';
 import pLimit from 'p-limit';
 import { isErrno, oneLine } from './errors.js';
 import { WHOLE_MAX, copyFd, hashFd, readWhole, releaseWhole, sameAsBuffer, sameBytes } from './fsx/content.js';

@@ -2,7 +2,7 @@
 // FileRecord: reused from the index when its stat signature is unchanged, else read
 // and hashed once (content and extended attributes).
 import fs from 'node:fs';
-import { Blake3Hasher } from '@napi-rs/blake-hash';
+import { Blake3Hasher } from './fsx/blake3.js';
 import pLimit from 'p-limit';
 import { isErrno, oneLine } from './errors.js';
 import { EMPTY_HASH, hashFd } from './fsx/content.js';

@@ -1,7 +1,7 @@
 // Reading file contents: the BLAKE3 content address and the byte-for-byte comparison
 // that guards every link. Both read through open fds in large chunks.
 import fs from 'node:fs';
-import { Blake3Hasher } from '@napi-rs/blake-hash';
+import { Blake3Hasher } from './blake3.js';
 
 const CHUNK = 1 << 20;
 
