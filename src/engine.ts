@@ -11,7 +11,7 @@ import { addCounters, emptyCounters, pathForReport, type Counters, type FileLine
 import { phaseCounter, type ProgressSink } from './progress.js';
 import { hashFiles, scanRoot, type InodeCache, type ScanStats } from './scan.js';
 import type { FileRecord } from './store/index-db.js';
-import { captureQuick, inputsDigest, quickReport, surveyRecord, surveyVouches, type CaptureRoot } from './quick.js';
+import { captureQuick, inputsDigest, quickReport, surveyRecord, surveyVoucher, type CaptureRoot } from './quick.js';
 
 export { dropVanishedRoots, TREE_PKG } from './prepare.js';
 export { takeLock } from './lock.js';
@@ -90,7 +90,7 @@ async function scanAll(p: Prepared, opts: CommonOptions, report: Report, complet
     pr.entries = await scanRoot(root.dir, paths, farm.index, stats, {
       inodes, covers: coverOf(settled), pkgOf: (k) => pr.owned.get(k)?.pkg, onFile: () => counter.add(1),
       sparse: (settled?.size ?? 0) > paths.length, keep: settled ? (k) => settled.has(k) : undefined,
-      current: survey ? (k, rec) => surveyVouches(survey, root.dir.path, k, rec) : undefined,
+      current: survey ? surveyVoucher(survey, root.dir.path) : undefined,
       recordsIfNoneVanished: captured === undefined ? undefined : captured - (settled?.size ?? 0),
     });
     opts.trace?.(`scan ${root.name}: ${paths.length} paths, ${stats.filesStatted} stat'ed${stats.vanishedSearch ? ', no search for vanished files needed' : ''}`, Date.now() - started);

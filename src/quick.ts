@@ -324,24 +324,27 @@ export function quickSurvey(opts: QuickOptions, dbPath: string, rootPaths: strin
 }
 
 /**
- * True when the survey found the file at rel unchanged since the last complete run, and rec
- * (its record now) has the signature the survey checked against the disk: rec is current,
- * without another stat.
+ * For one root: true when the survey found the file dir/name unchanged since the last
+ * complete run, and rec (its record now) has the signature the survey checked against the
+ * disk: rec is current, without another stat. Paths come sorted, so a folder's names are
+ * looked up once for its run of files.
  */
-export function surveyVouches(s: QuickSurvey, root: string, rel: RelPath, rec: CaptureRecord): boolean {
-  const ino = surveyIno(s, root, rel);
-  if (ino === undefined || rec.dev !== s.dev || rec.ino !== String(ino)) return false;
-  const words = s.words.get(ino)!;
-  recordWords(rec, ino, vouchWords);
-  return sameSlot(words, 0, vouchWords);
+export function surveyVoucher(s: QuickSurvey, root: string): (dir: RelPath, name: string, rec: CaptureRecord) => boolean {
+  const dirs = s.roots.get(root);
+  let lastDir: RelPath | null = null;
+  let names: Map<string, number> | undefined;
+  return (dir, name, rec) => {
+    if (dir !== lastDir) {
+      lastDir = dir;
+      names = dirs?.get(dir);
+    }
+    const ino = names?.get(name);
+    if (ino === undefined || rec.dev !== s.dev || rec.ino !== String(ino)) return false;
+    recordWords(rec, ino, vouchWords);
+    return sameSlot(s.words.get(ino)!, 0, vouchWords);
+  };
 }
 const vouchWords = new Uint32Array(INODE_WORDS);
-
-/** The inode at rel that the survey found unchanged, if it did. */
-export function surveyIno(s: QuickSurvey, root: string, rel: RelPath): number | undefined {
-  const { dir, name } = splitRel(rel);
-  return s.roots.get(root)?.get(dir)?.get(name);
-}
 
 /** A record for an inode the survey found unchanged: what the last run recorded of it. */
 export function surveyRecord(s: QuickSurvey, ino: number): CaptureRecord {

@@ -81,7 +81,7 @@ export interface ScanOptions {
   /** Paths whose records stay whether scanned or not (settled files). */
   keep?: (rel: RelPath) => boolean;
   /** True when the record is known to match the disk (the quick-rescan survey stat'ed it): no stat. */
-  current?: (rel: RelPath, rec: FileRecord) => boolean;
+  current?: (dir: RelPath, name: string, rec: FileRecord) => boolean;
   /** Told of each file scanned. */
   onFile?: () => void;
   /**
@@ -165,7 +165,7 @@ function scanOne(
     return { kind: 'file', rec };
   };
   // ctime moves with any change of the link count, so the record's nlink is current too.
-  if (old && current?.(rel, old)) return unchanged(old, old.nlink);
+  if (old && current?.(dir, name, old)) return unchanged(old, old.nlink);
   try {
     const dfd = held.fd(root, dir);
     // The common case of a rescan first: an unchanged file costs one fstatat and no BigInt.
