@@ -76,6 +76,7 @@ async function scanAll(p: Prepared, opts: CommonOptions, report: Report, complet
     !settled?.has(rel) && (coversAll || (rec.pkg !== undefined && named.has(rec.pkg)));
   const all = rootsOf(p);
   const survey = p.farm.survey; // null with --full (see quickDisabled)
+  const writes: Array<Promise<unknown>> = [];
   const counter = phaseCounter(opts.progress, 'scan', all.reduce((a, [, pr]) => a + candidatePaths(pr).length, 0), 'files');
   for (const [root, pr, role] of all) {
     const started = Date.now();
@@ -91,11 +92,15 @@ async function scanAll(p: Prepared, opts: CommonOptions, report: Report, complet
       inodes, covers: coverOf(settled), pkgOf: (k) => pr.owned.get(k)?.pkg, onFile: () => counter.add(1),
       sparse: (settled?.size ?? 0) > paths.length, keep: settled ? (k) => settled.has(k) : undefined,
       current: survey ? surveyVoucher(survey, root.dir.path) : undefined,
-      recordsIfNoneVanished: captured === undefined ? undefined : captured - (settled?.size ?? 0),
+      recordsIfNoneVanished: captured === undefined ? undefined : captured - (settled?.size ?? 0), writes,
     });
     opts.trace?.(`scan ${root.name}: ${paths.length} paths, ${stats.filesStatted} stat'ed${stats.vanishedSearch ? ', no search for vanished files needed' : ''}`, Date.now() - started);
-    await farm.index.putRoot(root.dir.path, { name: root.name, lastScanAt: new Date().toISOString(), lastScanMs: Date.now() - started, lastRole: role });
+    const put = farm.index.putRoot(root.dir.path, { name: root.name, lastScanAt: new Date().toISOString(), lastScanMs: Date.now() - started, lastRole: role });
+    put.catch(() => undefined); // awaited below
+    writes.push(put);
   }
+  // Each root's last writes commit while the next root is scanned; hashing reads them.
+  await Promise.all(writes);
   counter.end();
   const t = performance.now();
   await hashForPlan(p, opts, report, complete);

@@ -89,6 +89,11 @@ export interface ScanOptions {
    * vanished (see scanAll). When they do, the search for records of vanished files is skipped.
    */
   recordsIfNoneVanished?: number;
+  /**
+   * The last write is left here instead of awaited, for the caller to await with others:
+   * the index commits in order, so the records are visible to reads once it settles.
+   */
+  writes?: Array<Promise<unknown>>;
 }
 
 /**
@@ -148,7 +153,12 @@ export async function scanRoot(
       for (const [rel, rec] of known) if (!out.has(rel) && opts.covers(rec, rel)) pending.push([root.path, rel, null]);
     }
   }
-  await index.putFiles(pending);
+  const last = index.putFiles(pending);
+  if (!opts.writes) await last;
+  else {
+    last.catch(() => undefined); // awaited by the caller, later: not an unhandled rejection meanwhile
+    opts.writes.push(last);
+  }
   return out;
 }
 
