@@ -393,13 +393,22 @@ function settleFromSurvey(p: Prepared, needAttribute: boolean): void {
     const dirs = sv.roots.get(sp.root);
     if (!dirs) continue;
     const settled = new Map<RelPath, number>();
+    // Candidates come in the walk's order, folder by folder: each folder is looked up once.
+    let lastDir: RelPath | null = null;
+    let here: Map<string, number> | undefined;
+    let there: Map<string, number> | undefined;
     for (const [k, own] of sp.owned) {
       if (own.config) continue;
       const refOwn = p.refPlan.owned.get(k);
       if (!refOwn || refOwn.config) continue;
       const { dir, name } = splitRel(k);
-      const ino = dirs.get(dir)?.get(name);
-      if (ino === undefined || refDirs.get(dir)?.get(name) !== ino) continue;
+      if (dir !== lastDir) {
+        lastDir = dir;
+        here = dirs.get(dir);
+        there = refDirs.get(dir);
+      }
+      const ino = here?.get(name);
+      if (ino === undefined || there?.get(name) !== ino) continue;
       if (ours && !ours.has(ino)) continue;
       settled.set(k, ino);
     }
