@@ -393,7 +393,8 @@ function settleFromSurvey(p: Prepared, needAttribute: boolean): void {
     const dirs = sv.roots.get(sp.root);
     if (!dirs) continue;
     const settled = new Map<RelPath, number>();
-    // Candidates come in the walk's order, folder by folder: each folder is looked up once.
+    // In tree mode candidates come in the walk's order, folder by folder: each folder's maps
+    // are then looked up once (package listings are in their own order: still correct).
     let lastDir: RelPath | null = null;
     let here: Map<string, number> | undefined;
     let there: Map<string, number> | undefined;
