@@ -382,13 +382,7 @@ function settleFromSurvey(p: Prepared, needAttribute: boolean): void {
   const sv = p.farm.survey;
   const refDirs = sv?.roots.get(p.refPlan.root);
   if (!sv || !refDirs) return;
-  // Inode numbers that carry vunify's attribute, on the survey's filesystem.
-  let ours: Set<number> | null = null;
-  if (needAttribute) {
-    ours = new Set();
-    const prefix = `${sv.dev}:`;
-    for (const key of p.farm.index.inodeKeys()) if (key.startsWith(prefix)) ours.add(Number(key.slice(prefix.length)));
-  }
+  const ours = needAttribute ? p.farm.index.inodeNumbersOn(sv.dev) : null; // inodes that carry vunify's attribute
   for (const sp of p.serverPlans) {
     const dirs = sv.roots.get(sp.root);
     if (!dirs) continue;

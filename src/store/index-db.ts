@@ -510,9 +510,12 @@ export class Index {
     }
   }
 
-  /** The 'dev:ino' keys of every inode vunify made immutable (keys only: no record decoded). */
-  inodeKeys(): Set<string> {
-    return new Set(this.inodes.getKeys({}) as Iterable<string>);
+  /** Numbers of the inodes on device dev that vunify made immutable (keys only: no record decoded). */
+  inodeNumbersOn(dev: string): Set<number> {
+    const prefix = `${dev}:`;
+    const out = new Set<number>();
+    for (const key of this.inodes.getKeys({}) as Iterable<string>) if (key.startsWith(prefix)) out.add(Number(key.slice(prefix.length)));
+    return out;
   }
 
   *allInodes(): Generator<{ dev: string; ino: string; rec: InodeRecord }> {
