@@ -1,7 +1,7 @@
 // The library API: unify, plan, undo and scan over a farm. prepare.ts opens the farm and
 // says which files take part (every check that can fail on bad input runs there); this
 // module scans them into the index, plans, applies and reports.
-import { splitRel, type RelPath, type RootDir } from './fsx/rootdir.js';
+import { lastKeyMemo, splitRel, type RelPath, type RootDir } from './fsx/rootdir.js';
 import { applyLinks, applyUndo, type ApplyContext, type UndoItem } from './apply.js';
 import { metadataDiff, plan, type Decision, type PlanRoot } from './plan.js';
 import {
@@ -387,23 +387,17 @@ function settleFromSurvey(p: Prepared, needAttribute: boolean): void {
     const dirs = sv.roots.get(sp.root);
     if (!dirs) continue;
     const settled = new Map<RelPath, number>();
-    // In tree mode candidates come in the walk's order, folder by folder: each folder's maps
-    // are then looked up once (package listings are in their own order: still correct).
-    let lastDir: RelPath | null = null;
-    let here: Map<string, number> | undefined;
-    let there: Map<string, number> | undefined;
+    // In tree mode candidates come in the walk's order, folder by folder (package listings
+    // come in their own order: still correct).
+    const here = lastKeyMemo((dir) => dirs.get(dir));
+    const there = lastKeyMemo((dir) => refDirs.get(dir));
     for (const [k, own] of sp.owned) {
       if (own.config) continue;
       const refOwn = p.refPlan.owned.get(k);
       if (!refOwn || refOwn.config) continue;
       const { dir, name } = splitRel(k);
-      if (dir !== lastDir) {
-        lastDir = dir;
-        here = dirs.get(dir);
-        there = refDirs.get(dir);
-      }
-      const ino = here?.get(name);
-      if (ino === undefined || there?.get(name) !== ino) continue;
+      const ino = here(dir)?.get(name);
+      if (ino === undefined || there(dir)?.get(name) !== ino) continue;
       if (ours && !ours.has(ino)) continue;
       settled.set(k, ino);
     }

@@ -14,7 +14,7 @@ import crypto from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
 import type { UnifyOptions } from './engine.js';
-import { splitRel, type RelPath } from './fsx/rootdir.js';
+import { lastKeyMemo, splitRel, type RelPath } from './fsx/rootdir.js';
 import { DT_DIR, DT_REG, DT_UNKNOWN, closeFd, forEachDirent, nsText, openDirAt, rawStat, readDirents, statRawAt } from './fsx/sys.js';
 import { takeLock } from './lock.js';
 import { DEFAULT_DB, DEFAULT_VSERVERS_DIR, serverPath } from './paths.js';
@@ -331,14 +331,9 @@ export function quickSurvey(opts: QuickOptions, dbPath: string, rootPaths: strin
  */
 export function surveyVoucher(s: QuickSurvey, root: string): (dir: RelPath, name: string, rec: CaptureRecord) => boolean {
   const dirs = s.roots.get(root);
-  let lastDir: RelPath | null = null;
-  let names: Map<string, number> | undefined;
+  const namesIn = lastKeyMemo((dir) => dirs?.get(dir));
   return (dir, name, rec) => {
-    if (dir !== lastDir) {
-      lastDir = dir;
-      names = dirs?.get(dir);
-    }
-    const ino = names?.get(name);
+    const ino = namesIn(dir)?.get(name);
     if (ino === undefined || rec.dev !== s.dev || rec.ino !== String(ino)) return false;
     recordWords(rec, ino, vouchWords);
     return sameSlot(s.words.get(ino)!, 0, vouchWords);
@@ -640,26 +635,19 @@ export function captureQuick(
       }
       return m.get(name);
     };
-    // Records come mostly grouped by folder (scanned in sorted order, settled in the walk's): a
-    // folder's lookups are made once for its run of records.
-    let lastDir: RelPath | null = null;
-    let inWalked = false;
-    let fi = -1;
-    let surveyed: Map<string, number> | undefined;
+    // Records come mostly grouped by folder (scanned in sorted order, settled in the walk's).
+    const folderOf = lastKeyMemo((dir) => ({
+      walked: !reread.has(dir) && walked.has(dir), fi: folderIdx.get(dir) ?? -1, surveyed: root.listedIn?.(dir),
+    }));
     for (const [p, rec] of root.files) {
       const { dir, name } = splitRel(p);
-      if (dir !== lastDir) {
-        lastDir = dir;
-        inWalked = !reread.has(dir) && walked.has(dir);
-        fi = folderIdx.get(dir) ?? -1;
-        surveyed = root.listedIn?.(dir);
-      }
-      if (!inWalked) continue; // checked above, or not found: counted below
+      const f = folderOf(dir);
+      if (!f.walked) continue; // checked above, or not found: counted below
       const ino = Number(rec.ino);
       if (rec.dev !== dev) return `/${p} was replaced`;
-      if (surveyed?.get(name) !== ino && listedIno(dir, name) !== ino) return `/${p} was replaced`;
+      if (f.surveyed?.get(name) !== ino && listedIno(dir, name) !== ino) return `/${p} was replaced`;
       matched++;
-      if (!take(rec, ino, p, fi, name)) return why;
+      if (!take(rec, ino, p, f.fi, name)) return why;
     }
     if (!why && matched !== root.files.size) why = `${root.files.size - matched} file(s) of ${root.path} were not found again`;
     if (why) return why;

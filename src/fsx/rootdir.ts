@@ -27,6 +27,22 @@ export function splitRel(rel: RelPath): { dir: RelPath; name: string } {
   return i < 0 ? { dir: '', name: rel } : { dir: rel.slice(0, i), name: rel.slice(i + 1) };
 }
 
+/**
+ * fn, keeping its result for the last key asked: for paths that come grouped by folder, each
+ * folder's lookups are then made once for its run of files.
+ */
+export function lastKeyMemo<V>(fn: (key: string) => V): (key: string) => V {
+  let last: string | null = null;
+  let value!: V;
+  return (key) => {
+    if (key !== last) {
+      last = key;
+      value = fn(key);
+    }
+    return value;
+  };
+}
+
 /** A path below a root is safe when it has no empty, '.' or '..' component. */
 export function isSafeRel(rel: RelPath): boolean {
   if (rel === '' || rel.startsWith('/') || rel.includes('\0')) return false;
