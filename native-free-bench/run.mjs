@@ -515,8 +515,8 @@ async function main() {
   // The least a first run can take here: every copy replaced, and (overlapped at best) every byte read.
   const best = (...ids) => { const v = ids.map(med).filter((x) => x != null); return v.length ? Math.min(...v) : null; };
   // The replace floor runs in Node: its start-up is not part of the filesystem's work.
-  const replaceFloor = best('floor.replace', 'floor.replace16') != null
-    ? Math.max(0, best('floor.replace', 'floor.replace16') - (med('floor.node') ?? 0)) : null;
+  const replaceBest = best('floor.replace', 'floor.replace16');
+  const replaceFloor = replaceBest != null ? Math.max(0, replaceBest - (med('floor.node') ?? 0)) : null;
   const firstFloor = replaceFloor != null ? Math.max(replaceFloor, best('floor.cat', 'floor.cat8') ?? 0) : null;
   const targets = [
     target('first-vs-hardlink', 'first unify <= 0.5x hardlink first run', firstMed, 0.5, med('hardlink.first'), 'hardlink.first', firstFloor),
