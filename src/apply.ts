@@ -511,6 +511,7 @@ async function refreshInode(
   inode?: fs.BigIntStats,
 ): Promise<void> {
   const seen = new Set<string>();
+  let last: FileRecord | undefined;
   const todo: Array<[string, RelPath]> = [...extra];
   for (const h of r.hash ? ctx.index.holders(r.hash) : []) {
     const rec = ctx.index.getFile(h.root, h.path);
@@ -529,7 +530,11 @@ async function refreshInode(
       // Never a worse hash than known: one learnt while comparing (same transaction), or the
       // name's own record when the reference's content was not read.
       const hash = r.hash || ctx.learned?.get(key) || (old?.ino === r.ino ? old.hash : '');
-      updates.push([root, rel, recordOf(st, hash, r.xattrs, old?.pkg)]);
+      // From one stat, names with the same hash and package share one record object
+      // (records are never changed in place).
+      const same = inode && last && last.hash === hash && last.pkg === old?.pkg;
+      const rec = same ? last! : (last = recordOf(st, hash, r.xattrs, old?.pkg));
+      updates.push([root, rel, rec]);
     }
   }
 }

@@ -47,10 +47,22 @@ export function sameSignature(a: SignatureOf, rec: FileRecord): boolean {
   );
 }
 
+// The strings of the last stat made into a record. Strings are most of a record's memory:
+// every name of an inode re-recorded from one stat of it (refreshInode) shares them, and
+// the files of a device share one device string. Stat results are never changed in place.
+const last = { st: null as StatLike | null, dev: -1n, devText: '', ino: '', mtime: '', ctime: '' };
+
 export function recordOf(st: StatLike, hash: string, xattrs: string, pkg?: string): FileRecord {
+  if (st !== last.st) {
+    last.st = st;
+    if (st.dev !== last.dev) { last.dev = st.dev; last.devText = String(st.dev); }
+    last.ino = String(st.ino);
+    last.mtime = String(st.mtimeNs);
+    last.ctime = String(st.ctimeNs);
+  }
   const rec: FileRecord = {
-    dev: String(st.dev), ino: String(st.ino), size: Number(st.size), mode: Number(st.mode),
-    uid: Number(st.uid), gid: Number(st.gid), mtimeNs: String(st.mtimeNs), ctimeNs: String(st.ctimeNs),
+    dev: last.devText, ino: last.ino, size: Number(st.size), mode: Number(st.mode),
+    uid: Number(st.uid), gid: Number(st.gid), mtimeNs: last.mtime, ctimeNs: last.ctime,
     nlink: Number(st.nlink), hash, xattrs, pkg, // pkg always: one hidden class, no property array
   };
   return rec;

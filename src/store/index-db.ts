@@ -164,9 +164,12 @@ const fileRow = (r: FileRecord): FileRow => {
   if (r.pkg !== undefined) row.push(r.pkg);
   return row;
 };
+let lastDev = '';
 const fileRecord = (a: FileRow): FileRecord => {
+  // The records of a device share one device string (strings are most of a record's memory).
+  const dev = a[0] === lastDev ? lastDev : (lastDev = a[0]);
   // pkg always set (maybe undefined): one hidden class for every record.
-  return { dev: a[0], ino: a[1], size: a[2], mode: a[3], uid: a[4], gid: a[5], mtimeNs: a[6], ctimeNs: a[7], nlink: a[8], hash: a[9], xattrs: a[10], pkg: a[11] };
+  return { dev, ino: a[1], size: a[2], mode: a[3], uid: a[4], gid: a[5], mtimeNs: a[6], ctimeNs: a[7], nlink: a[8], hash: a[9], xattrs: a[10], pkg: a[11] };
 };
 
 /** A root's number and a path as key bytes (paths are binary strings: one byte per char). */
