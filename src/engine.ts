@@ -251,7 +251,7 @@ export async function unify(opts: UnifyOptions): Promise<Report> {
     };
     ctx.touchedDirs = new Set();
     // What apply re-records; before it, the entries in memory are the records.
-    if (!dryRun) p.written = p.farm.index.trackFiles();
+    if (!dryRun) trackWrites(p);
     const outcomes = dryRun ? null : await applyLinks(decisions, ctx);
     const files: FileLine[] = [];
     const notable: FileLine[] = [];
@@ -407,6 +407,22 @@ function settleFromSurvey(p: Prepared, needAttribute: boolean): void {
 }
 
 /**
+ * Keeps the records in memory as apply writes them: into the file's entry when it has one
+ * (its scanned record is then garbage once the decisions are), else into p.written.
+ */
+function trackWrites(p: Prepared): void {
+  const entriesOf = new Map(rootsOf(p).map(([root, pr]) => [root.dir.path, pr.entries]));
+  p.farm.index.trackFiles((root, rel, rec) => {
+    const e = entriesOf.get(root)?.get(rel);
+    const aside = p.written.get(root);
+    if (rec && e?.kind === 'file') {
+      e.rec = rec;
+      aside?.delete(rel); // a removal before it no longer holds
+    } else (aside ?? p.written.set(root, new Map()).get(root)!).set(rel, rec);
+  });
+}
+
+/**
  * After a complete run, records the farm for the quick rescan, with the report a rescan of
  * the unchanged farm gives: what this run linked is then already unified, and nothing is
  * read. A run that left work (a failure, a file changed under way, a link limit) records
@@ -421,17 +437,30 @@ function captureAfter(p: Prepared, opts: UnifyOptions, report: Report, notable: 
   for (const [root, pr] of rootsOf(p)) {
     const s = p.seen.get(root.dir.path)!;
     if (inputsDigest(root.dir.rootFd, s.inputs) !== s.inputsDigest) return `the package database of ${root.name} changed during the run`;
-    // The records as the run left them: as scanned, or as written since.
-    const records = new Map<RelPath, FileRecord>();
+    // The records as the run left them: as scanned, or as written since (into the entries,
+    // see trackWrites). A view, not a copy: the capture is this run's peak of memory.
     const writtenHere = p.written.get(root.dir.path);
+    const settled = p.settled.get(pr.name);
+    let count = settled?.size ?? 0;
     for (const [k, e] of pr.entries) {
       if (e.kind !== 'file') continue;
-      const written = writtenHere?.get(k);
-      if (written === null) return `the record of /${k} was dropped`;
-      records.set(k, written ?? e.rec);
+      if (writtenHere?.get(k) === null) return `the record of /${k} was dropped`;
+      count++;
     }
-    const settled = p.settled.get(pr.name);
-    for (const [k, ino] of settled ?? []) records.set(k, writtenHere?.get(k) ?? surveyRecord(p.farm.survey!, ino) as FileRecord);
+    const settledRecord = (k: RelPath, ino: number) => writtenHere?.get(k) ?? surveyRecord(p.farm.survey!, ino) as FileRecord;
+    const records: CaptureRoot['files'] = {
+      size: count,
+      get: (k) => {
+        const e = pr.entries.get(k);
+        if (e) return e.kind === 'file' ? e.rec : undefined;
+        const ino = settled?.get(k);
+        return ino === undefined ? undefined : settledRecord(k, ino);
+      },
+      *[Symbol.iterator]() {
+        for (const [k, e] of pr.entries) if (e.kind === 'file') yield [k, e.rec];
+        for (const [k, ino] of settled ?? []) yield [k, settledRecord(k, ino)];
+      },
+    };
     const folders = s.walk ? s.walk.folders : new Set([...pr.owned.keys(), ...(settled?.keys() ?? [])].map((k) => splitRel(k).dir));
     const touched = new Set<RelPath>();
     for (const k of ctx.touchedDirs ?? []) if (k.startsWith(`${root.dir.path}\0`)) touched.add(k.slice(root.dir.path.length + 1));

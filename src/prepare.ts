@@ -168,7 +168,10 @@ export interface Prepared {
    * scanned nor planned again.
    */
   settled: Map<string, Map<RelPath, number>>;
-  /** File records written by apply (see captureAfter). */
+  /**
+   * File records written by apply (see captureAfter), of paths with no file entry, and
+   * removals. A scanned file's new record replaces its entry's, and the old one can go.
+   */
   written: Map<string, Map<RelPath, FileRecord | null>>;
   excluded?: Excluder;
 }

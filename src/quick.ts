@@ -367,13 +367,20 @@ export function quickReport(opts: QuickOptions & { trace?: (phase: string, ms: n
 type CaptureRecordSig = { size: number; mtimeNs: string; ctimeNs: string };
 type CaptureRecord = CaptureRecordSig & { dev: string; ino: string };
 
+/** Records by path: a Map, or a view over the run's own maps. */
+export interface RecordView {
+  get(rel: RelPath): CaptureRecord | undefined;
+  readonly size: number;
+  [Symbol.iterator](): Iterator<[RelPath, CaptureRecord]>;
+}
+
 export interface CaptureRoot {
   path: string;
   rootFd: number;
   /** Folders to record (their ancestors are added). */
   folders: Iterable<RelPath>;
   /** Final records of the candidates that are files: their inodes go into the table. */
-  files: Map<RelPath, CaptureRecord>;
+  files: RecordView;
   /** Package database folders: every regular file in them goes into the table as it is now. */
   inputs: RelPath[];
   /** Package database files and their state when the run read the database (fileSignature). */

@@ -399,21 +399,17 @@ export class Index {
     return row && fileRecord(row);
   }
 
-  /**
-   * Every file record written from now on, by root and path (null: removed); see putFiles.
-   * Maps per root, not one keyed by root+path: no key string made per file.
-   */
-  trackFiles(): Map<string, Map<RelPath, FileRecord | null>> {
-    this.tracked = new Map();
-    return this.tracked;
+  /** Tells sink of every file record written from now on (null: removed), in order; see putFiles. */
+  trackFiles(sink: (root: string, rel: RelPath, rec: FileRecord | null) => void): void {
+    this.tracked = sink;
   }
-  private tracked: Map<string, Map<RelPath, FileRecord | null>> | null = null;
+  private tracked: ((root: string, rel: RelPath, rec: FileRecord | null) => void) | null = null;
 
   /** Writes many file records in one transaction, keeping the content index in step. */
   async putFiles(entries: Array<[root: string, rel: RelPath, rec: FileRecord | null]>): Promise<void> {
     if (entries.length === 0) return;
     const t = this.tracked;
-    if (t) for (const [root, rel, rec] of entries) (t.get(root) ?? t.set(root, new Map()).get(root)!).set(rel, rec);
+    if (t) for (const [root, rel, rec] of entries) t(root, rel, rec);
     const ids = entries.map(([root]) => this.rid(root, true));
     // Checked before the transaction: a bad hash is a bug in the caller, and a failure inside
     // the transaction would mark the index as damaged. '' means not read yet: no content address.
