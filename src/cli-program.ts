@@ -88,7 +88,7 @@ async function runOptions(ref: string, servers: string[], flags: Flags, packages
   };
 }
 
-/** VUNIFY_TRACE=1: each phase's time, and the memory in use after it (resident, JS heap). */
+/** VUNIFY_TRACE=1: each phase's time, and the memory in use after it (resident; JS heap used of committed). */
 function trace(phase: string, ms: number): void {
   const m = process.memoryUsage();
   const mb = (n: number) => `${Math.round(n / 2 ** 20)} MB`;
@@ -99,7 +99,7 @@ function trace(phase: string, ms: number): void {
     const kb = (k: string) => Number(new RegExp(`${k}:\\s+(\\d+)`).exec(st)?.[1] ?? 0) * 1024;
     split = ` = anon ${mb(kb('RssAnon'))} + file ${mb(kb('RssFile'))}`;
   } catch { /* not Linux */ }
-  process.stderr.write(`vunify: trace: ${phase} ${ms.toFixed(0)} ms (rss ${mb(m.rss)}${split}; heap ${mb(m.heapUsed)}, buffers ${mb(m.arrayBuffers)})\n`);
+  process.stderr.write(`vunify: trace: ${phase} ${ms.toFixed(0)} ms (rss ${mb(m.rss)}${split}; heap ${mb(m.heapUsed)} of ${mb(m.heapTotal)}, buffers ${mb(m.arrayBuffers)})\n`);
 }
 
 let bars: ReturnType<typeof terminalProgress> | null = null;
