@@ -141,7 +141,7 @@ export async function scanRoot(
     out.set(rel, entry);
     opts.onFile?.();
     if (entry.kind === 'file') {
-      if (old !== entry.rec) pending.push([root.path, rel, entry.rec]);
+      if (old !== entry.rec && !(old && sameRecord(old, entry.rec))) pending.push([root.path, rel, entry.rec]);
     } else if (old && entry.kind !== 'error') {
       pending.push([root.path, rel, null]);
     }
@@ -182,8 +182,12 @@ function scanOne(
   // An unchanged file keeps its record (with this run's package and link count); only files
   // with more than one link can have a twin met earlier in this run.
   const unchanged = (old: FileRecord, nlink: number): ScanEntry => {
-    const rec = old.pkg === pkg && old.nlink === nlink ? old : { ...old, pkg, nlink };
-    if (nlink > 1) inodes.set(rec.ino, rec);
+    let rec = old.pkg === pkg && old.nlink === nlink ? old : { ...old, pkg, nlink };
+    if (nlink > 1) {
+      const twin = inodes.get(rec.ino);
+      if (twin && sameRecord(twin, rec)) rec = twin;
+      inodes.set(rec.ino, rec);
+    }
     return { kind: 'file', rec };
   };
   // ctime moves with any change of the link count, so the record's nlink is current too.
@@ -207,7 +211,10 @@ function scanOne(
     if (old && sameSignature(st, old)) return unchanged(old, Number(st.nlink));
     const linked = st.nlink > 1n;
     const twin = linked ? inodes.get(String(st.ino)) : undefined;
-    if (twin && sameSignature(st, twin)) return { kind: 'file', rec: recordOf(st, twin.hash, twin.xattrs, pkg) };
+    if (twin && sameSignature(st, twin)) {
+      const rec = recordOf(st, twin.hash, twin.xattrs, pkg);
+      return { kind: 'file', rec: sameRecord(twin, rec) ? twin : rec };
+    }
     const rec = recordOf(st, st.size === 0n ? EMPTY_HASH : '', xattrDigest(readXattrsAt(p)), pkg);
     if (linked) inodes.set(rec.ino, rec);
     return { kind: 'file', rec };
@@ -216,6 +223,16 @@ function scanOne(
     if (isErrno(err, 'ENOENT')) return { kind: 'missing' };
     return { kind: 'error', detail: oneLine(err) };
   }
+}
+
+/**
+ * Every field equal: the names of one inode then share one record object (records are never
+ * changed in place), and a unified farm holds about one record per shared inode, not per name.
+ */
+function sameRecord(a: FileRecord, b: FileRecord): boolean {
+  return a.dev === b.dev && a.ino === b.ino && a.size === b.size && a.mode === b.mode && a.uid === b.uid && a.gid === b.gid &&
+    a.mtimeNs === b.mtimeNs && a.ctimeNs === b.ctimeNs && a.nlink === b.nlink && a.hash === b.hash && a.xattrs === b.xattrs &&
+    a.pkg === b.pkg;
 }
 
 /** The folder of the previous file stays open for the next one (paths come sorted). */
