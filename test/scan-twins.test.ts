@@ -1,5 +1,6 @@
 // A name of an inode met earlier in the same scan takes that inode's record (its hash, its
-// xattrs digest) without reading the file again, and only while the whole signature matches.
+// xattrs digest) without reading the file again, and only while the whole signature matches;
+// on a rescan, the names share one record object.
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
@@ -43,5 +44,24 @@ describe('scanRoot', () => {
     expect(rec(second.get('usr/g')).ino).toBe(rec(first.get('usr/g')).ino);
     expect(rec(second.get('usr/g')).hash).toBe(''); // not the stale twin's: read later
     expect(stats.filesHashed).toBe(0);
+  });
+
+  it('gives the names of one inode one record object on a rescan, and writes no unchanged record again', async () => {
+    const stats: ScanStats = { filesHashed: 0, bytesHashed: 0, filesStatted: 0 };
+    const a = await RootDir.open(path.join(base, 'a'));
+    const b = await RootDir.open(path.join(base, 'b'));
+    await scanRoot(a, ['usr/f'], index, stats);
+    await scanRoot(b, ['usr/f'], index, stats);
+    const written: string[] = [];
+    index.trackFiles((root, rel) => written.push(`${root}:${rel}`));
+    const inodes: InodeCache = new Map();
+    const ra = (await scanRoot(a, ['usr/f'], index, stats, { inodes })).get('usr/f');
+    const rb = (await scanRoot(b, ['usr/f'], index, stats, { inodes })).get('usr/f');
+    expect(ra?.kind === 'file' && rb?.kind === 'file' && rb.rec === ra.rec).toBe(true);
+    expect(written).toEqual([]);
+    // A name whose record differs in any field keeps its own: here its package.
+    const rc = (await scanRoot(b, ['usr/f'], index, stats, { inodes, pkgOf: () => 'other' })).get('usr/f');
+    expect(rc?.kind === 'file' && ra?.kind === 'file' && rc.rec !== ra.rec && rc.rec.pkg === 'other').toBe(true);
+    expect(written).toEqual([`${b.path}:usr/f`]);
   });
 });
