@@ -408,7 +408,7 @@ function settleFromSurvey(p: Prepared, needAttribute: boolean): void {
 
 /**
  * Keeps the records in memory as apply writes them: into the file's entry when it has one
- * (its scanned record is then garbage once the decisions are), else into p.written.
+ * (the scanned record then goes with the decisions, which also hold it), else into p.written.
  */
 function trackWrites(p: Prepared): void {
   const entriesOf = new Map(rootsOf(p).map(([root, pr]) => [root.dir.path, pr.entries]));
