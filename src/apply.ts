@@ -220,6 +220,15 @@ async function linkChunk(
     ctx.index.journalDone(journal),
   ]);
   lap('records');
+  // The decisions live to the end of the run (the report): a linked one takes the records
+  // just written, so the scanned ones, of every server copy, can go now.
+  const now = new Map<string, FileRecord>();
+  for (const [root, rel, rec] of updates) if (rec) now.set(`${root}\0${rel}`, rec);
+  for (const v of verified) {
+    if (outcomes.get(v.d)?.kind !== 'unified') continue;
+    v.d.srv = now.get(`${ctx.serverRoots.get(v.d.server)!}\0${v.d.path}`) ?? v.d.srv;
+    v.d.ref = now.get(`${ctx.refRoot}\0${v.d.refPath}`) ?? v.d.ref;
+  }
 }
 
 async function verifyGroup(
