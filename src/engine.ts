@@ -240,11 +240,14 @@ export async function unify(opts: UnifyOptions): Promise<Report> {
       [p.farm.ref.dir.path, report.reference],
       ...p.farm.servers.map((sv): [string, Counters] => [sv.dir.path, report.servers[sv.name]]),
     ]);
-    const seen = new Map<string, Set<RelPath>>(); // per root: no key string made per file
+    // A server file is read once (it has one decision); a reference file may be read once
+    // per server, and counts once.
+    const refRead = new Set<RelPath>();
     ctx.read = (root, rel, bytes) => {
-      const paths = seen.get(root) ?? seen.set(root, new Set()).get(root)!;
-      if (paths.has(rel)) return;
-      paths.add(rel);
+      if (root === p.farm.ref.dir.path) {
+        if (refRead.has(rel)) return;
+        refRead.add(rel);
+      }
       const c = counters.get(root)!;
       c.filesHashed++;
       c.bytesHashed += bytes;
