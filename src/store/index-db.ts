@@ -14,6 +14,7 @@
 // the BLAKE3 hash first. Their values are arrays: schema 1 stored objects keyed by root path,
 // every value with its own copy of the field names, which took 40% of the file (a 500,000-file
 // farm: 691 MB). Times are nanosecond decimal strings, dev and ino decimal strings: all exact.
+import crypto from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
 import { createRequire } from 'node:module';
@@ -79,7 +80,19 @@ export type JournalEntry =
   | { op: 'undo'; root: string; path: RelPath; tmp: string; dev: string; ino: string }
   | { op: 'flag'; root: string; path: RelPath; dev: string; ino: string };
 
-export const journalKey = (e: JournalEntry) => `${e.op}\0${e.op === 'flag' ? `${e.dev}:${e.ino}` : `${e.root}\0${e.path}`}`;
+// LMDB's largest key (lmdb-js's build): a key that fits is written as it always was, so
+// indexes written before long paths were handled read the same.
+const MAX_KEY = 1978;
+// A key that would not fit keeps this much of the path, a NUL (never in a path) and the
+// SHA-256 of the whole path; the value then carries the whole path, checked on every read.
+const LONG_PREFIX = 1024;
+const LONG_TAIL = LONG_PREFIX + 1 + 32;
+
+export const journalKey = (e: JournalEntry): string => {
+  const key = `${e.op}\0${e.op === 'flag' ? `${e.dev}:${e.ino}` : `${e.root}\0${e.path}`}`;
+  // Roots are absolute: 'op\0#' never starts a key that fits.
+  return Buffer.byteLength(key) <= MAX_KEY ? key : `${e.op}\0#${crypto.createHash('sha256').update(key).digest('hex')}`;
+};
 
 export interface RootRecord {
   name: string;
@@ -158,6 +171,8 @@ type LinkRow = [refRoot: number, refPath: RelPath, dev: string, ino: string, mod
   gid: number, atimeNs: string, mtimeNs: string, xattrs: Record<string, string>, size: number,
   linkedAt: string, pkg: string | null, hash: string | null];
 type InodeRow = [root: number, path: RelPath, setAt: string];
+/** A row as stored: under a long path's key (see pathKey), with the whole path first. */
+type Stored<R> = R | [RelPath, R];
 
 const fileRow = (r: FileRecord): FileRow => {
   const row: FileRow = [r.dev, r.ino, r.size, r.mode, r.uid, r.gid, r.mtimeNs, r.ctimeNs, r.nlink, r.hash, r.xattrs];
@@ -175,17 +190,50 @@ const fileRecord = (a: FileRow): FileRecord => {
 /** A root's number and a path as key bytes (paths are binary strings: one byte per char). */
 function pathKey(id: number, rel: RelPath, prefix?: Buffer): Buffer {
   const at = prefix ? prefix.length : 0;
-  const b = Buffer.allocUnsafe(at + 4 + rel.length);
+  const long = at + 4 + rel.length > MAX_KEY;
+  const b = Buffer.allocUnsafe(at + 4 + (long ? LONG_TAIL : rel.length));
   if (prefix) prefix.copy(b);
   b.writeUInt32BE(id, at);
-  b.write(rel, at + 4, 'latin1');
+  if (!long) {
+    b.write(rel, at + 4, 'latin1');
+  } else {
+    b.write(rel.slice(0, LONG_PREFIX), at + 4, 'latin1');
+    b[at + 4 + LONG_PREFIX] = 0;
+    crypto.createHash('sha256').update(rel, 'latin1').digest().copy(b, at + 5 + LONG_PREFIX);
+  }
   return b;
 }
+
+/** The path a key holds from offset at, or null when it is a long path's key (see pathKey). */
+function keyPath(key: Buffer, at: number): RelPath | null {
+  return key.length - at === LONG_TAIL && key[at + LONG_PREFIX] === 0 ? null : key.toString('latin1', at);
+}
+
+
 const idKey = (id: number) => pathKey(id, '');
 const hashBytes = (hash: string) => {
   if (!/^[0-9a-f]{64}$/.test(hash)) throw new Error(`not a BLAKE3 hex digest: ${JSON.stringify(hash)}`);
   return Buffer.from(hash, 'hex');
 };
+
+/** The value to store for row under key (at: where the key's path starts). */
+function stored<R>(key: Buffer, at: number, rel: RelPath, row: R): Stored<R> {
+  return keyPath(key, at) === null ? [rel, row] : row;
+}
+
+/** rel's row under key; under a long path's key only when the stored path is rel (no digest is trusted alone). */
+function rowAt<R>(db: Database<Stored<R>, Buffer>, key: Buffer, rel: RelPath): R | undefined {
+  const value = db.get(key);
+  if (value === undefined || keyPath(key, 4) !== null) return value as R | undefined;
+  const [whole, row] = value as [RelPath, R];
+  return whole === rel ? row : undefined;
+}
+
+/** The path and row of an entry read in a range of a root's keys. */
+function unstored<R>(key: Buffer, value: Stored<R>): [RelPath, R] {
+  const rel = keyPath(key, 4);
+  return rel === null ? (value as [RelPath, R]) : [rel, value as R];
+}
 
 /** Where an upgrade from schema 1 writes the new index before it replaces the old. */
 const upgradePath = (dbPath: string) => `${dbPath}.upgrade`;
@@ -202,9 +250,9 @@ export class Index {
     readonly path: string,
     private readonly env: RootDatabase,
     private readonly rootIds: Database<number, string>,
-    private readonly files: Database<FileRow, Buffer>,
-    private readonly content: Database<null, Buffer>,
-    private readonly links: Database<LinkRow, Buffer>,
+    private readonly files: Database<Stored<FileRow>, Buffer>,
+    private readonly content: Database<RelPath | null, Buffer>,
+    private readonly links: Database<Stored<LinkRow>, Buffer>,
     private readonly inodes: Database<InodeRow, string>,
     private readonly roots: Database<RootRecord, string>,
     private readonly journal: Database<JournalEntry, string>,
@@ -339,6 +387,8 @@ export class Index {
   private rid(root: string, create: boolean): number | undefined {
     let id = this.ids.get(root);
     if (id === undefined && create) {
+      // Roots are keys of their own tables; the operator names them, no tenant can lengthen one.
+      if (Buffer.byteLength(root) > MAX_KEY) throw new VunifyError('BAD_SERVER', `the path is longer than the index takes (${MAX_KEY} bytes)`, root);
       id = this.nextId++;
       this.ids.set(root, id);
       this.paths.set(id, root);
@@ -395,7 +445,7 @@ export class Index {
 
   getFile(root: string, rel: RelPath): FileRecord | undefined {
     const id = this.rid(root, false);
-    const row = id === undefined ? undefined : this.files.get(pathKey(id, rel));
+    const row = id === undefined ? undefined : rowAt(this.files, pathKey(id, rel), rel);
     return row && fileRecord(row);
   }
 
@@ -418,13 +468,16 @@ export class Index {
       for (let i = 0; i < entries.length; i++) {
         const [, rel, rec] = entries[i];
         const key = pathKey(ids[i], rel);
-        const oldRow = this.files.get(key);
+        const oldRow = rowAt(this.files, key, rel);
         const oldHash = oldRow?.[9]; // checked when it was written
         if (oldHash && (!rec || oldHash !== rec.hash)) this.content.remove(pathKey(ids[i], rel, Buffer.from(oldHash, 'hex')));
         if (rec) {
-          this.files.put(key, fileRow(rec));
+          this.files.put(key, stored(key, 4, rel, fileRow(rec)));
           const h = hashes[i];
-          if (h) this.content.put(pathKey(ids[i], rel, h), null);
+          if (h) {
+            const ckey = pathKey(ids[i], rel, h);
+            this.content.put(ckey, keyPath(ckey, 36) === null ? rel : null);
+          }
         } else if (oldRow) {
           this.files.remove(key);
         }
@@ -437,21 +490,23 @@ export class Index {
     const out: Array<{ root: string; path: RelPath }> = [];
     const h = hashBytes(hash);
     for (const key of this.content.getKeys({ start: h, end: pathKey(0xffffffff, '', h) })) {
-      out.push({ root: this.rootOf(key.readUInt32BE(32)), path: key.toString('latin1', 36) });
+      const rel = keyPath(key, 36) ?? this.content.get(key);
+      if (typeof rel === 'string') out.push({ root: this.rootOf(key.readUInt32BE(32)), path: rel });
     }
     return out;
   }
 
   getLink(serverRoot: string, rel: RelPath): LinkRecord | undefined {
     const id = this.rid(serverRoot, false);
-    const row = id === undefined ? undefined : this.links.get(pathKey(id, rel));
+    const row = id === undefined ? undefined : rowAt(this.links, pathKey(id, rel), rel);
     return row && this.linkRecord(row);
   }
 
   putLink(serverRoot: string, rel: RelPath, r: LinkRecord): Promise<boolean> {
     const row: LinkRow = [this.rid(r.refRoot, true), r.refPath, r.dev, r.ino, r.mode, r.uid, r.gid, r.atimeNs, r.mtimeNs,
       r.xattrs, r.size, r.linkedAt, r.pkg ?? null, r.hash ?? null];
-    return this.guard(this.links.put(pathKey(this.rid(serverRoot, true), rel), row));
+    const key = pathKey(this.rid(serverRoot, true), rel);
+    return this.guard(this.links.put(key, stored(key, 4, rel, row)));
   }
 
   private linkRecord(a: LinkRow): LinkRecord {
@@ -488,7 +543,10 @@ export class Index {
   *filePathsOf(root: string): Generator<RelPath> {
     const id = this.rid(root, false);
     if (id === undefined) return;
-    for (const key of this.files.getKeys(this.rangeOf(id))) yield key.toString('latin1', 4);
+    for (const key of this.files.getKeys(this.rangeOf(id))) {
+      const rel = keyPath(key, 4) ?? (this.files.get(key) as [RelPath, FileRow] | undefined)?.[0];
+      if (rel !== undefined) yield rel;
+    }
   }
 
   /** Every file record of one root. */
@@ -496,7 +554,8 @@ export class Index {
     const id = this.rid(root, false);
     if (id === undefined) return;
     for (const { key, value } of this.files.getRange(this.rangeOf(id))) {
-      yield { path: key.toString('latin1', 4), rec: fileRecord(value) };
+      const [path, row] = unstored(key, value);
+      yield { path, rec: fileRecord(row) };
     }
   }
 
@@ -505,7 +564,8 @@ export class Index {
     const id = root === undefined ? undefined : this.rid(root, false);
     if (root !== undefined && id === undefined) return;
     for (const { key, value } of this.links.getRange(id === undefined ? {} : this.rangeOf(id))) {
-      yield { root: this.rootOf(key.readUInt32BE(0)), path: key.toString('latin1', 4), rec: this.linkRecord(value) };
+      const [path, row] = unstored(key, value);
+      yield { root: this.rootOf(key.readUInt32BE(0)), path, rec: this.linkRecord(row) };
     }
   }
 
