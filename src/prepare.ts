@@ -6,6 +6,7 @@ import path from 'node:path';
 import type { CommonOptions } from './engine.js';
 import { VunifyError, isErrno, oneLine } from './errors.js';
 import { RootDir, type RelPath } from './fsx/rootdir.js';
+import { isWithin, placeOf, sameId } from './fsx/mounts.js';
 import { getInodeFlags } from './fsx/sys.js';
 import { takeLock } from './lock.js';
 import { DEFAULT_DB, DEFAULT_VSERVERS_DIR, serverPath } from './paths.js';
@@ -60,6 +61,31 @@ async function openRoot(token: string, opts: CommonOptions): Promise<Root> {
   return { name: token, dir, source };
 }
 
+/**
+ * Roots must be distinct and apart: the same folder twice (a bind mount too), one inside
+ * another, or `/` would let a run link or undo a root's files through another's name.
+ */
+function checkRootsApart(ref: Root, servers: Root[]): void {
+  const all = [ref, ...servers];
+  const top = fs.statSync('/', { bigint: true });
+  const places = all.map((r) => placeOf(r.dir.rootFd));
+  const what = (i: number) => (i === 0 ? 'the reference ' : 'the server ') + (all[i].name === all[i].dir.path ? all[i].name : `${all[i].name} (${all[i].dir.path})`);
+  all.forEach((r, i) => {
+    if (sameId(places[i].id, top)) throw new VunifyError('BAD_SERVER', 'is the host\'s root folder (/), which holds every vserver', r.name);
+  });
+  for (let i = 1; i < all.length; i++) {
+    for (let j = 0; j < i; j++) {
+      const culprit = all[i].name;
+      if (sameId(places[i].id, places[j].id)) {
+        throw new VunifyError('BAD_SERVER', j === 0 ? 'is the reference; a server cannot be unified with itself'
+          : `is named twice (also as '${all[j].name}')`, culprit);
+      }
+      if (isWithin(places[i], places[j])) throw new VunifyError('BAD_SERVER', `is inside ${what(j)}; roots must not nest`, culprit);
+      if (isWithin(places[j], places[i])) throw new VunifyError('BAD_SERVER', `contains ${what(j)}; roots must not nest`, culprit);
+    }
+  }
+}
+
 export interface Farm {
   ref: Root; servers: Root[]; index: Index; lockFd: number;
   /** What the last complete unify left that is still as it was (see quickSurvey). */
@@ -80,16 +106,7 @@ async function openFarm(opts: CommonOptions, needImmutable: boolean, changesFarm
   try {
     for (const token of [opts.reference, ...opts.servers]) opened.push(await openRoot(token, opts));
     const [ref, ...servers] = opened;
-    const seen = new Map<string, string>();
-    for (const r of opened) {
-      const other = seen.get(r.dir.path);
-      if (other !== undefined) {
-        throw new VunifyError('BAD_SERVER', other === ref.name && r !== ref
-          ? `is the reference; a server cannot be unified with itself`
-          : `is named twice (also as '${other}')`, r.name);
-      }
-      seen.set(r.dir.path, r.name);
-    }
+    checkRootsApart(ref, servers);
     for (const s of servers) {
       if (s.dir.dev !== ref.dir.dev) {
         throw new VunifyError('OTHER_FILESYSTEM', `is on another filesystem than the reference ${ref.name}; hard links cannot cross filesystems`, s.dir.path);
