@@ -8,7 +8,7 @@ import { recover, type RecoverReport } from './recover.js';
 import { Index } from './store/index-db.js';
 import { withExistingIndex } from './store/existing.js';
 import { dropVanishedRoots } from './prepare.js';
-import { takeLock } from './lock.js';
+import { lockJournalRoots, takeLock } from './lock.js';
 import { DEFAULT_DB } from './paths.js';
 
 export interface GcStep { name: string; dropped: number; ms: number }
@@ -113,5 +113,12 @@ export async function gc(opts: { db?: string; rebuildIndex?: boolean; log?: (l: 
 /** `vunify recover`: finishes or rolls back what a killed run left under way. */
 export async function recoverRun(opts: { db?: string; log?: (l: string) => void }): Promise<RecoverReport & { command: 'recover' }> {
   return withExistingIndex(opts.db, { lock: true, missing: 'no index here: nothing to recover (give --db?)' },
-    async (index) => ({ command: 'recover', ...(await recover(index, opts.log)) }));
+    async (index) => {
+      const locks = lockJournalRoots(index); // recovery changes those roots
+      try {
+        return { command: 'recover', ...(await recover(index, opts.log)) };
+      } finally {
+        locks.release();
+      }
+    });
 }

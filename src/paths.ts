@@ -8,3 +8,7 @@ export const DEFAULT_DB = '/var/lib/vunify/index';
 export function serverPath(token: string, vserversDir: string): string {
   return token.includes('/') ? path.resolve(token) : path.join(vserversDir, token);
 }
+
+/** Per-root run locks: on the host, where no vserver reaches (VUNIFY_LOCK_DIR for tests). */
+export const DEFAULT_LOCK_DIR = '/run/vunify/locks';
+export const lockDir = (): string => process.env.VUNIFY_LOCK_DIR || DEFAULT_LOCK_DIR;

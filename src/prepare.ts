@@ -8,7 +8,7 @@ import { VunifyError, isErrno, oneLine } from './errors.js';
 import { RootDir, type RelPath } from './fsx/rootdir.js';
 import { isWithin, placeOf, sameId } from './fsx/mounts.js';
 import { getInodeFlags } from './fsx/sys.js';
-import { takeLock } from './lock.js';
+import { lockJournalRoots, takeLock, takeRootLocks, type RootLocks } from './lock.js';
 import { DEFAULT_DB, DEFAULT_VSERVERS_DIR, serverPath } from './paths.js';
 import type { Owned, PlanRoot } from './plan.js';
 import { fileSignature, inputsDigest, quickSurvey, type QuickOptions, type QuickSurvey } from './quick.js';
@@ -88,6 +88,8 @@ function checkRootsApart(ref: Root, servers: Root[]): void {
 
 export interface Farm {
   ref: Root; servers: Root[]; index: Index; lockFd: number;
+  /** The roots' own locks, held by runs that change them. */
+  rootLocks: RootLocks | null;
   /** What the last complete unify left that is still as it was (see quickSurvey). */
   survey: QuickSurvey | null;
   /** The index's last transaction id once opened and recovered. */
@@ -119,31 +121,48 @@ async function openFarm(opts: CommonOptions, needImmutable: boolean, changesFarm
         throw new VunifyError('NO_IMMUTABLE', `the filesystem cannot hold the immutable attribute (${oneLine(err)}); use --no-immutable to link without it`, ref.dir.path);
       }
     }
-    const dbPath = path.resolve(opts.db ?? DEFAULT_DB);
-    const lockFd = takeLock(dbPath);
+    // Before the index's lock: a run refused here leaves nothing, not even an index folder.
+    const rootLocks = changesFarm ? takeRootLocks(opened.map((r) => ({ path: r.dir.path, fd: r.dir.rootFd }))) : null;
     try {
-      // Read before the quick file goes: files still as the last complete run left them.
-      const t0 = performance.now();
-      const surveyed = survey ? quickSurvey(opts as QuickOptions, dbPath, opened.map((r) => r.dir.path)) : null;
-      if (surveyed) opts.trace?.(`survey: ${surveyed.words.size} inodes unchanged`, performance.now() - t0);
-      // Before any change: from here on only a full rescan can tell what the farm holds.
-      if (changesFarm) dropQuick(dbPath);
-      const index = await Index.open(dbPath, { rebuild: opts.rebuildIndex, upgrade: true });
-      try {
-        await recover(index, opts.log);
-      } catch (err) {
-        await index.close();
-        throw err;
-      }
-      // Before this run writes anything: equal to the survey's, no run wrote since the capture.
-      // An upgraded index is a new file: the survey's transaction id and records were the old one's.
-      return { ref, servers, index, lockFd, survey: index.upgraded ? null : surveyed, txnAtOpen: index.lastTxnId() };
+      return await openIndex(opts, opened, rootLocks, changesFarm, survey);
     } catch (err) {
-      fs.closeSync(lockFd);
+      rootLocks?.release();
       throw err;
     }
   } catch (err) {
     for (const r of opened) await r.dir.close();
+    throw err;
+  }
+}
+
+async function openIndex(opts: CommonOptions, opened: Root[], rootLocks: RootLocks | null, changesFarm: boolean, survey: boolean): Promise<Farm> {
+  const [ref, ...servers] = opened;
+  const dbPath = path.resolve(opts.db ?? DEFAULT_DB);
+  const lockFd = takeLock(dbPath);
+  try {
+    // Read before the quick file goes: files still as the last complete run left them.
+    const t0 = performance.now();
+    const surveyed = survey ? quickSurvey(opts as QuickOptions, dbPath, opened.map((r) => r.dir.path)) : null;
+    if (surveyed) opts.trace?.(`survey: ${surveyed.words.size} inodes unchanged`, performance.now() - t0);
+    // Before any change: from here on only a full rescan can tell what the farm holds.
+    if (changesFarm) dropQuick(dbPath);
+    const index = await Index.open(dbPath, { rebuild: opts.rebuildIndex, upgrade: true });
+    try {
+      const recovering = lockJournalRoots(index, rootLocks ?? undefined);
+      try {
+        await recover(index, opts.log);
+      } finally {
+        recovering.release();
+      }
+    } catch (err) {
+      await index.close();
+      throw err;
+    }
+    // Before this run writes anything: equal to the survey's, no run wrote since the capture.
+    // An upgraded index is a new file: the survey's transaction id and records were the old one's.
+    return { ref, servers, index, lockFd, rootLocks, survey: index.upgraded ? null : surveyed, txnAtOpen: index.lastTxnId() };
+  } catch (err) {
+    fs.closeSync(lockFd);
     throw err;
   }
 }
@@ -153,6 +172,7 @@ export async function closeFarm(f: Farm): Promise<void> {
   await f.index.close();
   for (const r of [f.ref, ...f.servers]) await r.dir.close();
   fs.closeSync(f.lockFd);
+  f.rootLocks?.release();
 }
 
 export function ownedOf(listing: PackageListing): { owned: Map<RelPath, Owned>; installed: Set<string> } {
