@@ -17,6 +17,16 @@ process.on('unhandledRejection', (err) => {
   process.stderr.write(`vunify: internal error: ${msg.replace(/\s+/g, ' ').trim()}\n`);
   process.exit(4);
 });
+// A reader that went away (`vunify verify | head -1`) ends the output quietly, not the run:
+// the exit code still says how the run went, as it would for a report nobody reads.
+let outputLost = false;
+process.stdout.on('error', (err: NodeJS.ErrnoException) => {
+  if (err.code === 'EPIPE' || outputLost) return;
+  outputLost = true;
+  process.exitCode = Math.max(Number(process.exitCode ?? 0), 1);
+  process.stderr.write(`vunify: error: the report could not be written: ${err.code ?? err.message}\n`);
+});
+process.stderr.on('error', () => undefined); // nowhere left to say anything
 const { main } = await import('./cli-program.js');
 
 let finished = false;
@@ -26,4 +36,4 @@ process.on('beforeExit', () => {
   process.stderr.write('vunify: internal error: the run stopped while waiting on work that never finished\n');
   process.exit(4);
 });
-main(process.argv).then((code) => { finished = true; process.exitCode = code; });
+main(process.argv).then((code) => { finished = true; process.exitCode = outputLost ? Math.max(code, 1) : code; });
