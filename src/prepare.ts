@@ -6,7 +6,7 @@ import path from 'node:path';
 import type { CommonOptions } from './engine.js';
 import { VunifyError, isErrno, oneLine } from './errors.js';
 import { RootDir, type RelPath } from './fsx/rootdir.js';
-import { isWithin, placeOf, sameId } from './fsx/mounts.js';
+import { isReadOnly, isWithin, placeOf, sameId } from './fsx/mounts.js';
 import { getInodeFlags } from './fsx/sys.js';
 import { lockJournalRoots, takeLock, takeRootLocks, type RootLocks } from './lock.js';
 import { DEFAULT_DB, DEFAULT_VSERVERS_DIR, serverPath } from './paths.js';
@@ -120,6 +120,11 @@ async function openFarm(opts: CommonOptions, needImmutable: boolean, changesFarm
       } catch (err) {
         throw new VunifyError('NO_IMMUTABLE', `the filesystem cannot hold the immutable attribute (${oneLine(err)}); use --no-immutable to link without it`, ref.dir.path);
       }
+    }
+    if (changesFarm) {
+      // Said once, before any change: otherwise every file would fail with EROFS on its own.
+      const ro = opened.find((r) => isReadOnly(r.dir.rootFd));
+      if (ro) throw new VunifyError('BAD_SERVER', 'is on a read-only filesystem; nothing was changed', ro.dir.path);
     }
     // Before the index's lock: a run refused here leaves nothing, not even an index folder.
     const rootLocks = changesFarm ? takeRootLocks(opened.map((r) => ({ path: r.dir.path, fd: r.dir.rootFd }))) : null;

@@ -1,11 +1,12 @@
-// How the command behaves around the run: a reader that goes away ends the output quietly.
+// How the command behaves around the run: a reader that goes away ends the output quietly,
+// and a farm on a read-only filesystem is refused once, before any change.
 import { spawn, spawnSync } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { CLI, vunify } from './helpers/tree.js';
-import { makeTreeRoots, removeTree } from './helpers/treefarm.js';
+import { CLI, snapshot, vunify } from './helpers/tree.js';
+import { errLines, makeTreeRoots, removeTree, run } from './helpers/treefarm.js';
 
 let base: string;
 const mounts: string[] = [];
@@ -37,5 +38,33 @@ describe('a closed stdout (vunify verify | head -1)', () => {
     const sh = spawnSync('bash', ['-c', `"$0" "$1" verify --db "$2" | head -1; "$0" "$1" plan -vv ${a('ref', 's1').join(' ')} | head -1`, process.execPath, CLI, db], { encoding: 'utf8' });
     expect(sh.stderr).toBe('');
     expect(sh.stdout.split('\n')).toHaveLength(3);
+  });
+});
+
+describe('a read-only farm filesystem', () => {
+  it('is said once, exit 2, before anything changes', () => {
+    const img = path.join(base, 'ro.img');
+    const mnt = path.join(base, 'ro');
+    run('truncate', '-s', '64M', img);
+    run('mkfs.ext4', '-q', img);
+    fs.mkdirSync(mnt);
+    run('mount', '-o', 'loop', img, mnt);
+    mounts.push(mnt);
+    makeTreeRoots(mnt, ['ref', 's1', 's2'], 160);
+    const db = path.join(base, 'ro-index');
+    const a = (...x: string[]) => ['--all-files', '--vservers-dir', mnt, '--db', db, ...x];
+    expect(vunify(a('-q', 'ref', 's1')).status).toBe(0); // s1 unified, s2 not yet
+    run('mount', '-o', 'remount,ro', mnt);
+    const before = snapshot(mnt);
+    for (const args of [a('ref', 's1', 's2'), a('undo', 'ref', 's1', 's2')]) {
+      const r = vunify(args);
+      expect(r.status, r.stderr).toBe(2);
+      expect(errLines(r.stderr)).toEqual([`vunify: error: ${mnt}/ref: is on a read-only filesystem; nothing was changed`]);
+    }
+    expect(snapshot(mnt)).toEqual(before);
+    // Reading is still fine.
+    expect(vunify(a('plan', '-q', 'ref', 's1', 's2')).status).toBe(0);
+    run('mount', '-o', 'remount,rw', mnt);
+    expect(vunify(a('-q', 'ref', 's1', 's2')).status).toBe(0);
   });
 });
