@@ -15,6 +15,7 @@
 // every value with its own copy of the field names, which took 40% of the file (a 500,000-file
 // farm: 691 MB). Times are nanosecond decimal strings, dev and ino decimal strings: all exact.
 import crypto from 'node:crypto';
+import { spawnSync } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
 import { createRequire } from 'node:module';
@@ -24,7 +25,8 @@ import type { RelPath } from '../fsx/rootdir.js';
 import { quickPath } from './quick-file.js';
 
 // lmdb's CommonJS build is one bundled file: 15-18 ms to load here, its ES modules 24 ms.
-const { open } = createRequire(import.meta.url)('lmdb') as typeof import('lmdb');
+const require = createRequire(import.meta.url);
+const { open } = require('lmdb') as typeof import('lmdb');
 
 export const SCHEMA_VERSION = 2;
 
@@ -62,6 +64,8 @@ export interface LinkRecord {
   pkg?: string;
   /** BLAKE3 of the shared content, as compared when linking (verify checks against it). */
   hash?: string;
+  /** Inode flags undo puts back (lsattr's d, A...; apply.ts KEPT_FLAGS), when any were set. */
+  flags?: number;
   linkedAt: string;
 }
 
@@ -130,14 +134,17 @@ function failedMark(dbPath: string): string | null {
   }
 }
 
+const DAMAGED = 'run with --rebuild-index to start a new one';
+
 /**
- * LMDB trusts its file: a damaged one can crash the process instead of failing. Check the
- * magic number of the first meta page before opening, so damage is an error message.
+ * LMDB trusts its file: a damaged one can crash the process instead of failing (a page past
+ * the end of a truncated file is SIGBUS). Check the meta pages against the file's size before
+ * opening, so damage is an error message.
  */
 function checkLmdbFile(dbPath: string): void {
   const mark = failedMark(dbPath);
   if (mark !== null) {
-    throw new VunifyError('INDEX', `a write to the index failed earlier (${mark}); run with --rebuild-index to start a new one`, dbPath);
+    throw new VunifyError('INDEX', `a write to the index failed earlier (${mark}); ${DAMAGED}`, dbPath);
   }
   let data: string;
   try {
@@ -150,26 +157,79 @@ function checkLmdbFile(dbPath: string): void {
     fd = fs.openSync(data, 'r');
   } catch (err) {
     if ((err as NodeJS.ErrnoException).code === 'ENOENT') return;
-    throw new VunifyError('INDEX', `cannot read the index (${(err as Error).message}); run with --rebuild-index to start a new one`, dbPath);
+    throw new VunifyError('INDEX', `cannot read the index (${(err as Error).message}); ${DAMAGED}`, dbPath);
   }
   try {
-    const head = Buffer.alloc(32);
-    const n = fs.readSync(fd, head, 0, 32, 0);
-    if (n === 0) return;
-    // The meta page header is 16 bytes in LMDB 0.9 and 24 in the 1.0 format lmdb-js writes.
-    if (n < 32 || (head.readUInt32LE(16) !== LMDB_MAGIC && head.readUInt32LE(24) !== LMDB_MAGIC)) {
-      throw new VunifyError('INDEX', 'the index is damaged (not an LMDB file); run with --rebuild-index to start a new one', dbPath);
-    }
+    const size = fs.fstatSync(fd).size;
+    if (size === 0) return;
+    const why = metaProblem(fd, size);
+    if (why) throw new VunifyError('INDEX', `the index is damaged (${why}); ${DAMAGED}`, dbPath);
   } finally {
     fs.closeSync(fd);
   }
+}
+
+/**
+ * What is wrong with the meta pages (pages 0 and 1), or null. Each is a page header (16
+ * bytes in LMDB 0.9, 24 in the 1.0 format lmdb-js writes), then MDB_meta: magic, version,
+ * address, mapsize, two MDB_db of 48 bytes (the first's md_pad is the page size), last
+ * page number, txnid. LMDB uses the meta with the higher txnid and reads pages up to its
+ * last page: the file must hold them.
+ */
+function metaProblem(fd: number, size: number): string | null {
+  const read = (at: number, n: number) => {
+    const b = Buffer.alloc(n);
+    return fs.readSync(fd, b, 0, n, at) === n ? b : null;
+  };
+  const meta = (at: number) => {
+    const b = read(at, 160);
+    if (!b) return null;
+    const h = b.readUInt32LE(24) === LMDB_MAGIC ? 24 : b.readUInt32LE(16) === LMDB_MAGIC ? 16 : -1;
+    if (h < 0) return null;
+    return { psize: b.readUInt32LE(h + 24), lastPg: b.readBigUInt64LE(h + 120), txnid: b.readBigUInt64LE(h + 128) };
+  };
+  const m0 = meta(0);
+  if (!m0) return 'not an LMDB file';
+  const { psize } = m0;
+  if (psize < 512 || psize > 65536 || (psize & (psize - 1)) !== 0) return `page size ${psize}`;
+  const m1 = meta(psize);
+  if (!m1) return 'its second meta page is missing or not LMDB\'s';
+  const m = m1.txnid > m0.txnid ? m1 : m0;
+  const need = (m.lastPg + 1n) * BigInt(psize);
+  if (BigInt(size) < need) return `${size} bytes, but its last page ends at ${need}: truncated`;
+  return null;
+}
+
+// Reads every entry of every table and decodes every value: garbage inside a page can make
+// LMDB itself abort or fault, which only a process of its own survives.
+const READ_WHOLE = `
+const [lmdb, dbPath] = process.argv.slice(1);
+const env = require(lmdb).open({ path: dbPath, readOnly: true, compression: false, keyEncoding: 'binary', encoding: 'binary' });
+for (const name of [...env.getKeys()].map((k) => k.toString('latin1'))) {
+  const db = env.openDB({ name, keyEncoding: 'binary', encoding: 'msgpack' });
+  let n = 0;
+  for (const _ of db.getRange({})) n++;
+  // A damaged branch page can make a walk skip leaves without an error.
+  if (n !== db.getStats().entryCount) throw new Error(name + ': ' + n + ' entries read, ' + db.getStats().entryCount + ' recorded');
+}`;
+
+/** With --rebuild-index: an existing index that cannot be read whole is damaged (and moved aside). */
+function readWholeInChild(dbPath: string): void {
+  checkLmdbFile(dbPath);
+  if (Index.fileSize(dbPath) === 0) return;
+  const r = spawnSync(process.execPath, ['--input-type=commonjs', '-e', READ_WHOLE, require.resolve('lmdb'), dbPath],
+    { encoding: 'utf8', stdio: ['ignore', 'ignore', 'pipe'], timeout: 3_600_000 });
+  if (r.status === 0) return;
+  const last = (r.stderr ?? '').split('\n').find((l) => /error/i.test(l))?.trim() ?? '';
+  const why = r.signal ? `reading it ended with ${r.signal}` : last.replace(/[^\x20-\x7e]+/g, '?').slice(0, 100) || `reading it failed (exit ${r.status})`;
+  throw new VunifyError('INDEX', `the index is damaged (${why})`, dbPath);
 }
 
 type FileRow = [dev: string, ino: string, size: number, mode: number, uid: number, gid: number,
   mtimeNs: string, ctimeNs: string, nlink: number, hash: string, xattrs: string, pkg?: string];
 type LinkRow = [refRoot: number, refPath: RelPath, dev: string, ino: string, mode: number, uid: number,
   gid: number, atimeNs: string, mtimeNs: string, xattrs: Record<string, string>, size: number,
-  linkedAt: string, pkg: string | null, hash: string | null];
+  linkedAt: string, pkg: string | null, hash: string | null, flags?: number];
 type InodeRow = [root: number, path: RelPath, setAt: string];
 /** A row as stored: under a long path's key (see pathKey), with the whole path first. */
 type Stored<R> = R | [RelPath, R];
@@ -271,6 +331,7 @@ export class Index {
    */
   static async open(dbPath: string, opts: { rebuild?: boolean; upgrade?: boolean } = {}): Promise<Index> {
     try {
+      if (opts.rebuild) readWholeInChild(dbPath);
       return await Index.openOnce(dbPath, opts.upgrade ?? false);
     } catch (err) {
       if (!opts.rebuild || !(err instanceof VunifyError)) throw err;
@@ -443,10 +504,51 @@ export class Index {
     return this.writeError;
   }
 
+  /**
+   * A read that fails (a damaged page, a value that does not decode) is damage, not a bug:
+   * one error that says how to start anew.
+   */
+  private damaged(err: unknown): VunifyError {
+    if (err instanceof VunifyError) return err;
+    // Decoders quote the data they choked on: keep the line short and printable.
+    const reason = oneLine(err).replace(/[^\x20-\x7e]+/g, '?').slice(0, 100);
+    return new VunifyError('INDEX', `the index is damaged (${reason}); ${DAMAGED}`, this.path, { cause: err });
+  }
+
+  private read<T>(fn: () => T): T {
+    try {
+      return fn();
+    } catch (err) {
+      throw this.damaged(err);
+    }
+  }
+
+  /** Yields map(entry) for each entry of a range read (undefined: none), as read() does. */
+  private *each<E, T>(range: () => Iterable<E>, map: (e: E) => T | undefined): Generator<T> {
+    let it: Iterator<E> | undefined;
+    let done = false;
+    try {
+      for (;;) {
+        let out: T | undefined;
+        try {
+          it ??= range()[Symbol.iterator]();
+          const r = it.next();
+          if (r.done) { done = true; return; }
+          out = map(r.value);
+        } catch (err) {
+          throw this.damaged(err);
+        }
+        if (out !== undefined) yield out;
+      }
+    } finally {
+      if (!done) it?.return?.(); // ends the read transaction when the caller stops early
+    }
+  }
+
   getFile(root: string, rel: RelPath): FileRecord | undefined {
     const id = this.rid(root, false);
-    const row = id === undefined ? undefined : rowAt(this.files, pathKey(id, rel), rel);
-    return row && fileRecord(row);
+    const row = id === undefined ? undefined : this.read(() => rowAt(this.files, pathKey(id, rel), rel));
+    return row && this.read(() => fileRecord(row));
   }
 
   /** Tells sink of every file record written from now on (null: removed), in order; see putFiles. */
@@ -487,24 +589,23 @@ export class Index {
 
   /** Every (root, path) whose content has this hash. */
   holders(hash: string): Array<{ root: string; path: RelPath }> {
-    const out: Array<{ root: string; path: RelPath }> = [];
     const h = hashBytes(hash);
-    for (const key of this.content.getKeys({ start: h, end: pathKey(0xffffffff, '', h) })) {
+    return [...this.each(() => this.content.getKeys({ start: h, end: pathKey(0xffffffff, '', h) }), (key) => {
       const rel = keyPath(key, 36) ?? this.content.get(key);
-      if (typeof rel === 'string') out.push({ root: this.rootOf(key.readUInt32BE(32)), path: rel });
-    }
-    return out;
+      return typeof rel === 'string' ? { root: this.rootOf(key.readUInt32BE(32)), path: rel } : undefined;
+    })];
   }
 
   getLink(serverRoot: string, rel: RelPath): LinkRecord | undefined {
     const id = this.rid(serverRoot, false);
-    const row = id === undefined ? undefined : rowAt(this.links, pathKey(id, rel), rel);
-    return row && this.linkRecord(row);
+    const row = id === undefined ? undefined : this.read(() => rowAt(this.links, pathKey(id, rel), rel));
+    return row && this.read(() => this.linkRecord(row));
   }
 
   putLink(serverRoot: string, rel: RelPath, r: LinkRecord): Promise<boolean> {
     const row: LinkRow = [this.rid(r.refRoot, true), r.refPath, r.dev, r.ino, r.mode, r.uid, r.gid, r.atimeNs, r.mtimeNs,
       r.xattrs, r.size, r.linkedAt, r.pkg ?? null, r.hash ?? null];
+    if (r.flags) row.push(r.flags);
     const key = pathKey(this.rid(serverRoot, true), rel);
     return this.guard(this.links.put(key, stored(key, 4, rel, row)));
   }
@@ -514,6 +615,7 @@ export class Index {
       atimeNs: a[7], mtimeNs: a[8], xattrs: a[9], size: a[10], linkedAt: a[11] };
     if (a[12] !== null) r.pkg = a[12];
     if (a[13] !== null) r.hash = a[13];
+    if (a[14]) r.flags = a[14];
     return r;
   }
 
@@ -527,8 +629,8 @@ export class Index {
   }
 
   getInode(dev: string, ino: string): InodeRecord | undefined {
-    const row = this.inodes.get(`${dev}:${ino}`);
-    return row && this.inodeRecord(row);
+    const row = this.read(() => this.inodes.get(`${dev}:${ino}`));
+    return row && this.read(() => this.inodeRecord(row));
   }
 
   putInode(dev: string, ino: string, rec: InodeRecord): Promise<boolean> {
@@ -543,45 +645,45 @@ export class Index {
   *filePathsOf(root: string): Generator<RelPath> {
     const id = this.rid(root, false);
     if (id === undefined) return;
-    for (const key of this.files.getKeys(this.rangeOf(id))) {
-      const rel = keyPath(key, 4) ?? (this.files.get(key) as [RelPath, FileRow] | undefined)?.[0];
-      if (rel !== undefined) yield rel;
-    }
+    yield* this.each(() => this.files.getKeys(this.rangeOf(id)),
+      (key) => keyPath(key, 4) ?? (this.files.get(key) as [RelPath, FileRow] | undefined)?.[0]);
   }
 
   /** Every file record of one root. */
   *filesOf(root: string): Generator<{ path: RelPath; rec: FileRecord }> {
     const id = this.rid(root, false);
     if (id === undefined) return;
-    for (const { key, value } of this.files.getRange(this.rangeOf(id))) {
+    yield* this.each(() => this.files.getRange(this.rangeOf(id)), ({ key, value }) => {
       const [path, row] = unstored(key, value);
-      yield { path, rec: fileRecord(row) };
-    }
+      return { path, rec: fileRecord(row) };
+    });
   }
 
   /** Every link record (of one server root, when given). */
   *allLinks(root?: string): Generator<{ root: string; path: RelPath; rec: LinkRecord }> {
     const id = root === undefined ? undefined : this.rid(root, false);
     if (root !== undefined && id === undefined) return;
-    for (const { key, value } of this.links.getRange(id === undefined ? {} : this.rangeOf(id))) {
+    yield* this.each(() => this.links.getRange(id === undefined ? {} : this.rangeOf(id)), ({ key, value }) => {
       const [path, row] = unstored(key, value);
-      yield { root: this.rootOf(key.readUInt32BE(0)), path, rec: this.linkRecord(row) };
-    }
+      return { root: this.rootOf(key.readUInt32BE(0)), path, rec: this.linkRecord(row) };
+    });
   }
 
   /** Numbers of the inodes on device dev that vunify made immutable (keys only: no record decoded). */
   inodeNumbersOn(dev: string): Set<number> {
     const prefix = `${dev}:`;
     const out = new Set<number>();
-    for (const key of this.inodes.getKeys({}) as Iterable<string>) if (key.startsWith(prefix)) out.add(Number(key.slice(prefix.length)));
+    for (const key of this.each(() => this.inodes.getKeys({}) as Iterable<string>, String)) {
+      if (key.startsWith(prefix)) out.add(Number(key.slice(prefix.length)));
+    }
     return out;
   }
 
   *allInodes(): Generator<{ dev: string; ino: string; rec: InodeRecord }> {
-    for (const { key, value } of this.inodes.getRange({})) {
+    yield* this.each(() => this.inodes.getRange({}), ({ key, value }) => {
       const [dev, ino] = String(key).split(':');
-      yield { dev, ino, rec: this.inodeRecord(value) };
-    }
+      return { dev, ino, rec: this.inodeRecord(value) };
+    });
   }
 
   /** Writes journal entries in one transaction and waits until they are on disk. */
@@ -596,7 +698,11 @@ export class Index {
   }
 
   journalEntries(): JournalEntry[] {
-    return [...this.journal.getRange({})].map(({ value }) => value);
+    return [...this.each(() => this.journal.getRange({}), ({ value }) => {
+      // recover acts on these: one that is not an entry is damage, not a path to act on.
+      if (typeof (value as { op?: unknown } | undefined)?.op !== 'string') throw new Error('a journal entry that is not one');
+      return value;
+    })];
   }
 
   putRoot(root: string, rec: RootRecord): Promise<boolean> {
@@ -604,7 +710,7 @@ export class Index {
   }
 
   allRoots(): Array<{ root: string; rec: RootRecord }> {
-    return [...this.roots.getRange({})].map(({ key, value }) => ({ root: String(key), rec: value }));
+    return [...this.each(() => this.roots.getRange({}), ({ key, value }) => ({ root: String(key), rec: value }))];
   }
 
   /** Drops every record of a root (files, content entries, links, the root itself). */
@@ -612,7 +718,7 @@ export class Index {
     const paths = [...this.filePathsOf(root)];
     await this.putFiles(paths.map((p) => [root, p, null]));
     const id = this.rid(root, false);
-    const links = id === undefined ? [] : [...this.links.getKeys(this.rangeOf(id))];
+    const links = id === undefined ? [] : [...this.each(() => this.links.getKeys(this.rangeOf(id)), (k) => k)];
     await this.guard(this.env.transaction(() => {
       for (const key of links) this.links.remove(key);
       this.roots.remove(root);
@@ -637,7 +743,7 @@ export class Index {
 
   /** The id of the last committed write transaction: it moves with every write. */
   lastTxnId(): number {
-    return (this.env.getStats() as { lastTxnId: number }).lastTxnId;
+    return this.read(() => (this.env.getStats() as { lastTxnId: number }).lastTxnId);
   }
 
   /** Waits until every write so far is committed (visible to readers; not yet durable). */
