@@ -23,6 +23,7 @@ export type ErrorCode =
   | 'OTHER_FILESYSTEM'
   | 'NO_IMMUTABLE'
   | 'INDEX'
+  | 'INDEX_AFTER_CHANGES'
   | 'LOCKED'
   | 'IO';
 
@@ -36,6 +37,8 @@ const exitFor: Record<ErrorCode, number> = {
   OTHER_FILESYSTEM: EXIT.usage,
   NO_IMMUTABLE: EXIT.usage,
   INDEX: EXIT.usage,
+  // An index write failed after the run had changed files: 2 would say nothing changed.
+  INDEX_AFTER_CHANGES: EXIT.partial,
   LOCKED: EXIT.locked,
   IO: EXIT.partial,
 };

@@ -1,6 +1,8 @@
 // A damaged index (a truncated data.mdb, values that do not decode) is one line and exit 2
-// for every command, never a crash; --rebuild-index moves it aside and starts anew.
-import { spawnSync } from 'node:child_process';
+// for every command, never a crash; --rebuild-index moves it aside and starts anew. A full
+// filesystem under the index says so, and a write that fails after links were made does
+// not exit 2 (nothing changed).
+import { execFileSync, spawnSync } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
@@ -96,5 +98,71 @@ describe('a damaged index', () => {
     await raw.close();
     everyCommandRefuses(/index: the index is damaged \(.+\); run with --rebuild-index to start a new one/);
     rebuildStartsAnew();
+  });
+});
+
+describe('a full filesystem under the index', () => {
+  let small: string;
+  let vs: string;
+  beforeAll(() => {
+    small = path.join(base, 'small');
+    vs = path.join(base, 'vs2');
+    fs.mkdirSync(small);
+    execFileSync('mount', ['-t', 'tmpfs', '-o', 'size=128k', 'tmpfs', small]);
+  });
+  afterAll(() => { spawnSync('umount', [small]); });
+
+  /** A new farm (300 files in ref and s1) and a new index on a tmpfs of kb KiB. */
+  function attempt(kb: number) {
+    spawnSync('chattr', ['-R', '-i', vs]);
+    fs.rmSync(vs, { recursive: true, force: true });
+    for (const r of ['ref', 's1']) fs.mkdirSync(path.join(vs, r, 'usr/lib'), { recursive: true });
+    for (let i = 0; i < 300; i++) {
+      for (const r of ['ref', 's1']) {
+        const f = path.join(vs, r, 'usr/lib', `f${i}`);
+        fs.writeFileSync(f, `file ${i} ${'x'.repeat(200 + i)}\n`);
+        fs.utimesSync(f, 1.7e9, 1.7e9);
+      }
+    }
+    for (const n of fs.readdirSync(small)) fs.rmSync(path.join(small, n), { recursive: true, force: true });
+    execFileSync('mount', ['-o', `remount,size=${kb}k`, small]);
+    const env2 = { VUNIFY_VSERVERS_DIR: vs, VUNIFY_DB: path.join(small, 'index') };
+    const r = vunify(['-q', '--all-files', 'ref', 's1'], env2);
+    const linked = fs.readdirSync(path.join(vs, 's1/usr/lib')).filter((n) => fs.statSync(path.join(vs, 's1/usr/lib', n)).nlink > 1).length;
+    return { r, linked, env2 };
+  }
+
+  it('says the filesystem is full (ENOSPC), not only what LMDB saw (EIO)', () => {
+    // Too small for the scan's records: nothing changed, exit 2, and the cause named.
+    const first = attempt(128);
+    expect(first.linked).toBe(0);
+    expect(first.r.status, first.r.stderr).toBe(2);
+    expect(first.r.stderr.trim().split('\n')).toHaveLength(1);
+    expect(first.r.stderr).toMatch(/a write to the index failed \(ENOSPC: its filesystem is full; .*errno \d+\); the index keeps its last commit/);
+  });
+
+  it('a write that fails after links were made exits 1 and names the journal, never 2 (nothing changed)', () => {
+    // Larger, until the scan's records fit but the records after the links do not.
+    let late: ReturnType<typeof attempt> | undefined;
+    for (let kb = 256; kb <= 640 && !late; kb += 32) {
+      const a = attempt(kb);
+      if (a.r.status === 0) break;
+      if (a.linked > 0) late = a;
+      else expect(a.r.status, `${kb}k: ${a.r.stderr}`).toBe(2);
+    }
+    expect(late, 'no size left the final records without room').toBeDefined();
+    const { r, env2 } = late!;
+    expect(r.status, r.stderr).toBe(1);
+    expect(r.stderr.trim().split('\n')).toHaveLength(1);
+    expect(r.stderr).toMatch(/a write to the index failed after this run had made links or copies in the farm \(ENOSPC: its filesystem is full; .*\); .*its journal covers every change under way: free space on its filesystem, then run vunify recover/);
+
+    // As it says: with room, recover keeps the links and the next run finds them all done.
+    execFileSync('mount', ['-o', 'remount,size=16m', small]);
+    const rec = vunify(['recover'], env2);
+    expect(rec.status, rec.stderr).toBe(0);
+    const ok = vunify(['--json', '--all-files', 'ref', 's1'], env2);
+    expect(ok.status, ok.stderr).toBe(0);
+    expect(JSON.parse(ok.stdout).totals).toMatchObject({ unified: 0, alreadyUnified: 300 });
+    expect(vunify(['verify'], env2).status).toBe(0);
   });
 });

@@ -17,6 +17,7 @@
 import crypto from 'node:crypto';
 import { spawnSync } from 'node:child_process';
 import fs from 'node:fs';
+import os from 'node:os';
 import path from 'node:path';
 import { createRequire } from 'node:module';
 import type { Database, Key, RootDatabase } from 'lmdb';
@@ -295,6 +296,16 @@ function unstored<R>(key: Buffer, value: Stored<R>): [RelPath, R] {
   return rel === null ? (value as [RelPath, R]) : [rel, value as R];
 }
 
+/** Under 1 MiB free for root on the index's filesystem. */
+function filesystemFull(dbPath: string): boolean {
+  try {
+    const st = fs.statfsSync(dbPath);
+    return st.bavail * st.bsize < 2 ** 20;
+  } catch {
+    return false;
+  }
+}
+
 /** Where an upgrade from schema 1 writes the new index before it replaces the old. */
 const upgradePath = (dbPath: string) => `${dbPath}.upgrade`;
 
@@ -485,17 +496,29 @@ export class Index {
     return g;
   }
 
+  /** Set once journal entries are durable: from then on the run may have changed the farm. */
+  private journaled = false;
+
   private failed(err: unknown): VunifyError {
     if (err instanceof VunifyError) return err;
     if (!this.writeError) {
       const errno = (err as { code?: unknown })?.code;
       const reason = String((err as Error)?.message ?? err).replace(/\s+/g, ' ').trim();
+      const code = this.journaled ? 'INDEX_AFTER_CHANGES' : 'INDEX';
+      const after = this.journaled ? ' after this run had made links or copies in the farm' : '';
       // LMDB's own codes are negative: its file may be damaged. An errno (a full disk)
       // leaves the last commit intact.
       if (typeof errno === 'number' && errno > 0) {
-        this.writeError = new VunifyError('INDEX', `a write to the index failed (${reason}, errno ${errno}); the index keeps its last commit: check the space and health of its filesystem and run again`, this.path, { cause: err });
+        // LMDB reports a full tmpfs as EIO: the free space tells.
+        const full = errno === os.constants.errno.ENOSPC || filesystemFull(this.path);
+        const name = Object.entries(os.constants.errno).find(([, n]) => n === errno)?.[0];
+        const what = `${full ? 'ENOSPC: its filesystem is full; LMDB said ' : ''}${name ? `${name}: ` : ''}${reason}, errno ${errno}`;
+        const fix = full ? 'free space on its filesystem' : 'check the health of its filesystem';
+        this.writeError = this.journaled
+          ? new VunifyError(code, `a write to the index failed${after} (${what}); the index keeps its last commit and its journal covers every change under way: ${fix}, then run vunify recover`, this.path, { cause: err })
+          : new VunifyError(code, `a write to the index failed (${what}); the index keeps its last commit: check the space and health of its filesystem and run again`, this.path, { cause: err });
       } else {
-        this.writeError = new VunifyError('INDEX', `a write to the index failed (${reason}); the index may be damaged: run with --rebuild-index to start a new one`, this.path, { cause: err });
+        this.writeError = new VunifyError(code, `a write to the index failed${after} (${reason}); the index may be damaged: ${DAMAGED}${this.journaled ? ' (undo finds the links by their inodes)' : ''}`, this.path, { cause: err });
         try {
           fs.writeFileSync(failedMarkPath(this.path), `${new Date().toISOString()} ${reason}\n`, { mode: 0o600 });
         } catch { /* the error itself still stops the run */ }
@@ -691,6 +714,7 @@ export class Index {
     if (entries.length === 0) return;
     await Promise.all(entries.map((e) => this.guard(this.journal.put(journalKey(e), e))));
     await this.flush();
+    this.journaled = true;
   }
 
   async journalDone(entries: JournalEntry[]): Promise<void> {

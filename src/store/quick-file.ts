@@ -100,8 +100,13 @@ export function writeQuick(dbPath: string, state: QuickState): void {
   ]);
   const sum = crypto.createHash('sha256').update(body).digest();
   const tmp = `${quickPath(dbPath)}.tmp-${process.pid}`;
-  fs.writeFileSync(tmp, Buffer.concat([body, sum]), { mode: 0o600 });
-  fs.renameSync(tmp, quickPath(dbPath));
+  try {
+    fs.writeFileSync(tmp, Buffer.concat([body, sum]), { mode: 0o600 });
+    fs.renameSync(tmp, quickPath(dbPath));
+  } catch {
+    // A full disk must not fail a run that is done: without the file the next run is full.
+    fs.rmSync(tmp, { force: true });
+  }
 }
 
 /** Called before anything that may change the farm: from then on only a full rescan tells. */
