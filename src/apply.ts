@@ -9,10 +9,14 @@ import pLimit from 'p-limit';
 import { isErrno, oneLine } from './errors.js';
 import { WHOLE_MAX, copyFd, hashFd, readWhole, releaseWhole, sameAsBuffer, sameBytes } from './fsx/content.js';
 import { RootDir, lstatIn, openFileAtSync, splitRel, type OpenedFile, type RelPath } from './fsx/rootdir.js';
-import { isImmutable, linkFd, readXattrs, removeXattr, setImmutable, setTimesNs, syncFilesystem, writeXattr, type StatLite, type Xattrs } from './fsx/sys.js';
+import {
+  FS_APPEND_FL, FS_IMMUTABLE_FL, getInodeFlags, immutableAt, isImmutable, leaseIntact, linkFd, readXattrs, removeXattr,
+  setImmutable, setInodeFlags, setTimesNs, syncFilesystem, takeReadLease, writeXattr, type StatLite, type Xattrs,
+} from './fsx/sys.js';
 import type { Decision, SkipReason } from './plan.js';
 import { recordOf, sameSignatureStats } from './scan.js';
-import { afterVerify, faultPoint } from './fault.js';
+import { TMP_PREFIX } from './sources/tree.js';
+import { afterTmpLink, afterVerify, faultPoint } from './fault.js';
 import { phaseCounter, type ProgressSink } from './progress.js';
 import type { FileRecord, Index, JournalEntry, LinkRecord } from './store/index-db.js';
 
@@ -46,12 +50,14 @@ export interface ApplyContext {
   learned?: Map<string, string>;
   /** Told of every file whose content is read (for the report). */
   read?: (root: string, rel: RelPath, bytes: number) => void;
+  /** Temporary names that could not be removed: their journal entries stay for recover. */
+  stuckTmps?: Set<string>;
 }
 
 const { O_WRONLY, O_CREAT, O_EXCL, O_NOFOLLOW } = fs.constants;
 let tmpCounter = 0;
 // Unique within this process; another process's name clashes with EEXIST, never silently.
-const tmpName = () => `.vunify-tmp.${process.pid}.${++tmpCounter}`;
+const tmpName = () => `${TMP_PREFIX}${process.pid}.${++tmpCounter}`;
 
 const skip = (reason: SkipReason, detail?: string): Outcome => ({ kind: 'skip', reason, detail });
 
@@ -90,16 +96,37 @@ async function rememberDirTimes(ctx: ApplyContext, root: string, dir: RelPath, d
   };
 }
 
-/** Best-effort removal of a temporary name we created. */
-async function dropTmp(dirFd: number, name: string): Promise<void> {
-  await fsp.unlink(at(dirFd, name)).catch(() => {});
+/** Removes a temporary name we created; false when it is still there (kept in the journal). */
+async function dropTmp(dirFd: number, name: string): Promise<boolean> {
+  return fsp.unlink(at(dirFd, name)).then(() => true, (err) => isErrno(err, 'ENOENT'));
+}
+
+/**
+ * Inode flags that travel with a file's identity (lsattr's s u c S d A j t C): compared
+ * before linking and put back by undo. i and a are vunify's own business (see below), and
+ * the rest (extents, inline data...) are the filesystem's.
+ */
+export const KEPT_FLAGS = 0x1 | 0x2 | 0x4 | 0x8 | 0x40 | 0x80 | 0x4000 | 0x8000 | 0x800000;
+
+/** An fd's inode flags; 0 where the filesystem has none (ENOTTY, EOPNOTSUPP). */
+function flagsOf(fd: number): number {
+  try {
+    return getInodeFlags(fd);
+  } catch (err) {
+    if (isErrno(err, 'ENOTTY', 'EOPNOTSUPP', 'EINVAL')) return 0;
+    throw err;
+  }
 }
 
 type LinkDecision = Extract<Decision, { kind: 'link' }>;
 type Group = Array<Extract<Decision, { kind: 'link' | 'already' }>>;
 
 interface Verified { d: LinkDecision; st1: StatLite; rec: LinkRecord; tmp: string }
-interface GroupState { ours: boolean; wasImmutable: boolean; refHash: string; verified: Verified[] }
+interface GroupState {
+  ours: boolean; wasImmutable: boolean; refHash: string; verified: Verified[];
+  /** The reference as compared: any change after that (its ctime moves) voids the group. */
+  refStat: fs.BigIntStats; refXattrs: Xattrs;
+}
 
 /** Reference files up to this size are held in memory while their server copies are compared. */
 const HOLD_BYTES = WHOLE_MAX;
@@ -133,11 +160,13 @@ export async function applyLinks(decisions: Decision[], ctx: ApplyContext): Prom
     g.push(d);
     groups.set(key, g);
   }
-  // Groups without a new link need a visit only to put the attribute on (say, after a
-  // --no-immutable run); the index knows which inodes already carry vunify's attribute.
+  // Groups without a new link need a visit only to put the attribute on: after a
+  // --no-immutable run, or where a killed run or a failed chattr left it off (one statx
+  // per shared inode tells, without opening it).
   const todo = [...groups.values()].filter((g) =>
-    g.some((d) => d.kind === 'link') || (ctx.immutable && !ctx.index.getInode(g[0].ref.dev, g[0].ref.ino)));
+    g.some((d) => d.kind === 'link') || (ctx.immutable && !carriesAttribute(g[0].refPath, g[0].ref, ctx)));
   const links = todo.flatMap((g) => g.filter((d): d is LinkDecision => d.kind === 'link'));
+  ctx.stuckTmps ??= new Set();
   const bytes = phaseCounter(ctx.progress, 'compare', links.reduce((a, d) => a + d.srv.size, 0), 'bytes');
   const count = { bytes, links: phaseCounter(undefined, 'link', 0, 'files') };
   for (let i = 0; i < todo.length; i += CHUNK_GROUPS) {
@@ -148,6 +177,18 @@ export async function applyLinks(decisions: Decision[], ctx: ApplyContext): Prom
 }
 
 type Counter = ReturnType<typeof phaseCounter>;
+
+/** True when the reference's inode is recorded as vunify's and has the attribute now. */
+function carriesAttribute(refPath: RelPath, r: FileRecord, ctx: ApplyContext): boolean {
+  if (!ctx.index.getInode(r.dev, r.ino)) return false;
+  const { dir, name } = splitRel(refPath);
+  try {
+    const now = ctx.roots.get(ctx.refRoot)!.withDirSync(dir, (dfd) => immutableAt(dfd, name));
+    return now !== null && String(now.ino) === r.ino && now.immutable;
+  } catch {
+    return false; // the visit reports what is wrong
+  }
+}
 
 async function linkChunk(
   groups: Group[], ctx: ApplyContext, outcomes: Map<Decision, Outcome>, count: { bytes: Counter; links: Counter },
@@ -214,10 +255,14 @@ async function linkChunk(
   lap('sync');
   // 5. records
   const notMade = verified.filter((v) => outcomes.get(v.d)?.kind !== 'unified');
+  const stuck = ctx.stuckTmps ?? new Set<string>();
+  for (const v of verified) {
+    if (stuck.has(v.tmp)) ctx.problems.push({ root: ctx.serverRoots.get(v.d.server)!, path: v.d.path, reason: `its temporary name ${v.tmp} could not be removed; the next run (or vunify recover) removes it` });
+  }
   await Promise.all([
     ...notMade.map((v) => ctx.index.removeLink(ctx.serverRoots.get(v.d.server)!, v.d.path)),
     ctx.index.putFiles(updates),
-    ctx.index.journalDone(journal),
+    ctx.index.journalDone(journal.filter((e) => e.op !== 'link' || !stuck.has(e.tmp))),
   ]);
   lap('records');
   // The decisions live to the end of the run (the report): a linked one takes the records
@@ -254,13 +299,18 @@ async function verifyGroup(
         return null;
       }
       const ours = ctx.index.getInode(r.dev, r.ino) !== undefined;
-      const wasImmutable = isImmutable(ref.fd);
+      const refFlags = flagsOf(ref.fd);
+      const wasImmutable = (refFlags & FS_IMMUTABLE_FL) !== 0;
+      if (refFlags & FS_APPEND_FL) {
+        for (const d of links) outcomes.set(d, skip('appendOnly', 'the reference file is append-only (not set by vunify)'));
+        return null;
+      }
       if (wasImmutable && !ours) {
         for (const d of links) outcomes.set(d, skip('immutable', 'the reference file was immutable before vunify'));
         return null;
       }
       const refXattrs = readXattrs(ref.fd);
-      const state: GroupState = { ours, wasImmutable, refHash: r.hash, verified: [] };
+      const state: GroupState = { ours, wasImmutable, refHash: r.hash, verified: [], refStat: ref.stat, refXattrs };
       // A small reference file is read once and held: each server copy is compared with it
       // in memory, instead of reading the reference again for every server.
       if (links.length > 1 && r.size <= HOLD_BYTES) {
@@ -274,7 +324,7 @@ async function verifyGroup(
       }
       for (const d of links) {
         const hasher = state.refHash === '' ? new Blake3Hasher() : undefined;
-        const v = await verifyOne(d, ref, refXattrs, hasher, ctx, learned, refBytes).catch((err) => skip('error', oneLine(err)));
+        const v = await verifyOne(d, ref, refXattrs, refFlags & KEPT_FLAGS, hasher, ctx, learned, refBytes).catch((err) => skip('error', oneLine(err)));
         bytes.add(d.srv.size);
         if ('kind' in v) { outcomes.set(d, v); continue; }
         if (hasher) state.refHash = hasher.digest('hex');
@@ -291,7 +341,7 @@ async function verifyGroup(
 }
 
 async function verifyOne(
-  d: LinkDecision, ref: OpenedFile, refXattrs: Xattrs, hasher: Blake3Hasher | undefined, ctx: ApplyContext,
+  d: LinkDecision, ref: OpenedFile, refXattrs: Xattrs, refFlags: number, hasher: Blake3Hasher | undefined, ctx: ApplyContext,
   learned: Array<[string, RelPath, FileRecord]>, refBytes?: Buffer,
 ): Promise<Verified | Outcome> {
   const srvRootPath = ctx.serverRoots.get(d.server)!;
@@ -311,7 +361,12 @@ async function verifyOne(
       if (rs.mode !== ss.mode || rs.uid !== ss.uid || rs.gid !== ss.gid || rs.mtimeNs !== ss.mtimeNs) {
         return skip('metadataDiffers', 'changed since scanned');
       }
-      if (isImmutable(srv.fd)) return skip('immutable', 'the server\'s file is immutable (not set by vunify)');
+      const srvFlags = flagsOf(srv.fd);
+      if (srvFlags & FS_IMMUTABLE_FL) return skip('immutable', 'the server\'s file is immutable (not set by vunify)');
+      if (srvFlags & FS_APPEND_FL) return skip('appendOnly', 'the server\'s file is append-only');
+      // A temporary name could be made in such a folder but never renamed nor removed.
+      if (flagsOf(dfd) & (FS_APPEND_FL | FS_IMMUTABLE_FL)) return skip('appendOnly', 'its folder is append-only or immutable');
+      if ((srvFlags & KEPT_FLAGS) !== refFlags) return skip('metadataDiffers', `inode flags (lsattr) differ: ${(srvFlags & KEPT_FLAGS).toString(16)} here, ${refFlags.toString(16)} in the reference`);
       const srvXattrs = readXattrs(srv.fd);
       if (!sameXattrs(refXattrs, srvXattrs)) return skip('metadataDiffers', 'xattrs');
       const cmp = refBytes && refBytes.length === Number(rs.size)
@@ -333,6 +388,7 @@ async function verifyOne(
           mode: Number(ss.mode), uid: Number(ss.uid), gid: Number(ss.gid),
           atimeNs: String(ss.atimeNs), mtimeNs: String(ss.mtimeNs),
           xattrs: Object.fromEntries(Object.entries(srvXattrs).map(([k, v]) => [k, v.toString('base64')])),
+          ...(srvFlags & KEPT_FLAGS ? { flags: srvFlags & KEPT_FLAGS } : {}),
           linkedAt: new Date().toISOString(),
         },
       };
@@ -361,7 +417,15 @@ async function linkGroup(
         for (const v of state.verified) outcomes.set(v.d, skip('changed', 'reference replaced while linking'));
         return;
       }
+      if (state.verified.length > 0) {
+        const refused = holdOff(ref.fd, state);
+        if (refused) {
+          for (const v of state.verified) outcomes.set(v.d, refused);
+          return;
+        }
+      }
       let cleared = false;
+      let attempted = false;
       const extra: SecondCopy[] = [];
       try {
         if (state.verified.length > 0 && state.wasImmutable) {
@@ -397,12 +461,20 @@ async function linkGroup(
             ctx.problems.push({ root: ctx.refRoot, path: first.refPath, reason: `cannot set the immutable attribute: ${oneLine(err)}` });
           }
         }
+        if (state.verified.length > 0) {
+          const servers = state.verified.filter((v) => outcomes.get(v.d)?.kind === 'unified').map((v) => v.d.server);
+          attempted = heldOffCheck(ref.fd, state, ctx, first.refPath, servers);
+        }
       }
       for (const c of extra) {
         await finishSecondCopy(c, ctx);
         await refreshInode(ctx, { ...r, hash: state.refHash || r.hash, ino: String(c.ino) }, [[c.rootPath, c.path], ...c.linked()], updates, fs.fstatSync(c.file.fd, { bigint: true }));
         await c.file.close();
         c.held.release();
+      }
+      if (attempted) {
+        await evictGroup(g, ref, state, ctx, outcomes, updates);
+        return;
       }
       // Linking and the attribute moved the inode's ctime and nlink: record the new
       // signatures (and the hash learnt while comparing) so the next scan reads nothing.
@@ -446,10 +518,13 @@ async function useSecondCopy(
     held.release();
     throw err;
   }
-  if (file.stat.ino !== ino) {
+  try {
+    if (file.stat.ino !== ino) throw new Error('the copy to share instead changed meanwhile');
+    takeReadLease(file.fd);
+  } catch (err) {
     await file.close();
     held.release();
-    throw new Error('the copy to share instead changed meanwhile');
+    throw err;
   }
   const dev = String(file.stat.dev);
   for (const r of rest) r.rec = { ...r.rec, refRoot: rootPath, refPath: rel, ino: String(ino) };
@@ -476,6 +551,136 @@ async function finishSecondCopy(c: SecondCopy, ctx: ApplyContext): Promise<void>
   }
 }
 
+/**
+ * Takes a read lease on the reference before its first link: from then on no process can
+ * open the inode for writing, under any name, until the attribute is on and the fd closed.
+ * Refused while someone holds it open for writing (its tenant, say). The reference must be
+ * as compared: its ctime moves with any change since.
+ */
+function holdOff(fd: number, state: GroupState): Outcome | null {
+  try {
+    takeReadLease(fd);
+  } catch (err) {
+    if (isErrno(err, 'EAGAIN')) return skip('inUse', 'the reference file is open for writing: left private until it is closed');
+    return skip('error', `cannot lease the reference file: ${oneLine(err)}`);
+  }
+  const now = fs.fstatSync(fd, { bigint: true });
+  const was = state.refStat;
+  if (now.ctimeNs !== was.ctimeNs || now.size !== was.size || now.mtimeNs !== was.mtimeNs) {
+    return skip('changed', 'the reference changed after it was compared');
+  }
+  return null;
+}
+
+/**
+ * After the attribute: a broken lease means someone tried to open the shared inode for
+ * writing while its links were made (held off until now, when the attribute refuses it).
+ * Metadata calls (chmod, chown, setxattr, utimes) are not held off by a lease: any change
+ * to the shared inode since the comparison is put back and reported.
+ */
+function heldOffCheck(fd: number, state: GroupState, ctx: ApplyContext, refPath: RelPath, servers: string[]): boolean {
+  const where = servers.length ? `while it was being shared with ${servers.join(', ')}` : 'while it was being shared';
+  let attempted: boolean;
+  try {
+    attempted = !leaseIntact(fd);
+  } catch (err) {
+    attempted = true;
+    ctx.problems.push({ root: ctx.refRoot, path: refPath, reason: `cannot read the lease: ${oneLine(err)}` });
+  }
+  if (attempted) {
+    ctx.problems.push({ root: ctx.refRoot, path: refPath, reason: `opened for writing ${where}; held off, and every name of it given a private copy again` });
+  }
+  const was = state.refStat;
+  for (let attempt = 0; attempt < 3; attempt++) {
+    const now = fs.fstatSync(fd, { bigint: true });
+    const xattrs = readXattrs(fd);
+    const same = now.mode === was.mode && now.uid === was.uid && now.gid === was.gid && now.size === was.size &&
+      now.mtimeNs === was.mtimeNs && sameXattrs(xattrs, state.refXattrs);
+    if (same) return attempted;
+    if (now.size !== was.size) {
+      ctx.problems.push({ root: ctx.refRoot, path: refPath, reason: `its size changed ${where}` });
+      return attempted;
+    }
+    const lifted = setImmutable(fd, false);
+    try {
+      fs.fchownSync(fd, Number(was.uid), Number(was.gid));
+      fs.fchmodSync(fd, Number(was.mode) & 0o7777);
+      for (const k of Object.keys(xattrs)) if (!(k in state.refXattrs)) removeXattr(fd, k);
+      for (const [k, v] of Object.entries(state.refXattrs)) writeXattr(fd, k, v);
+      setTimesNs(fd, now.atimeNs, was.mtimeNs);
+    } finally {
+      if (lifted) setImmutable(fd, true);
+    }
+    if (attempt === 0) ctx.problems.push({ root: ctx.refRoot, path: refPath, reason: `its metadata was changed ${where}; put back` });
+  }
+  return attempted;
+}
+
+/**
+ * An open for writing that the lease held off goes on once the lease is dropped, with a
+ * descriptor on the shared inode: ext4 refuses its writes once the attribute is on, XFS and
+ * btrfs do not. So every name of the inode in this run's roots gets a private copy (the
+ * compared content and metadata, journaled as undo copies are) while the lease still holds,
+ * and that descriptor is left on an inode no root names.
+ */
+async function evictGroup(
+  g: Group, ref: OpenedFile, state: GroupState, ctx: ApplyContext, outcomes: Map<Decision, Outcome>,
+  updates: Array<[string, RelPath, FileRecord | null]>,
+): Promise<void> {
+  const was = state.refStat;
+  const names: Array<{ root: string; path: RelPath; atimeNs: bigint; d?: Decision }> = [{ root: ctx.refRoot, path: g[0].refPath, atimeNs: was.atimeNs }];
+  for (const d of g) {
+    if (d.kind === 'already' || outcomes.get(d)?.kind === 'unified') {
+      const v = state.verified.find((x) => x.d === d);
+      names.push({ root: ctx.serverRoots.get(d.server)!, path: d.path, atimeNs: v ? BigInt(v.rec.atimeNs) : was.atimeNs, d });
+    }
+  }
+  const journal: JournalEntry[] = names.map((n) => ({ op: 'undo', root: n.root, path: n.path, tmp: tmpName(), dev: String(was.dev), ino: String(was.ino) }));
+  await ctx.index.journalAdd(journal);
+  const flags = flagsOf(ref.fd);
+  if (flags & FS_IMMUTABLE_FL) setImmutable(ref.fd, false);
+  for (let i = 0; i < names.length; i++) {
+    const n = names[i];
+    const tmp = (journal[i] as { tmp: string }).tmp;
+    const { dir, name } = splitRel(n.path);
+    try {
+      await ctx.roots.get(n.root)!.withDir(dir, async (dfd) => {
+        const cur = lstatIn(dfd, name);
+        if (!cur || cur.ino !== was.ino) return; // no longer this inode's name
+        const out = await fsp.open(at(dfd, tmp), O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW, 0o600);
+        let made = true;
+        try {
+          await copyFd(ref.fd, out.fd);
+          await out.chown(Number(was.uid), Number(was.gid));
+          await out.chmod(Number(was.mode) & 0o7777);
+          for (const [k, v] of Object.entries(state.refXattrs)) writeXattr(out.fd, k, v);
+          if (flags & KEPT_FLAGS) setInodeFlags(out.fd, (flagsOf(out.fd) & ~KEPT_FLAGS) | (flags & KEPT_FLAGS));
+          setTimesNs(out.fd, n.atimeNs, was.mtimeNs);
+          await out.sync();
+          await out.close();
+          made = false;
+          fs.renameSync(at(dfd, tmp), at(dfd, name));
+        } finally {
+          if (made) await out.close().catch(() => {});
+          await dropTmp(dfd, tmp);
+        }
+      });
+    } catch (err) {
+      ctx.problems.push({ root: n.root, path: n.path, reason: `cannot give it a private copy again: ${oneLine(err)}` });
+    }
+    if (n.d) {
+      if (n.d.kind === 'link') outcomes.set(n.d, skip('inUse', 'opened for writing while being linked; left private'));
+      await ctx.index.removeLink(n.root, n.path);
+    }
+    updates.push([n.root, n.path, null]); // the next scan reads it again
+  }
+  // What still names the old inode (a root outside this run) keeps the attribute.
+  if (fs.fstatSync(ref.fd, { bigint: true }).nlink > 0n && ctx.immutable) setImmutable(ref.fd, true);
+  else await ctx.index.removeInode(String(was.dev), String(was.ino));
+  syncFilesystem(ctx.roots.get(ctx.refRoot)!.rootFd);
+  await ctx.index.journalDone(journal);
+}
+
 async function linkVerified(v: Verified, canonFd: number, ctx: ApplyContext, touched: Map<string, [string, RelPath]>): Promise<Outcome> {
   const srvRootPath = ctx.serverRoots.get(v.d.server)!;
   const { dir, name } = splitRel(v.d.path);
@@ -488,6 +693,7 @@ async function linkVerified(v: Verified, canonFd: number, ctx: ApplyContext, tou
       // temporary name is ours only once this succeeds (EEXIST: someone else's file).
       linkFd(canonFd, dfd, v.tmp);
       tmp = v.tmp;
+      afterTmpLink();
       faultPoint();
       const st2 = lstatIn(dfd, name);
       if (!st2 || !sameSignatureStats(v.st1, st2)) return skip('changed', 'written after it was compared');
@@ -503,7 +709,8 @@ async function linkVerified(v: Verified, canonFd: number, ctx: ApplyContext, tou
       if (isErrno(err, 'EMLINK')) return skip('linkLimit', 'the shared copy has the most links the filesystem allows; this copy is shared from now on');
       return skip('error', oneLine(err));
     } finally {
-      if (tmp !== null) await dropTmp(dfd, tmp);
+      // A name that cannot go now (a read-only remount) stays journaled: recover removes it.
+      if (tmp !== null && !(await dropTmp(dfd, tmp))) ctx.stuckTmps?.add(v.tmp);
     }
   });
 }
@@ -627,10 +834,11 @@ async function undoOne(it: UndoItem, ctx: ApplyContext): Promise<Outcome> {
             mode: useRec.mode, uid: useRec.uid, gid: useRec.gid,
             atimeNs: BigInt(useRec.atimeNs), mtimeNs: BigInt(useRec.mtimeNs),
             xattrs: Object.fromEntries(Object.entries(useRec.xattrs).map(([k, v]) => [k, Buffer.from(v, 'base64')])) as Xattrs,
+            flags: useRec.flags ?? 0,
           }
         : {
             mode: Number(cur.stat.mode), uid: Number(cur.stat.uid), gid: Number(cur.stat.gid),
-            atimeNs: cur.stat.atimeNs, mtimeNs: cur.stat.mtimeNs, xattrs: readXattrs(cur.fd),
+            atimeNs: cur.stat.atimeNs, mtimeNs: cur.stat.mtimeNs, xattrs: readXattrs(cur.fd), flags: flagsOf(cur.fd) & KEPT_FLAGS,
           };
       restoreDir = await rememberDirTimes(ctx, srvRootPath, dir, dfd);
       const name2 = it.tmp ?? tmpName();
@@ -644,6 +852,8 @@ async function undoOne(it: UndoItem, ctx: ApplyContext): Promise<Outcome> {
         const inherited = readXattrs(out.fd);
         for (const k of Object.keys(inherited)) if (!(k in want.xattrs)) removeXattr(out.fd, k);
         for (const [k, v] of Object.entries(want.xattrs)) writeXattr(out.fd, k, v);
+        const flags = flagsOf(out.fd);
+        if ((flags & KEPT_FLAGS) !== want.flags) setInodeFlags(out.fd, (flags & ~KEPT_FLAGS) | want.flags);
         setTimesNs(out.fd, want.atimeNs, want.mtimeNs);
         await out.sync();
       } finally {
@@ -662,10 +872,11 @@ async function undoOne(it: UndoItem, ctx: ApplyContext): Promise<Outcome> {
       } finally {
         if (wasImmutable) {
           const now = await fstat(cur.fd, { bigint: true });
-          const ours = ctx.index.getInode(it.dev, it.ino) !== undefined;
-          // Still shared, or not ours to clear: the attribute goes back on.
-          if (now.nlink > 1n || !ours) setImmutable(cur.fd, true);
-          else await ctx.index.removeInode(it.dev, it.ino);
+          // Still shared: the attribute goes back on. Alone now, it stays off, whichever
+          // index (or tool) set it: an inode shared across roots got it to protect the
+          // sharing, and a lone immutable file would stop its own package manager.
+          if (now.nlink > 1n) setImmutable(cur.fd, true);
+          else if (ctx.index.getInode(it.dev, it.ino) !== undefined) await ctx.index.removeInode(it.dev, it.ino);
         }
       }
       if (rec) await ctx.index.removeLink(srvRootPath, it.path);

@@ -1,6 +1,7 @@
 // Test-only fault injection: with VUNIFY_FAULT_AFTER=N the process kills itself (SIGKILL,
 // no cleanup of any kind) at the Nth change point of apply, so tests can prove that
 // `vunify recover` finishes or rolls back whatever was under way. Unset, it costs a compare.
+import { execSync } from 'node:child_process';
 import { appendFileSync, copyFileSync, renameSync, statSync, utimesSync } from 'node:fs';
 
 const after = Number(process.env.VUNIFY_FAULT_AFTER ?? 0);
@@ -31,4 +32,16 @@ export function afterWalk(): void {
   copyFileSync(p, `${p}.race`);
   utimesSync(`${p}.race`, st.atime, st.mtime);
   renameSync(`${p}.race`, p);
+}
+
+let tmpHookDone = false;
+/**
+ * Test-only: VUNIFY_TEST_AFTER_TMP_LINK='shell command' runs the command once, right after
+ * the first temporary link is made (say, remounting the filesystem read-only).
+ */
+export function afterTmpLink(): void {
+  const cmd = process.env.VUNIFY_TEST_AFTER_TMP_LINK;
+  if (!cmd || tmpHookDone) return;
+  tmpHookDone = true;
+  execSync(cmd, { stdio: 'ignore' });
 }

@@ -17,6 +17,8 @@ export const SKIP_REASONS = [
   'contentDiffers',
   'metadataDiffers', // mode, owner, mtime or extended attributes
   'immutable', // immutable before vunify came: left as it is
+  'appendOnly', // append-only file or folder (lsattr's a): a link could be made but never renamed
+  'inUse', // the reference file is open for writing: sharing it now would share those writes
   'linkLimit', // the shared inode has the most links the filesystem allows: this copy is shared instead
   'changed', // changed between comparison and link: left untouched
   'error',

@@ -28,17 +28,20 @@ export async function recover(index: Index, log?: (line: string) => void): Promi
   };
   // Links and copies first, attributes last: an attribute goes back on once the links are settled.
   const order = (e: JournalEntry) => (e.op === 'flag' ? 1 : 0);
+  const protect: JournalEntry[] = [];
   try {
     for (const e of [...entries].sort((a, b) => order(a) - order(b))) {
       const dir = await rootOf(e.root);
       try {
-        if (dir) await recoverOne(e, dir, index, report);
+        if (e.op === 'flag' && protect.length > 0) await protectAll(protect.splice(0), rootOf, report);
+        if (dir) await recoverOne(e, dir, index, report, protect);
       } catch (err) {
         report.problems.push(`${e.root}/${e.path}: ${oneLine(err)}`);
         continue; // kept in the journal: the next run tries again
       }
       await index.journalDone([e]);
     }
+    await protectAll(protect, rootOf, report);
     for (const d of roots.values()) if (d) syncFilesystem(d.rootFd);
   } finally {
     for (const d of roots.values()) await d?.close();
@@ -48,7 +51,7 @@ export async function recover(index: Index, log?: (line: string) => void): Promi
   return report;
 }
 
-async function recoverOne(e: JournalEntry, dir: RootDir, index: Index, report: RecoverReport): Promise<void> {
+async function recoverOne(e: JournalEntry, dir: RootDir, index: Index, report: RecoverReport, protect: JournalEntry[]): Promise<void> {
   const onInode = (st: fs.BigIntStats | null) => st !== null && String(st.ino) === e.ino && String(st.dev) === e.dev;
   if (e.op === 'flag') {
     const { dir: d, name } = splitRel(e.path);
@@ -82,10 +85,36 @@ async function recoverOne(e: JournalEntry, dir: RootDir, index: Index, report: R
   const now = dir.lstatSync(e.path);
   const rec = index.getLink(e.root, e.path);
   const linked = onInode(now);
-  if (e.op === 'link' && linked) report.linksKept++;
+  if (e.op === 'link' && linked) {
+    report.linksKept++;
+    // Killed between the link and the attribute: an inode recorded as vunify's (an
+    // immutable run) is shared now and gets its attribute back, once every temporary name
+    // is gone (an immutable inode's names cannot be removed).
+    if (index.getInode(e.dev, e.ino)) protect.push(e);
+  }
   // A link not made, or an undo that finished: the link record no longer describes the disk.
   if (!linked && rec && rec.ino === e.ino && rec.dev === e.dev) {
     await index.removeLink(e.root, e.path);
     report.linkRecordsDropped++;
+  }
+}
+
+/** The attribute on each kept link's inode that is still shared. */
+async function protectAll(links: JournalEntry[], rootOf: (r: string) => Promise<RootDir | null>, report: RecoverReport): Promise<void> {
+  for (const e of links) {
+    const dir = await rootOf(e.root);
+    const { dir: d, name } = splitRel(e.path);
+    try {
+      dir?.withDirSync(d, (dfd) => {
+        const f = openFileAtSync(dfd, name);
+        try {
+          if (String(f.stat.ino) === e.ino && String(f.stat.dev) === e.dev && f.stat.nlink > 1n && setImmutable(f.fd, true)) report.attributesRestored++;
+        } finally {
+          void f.close();
+        }
+      });
+    } catch (err) {
+      report.problems.push(`${e.root}/${e.path}: cannot put the immutable attribute back: ${oneLine(err)}`);
+    }
   }
 }

@@ -346,3 +346,56 @@ export const rawStat = { buf: Buffer.alloc(256), layout: LAYOUT };
 export function statRawAt(dirFd: number, nameZ: Buffer): boolean {
   return cFstatat(dirFd, nameZ, rawStat.buf, AT_SYMLINK_NOFOLLOW) === 0;
 }
+
+const cFcntl = libc.func('int fcntl(int fd, int cmd, int arg)');
+const F_SETLEASE = 1024;
+const F_GETLEASE = 1025;
+const F_RDLCK = 0;
+let sigioHandled = false;
+
+/**
+ * A read lease on an open (read-only) file: refused with EAGAIN while anyone holds the inode
+ * open for writing; once held, every new write-open or truncate of the inode, under any
+ * name, waits until the lease goes (closing fd drops it) or lease-break-time passes. The
+ * kernel signals such an attempt with SIGIO, whose default action would end the process.
+ */
+export function takeReadLease(fd: number): void {
+  if (!sigioHandled) {
+    process.on('SIGIO', () => undefined);
+    sigioHandled = true;
+  }
+  if (cFcntl(fd, F_SETLEASE, F_RDLCK) < 0) throw sysError('fcntl(F_SETLEASE)');
+}
+
+/** False once someone tried to open the leased inode for writing (the break is pending, or done). */
+export function leaseIntact(fd: number): boolean {
+  const r = cFcntl(fd, F_GETLEASE, 0);
+  if (r < 0) throw sysError('fcntl(F_GETLEASE)');
+  return r === F_RDLCK;
+}
+
+/** FS_APPEND_FL, FS_NODUMP_FL, FS_NOATIME_FL...: lsattr's 'a', 'd', 'A'. */
+export const FS_APPEND_FL = 0x20;
+
+const cStatx = libc.func('int statx(int dirfd, const uint8_t *path, int flags, unsigned int mask, _Out_ uint8_t *buf)');
+const STATX_INO = 0x100;
+const STATX_ATTR_IMMUTABLE = 0x10;
+const statxBuf = Buffer.alloc(256);
+
+/**
+ * The immutable attribute of a name in an open folder, without opening the file (statx's
+ * stx_attributes; no symlink followed). Null when the name does not exist; the inode number
+ * comes along so the caller can tell it is the inode it means.
+ */
+export function immutableAt(dirFd: number, name: string): { ino: bigint; immutable: boolean; nlink: number } | null {
+  const z = Buffer.from(name + '\0', 'latin1');
+  if (cStatx(dirFd, z, AT_SYMLINK_NOFOLLOW, STATX_INO, statxBuf) < 0) {
+    const err = sysError('statx');
+    if (err.code === 'ENOENT') return null;
+    throw err;
+  }
+  const attrs = statxBuf.readBigUInt64LE(8);
+  const mask = statxBuf.readBigUInt64LE(56);
+  if ((mask & BigInt(STATX_ATTR_IMMUTABLE)) === 0n) throw new Error('statx: this filesystem does not report the immutable attribute');
+  return { ino: statxBuf.readBigUInt64LE(32), immutable: (attrs & BigInt(STATX_ATTR_IMMUTABLE)) !== 0n, nlink: statxBuf.readUInt32LE(16) };
+}

@@ -54,6 +54,9 @@ export function readExcludeFile(file: string): string[] {
   }
 }
 
+/** The start of every temporary name vunify makes in a server's folder (apply.ts). */
+export const TMP_PREFIX = '.vunify-tmp.';
+
 /** What a walk saw besides files: the folders it read, and mount points it left alone. */
 export interface WalkSeen {
   folders: Set<RelPath>;
@@ -105,6 +108,8 @@ function takeListing(root: RootDir, dents: Buffer, dir: RelPath, exclude: Exclud
   seen?.listings?.set(dir, dents);
   forEachDirent(dents, (_ino, type, nameOff, nameEnd) => {
     const name = dents.toString('latin1', nameOff, nameEnd);
+    // vunify's own temporary names (a run under way, or one a read-only remount left) are never candidates.
+    if (name.startsWith(TMP_PREFIX)) return true;
     const rel = dir === '' ? name : `${dir}/${name}`;
     if (exclude(rel)) return true;
     if (type === DT_DIR) queue.push(rel);
