@@ -29,10 +29,10 @@ const snapAll = () => ROOTS.map((r) => snapshot(path.join(v, r)));
 const strays = (farm = v) => ROOTS.flatMap((r) => (fs.readdirSync(path.join(farm, r), { recursive: true }) as string[])
   .filter((f) => path.basename(f).startsWith('.vunify-tmp')).map((f) => `${r}/${f}`));
 
-/** Holds the locks of these roots from this process, as another run would, during fn. */
+/** Holds the locks of these roots (names in v, or paths) from this process, as another run would, during fn. */
 function holding(roots: string[], fn: () => void): void {
   fs.mkdirSync(LOCKS, { recursive: true, mode: 0o700 });
-  const files = roots.map((r) => lockOf(path.join(v, r)));
+  const files = roots.map((r) => lockOf(path.resolve(v, r)));
   const fds = files.map((f) => fs.openSync(f, 'a', 0o600));
   try {
     for (const fd of fds) expect(tryLock(fd)).toBe(true);
@@ -50,24 +50,43 @@ function expectBusy(r: CliResult, root: string): void {
   expect(lines[0]).toMatch(new RegExp(`^vunify: error: ${root}: another vunify run is changing this root \\(lock ${LOCKS}/\\d+-\\d+\\.lock\\)`));
 }
 
-/** Starts a run in the background; resolves with its result. */
-function start(a: string[]): Promise<CliResult> {
+/** Starts a run in the background. */
+function start(a: string[]): { pid: number; done: Promise<CliResult> } {
   const child = spawn(process.execPath, [CLI, ...a], { stdio: ['ignore', 'pipe', 'pipe'] });
   let stdout = '';
   let stderr = '';
   child.stdout.on('data', (b) => (stdout += b));
   child.stderr.on('data', (b) => (stderr += b));
-  return new Promise((resolve) => child.on('close', (status, signal) => resolve({ status: status ?? -1, signal, stdout, stderr })));
+  return { pid: child.pid!, done: new Promise((resolve) => child.on('close', (status, signal) => resolve({ status: status ?? -1, signal, stdout, stderr }))) };
 }
 
-async function whileLocked(lockFile: string, done: Promise<CliResult>): Promise<void> {
+/**
+ * Waits until the run holds the flock on lockFile (as /proc/locks shows it), then stops it
+ * there (SIGSTOP) while fn runs: the overlap does not depend on how fast either run is.
+ */
+async function whileHolding(run: ReturnType<typeof start>, lockFile: string, fn: () => void): Promise<CliResult> {
   let finished = false;
-  void done.then(() => (finished = true));
-  // The lock file exists only while a run holds it (it is removed at release).
-  while (!fs.existsSync(lockFile)) {
+  void run.done.then(() => (finished = true));
+  const holds = () => {
+    try {
+      const ino = fs.statSync(lockFile).ino;
+      return new RegExp(`^\\d+: FLOCK\\s+ADVISORY\\s+WRITE\\s+${run.pid}\\s+[0-9a-f]+:[0-9a-f]+:${ino}\\s`, 'm').test(fs.readFileSync('/proc/locks', 'utf8'));
+    } catch {
+      return false;
+    }
+  };
+  while (!holds()) {
     expect(finished, 'the first run ended before it was seen holding the lock').toBe(false);
     await new Promise((r) => setTimeout(r, 5));
   }
+  process.kill(run.pid, 'SIGSTOP');
+  try {
+    expect(holds()).toBe(true);
+    fn();
+  } finally {
+    process.kill(run.pid, 'SIGCONT');
+  }
+  return run.done;
 }
 
 beforeAll(() => {
@@ -75,7 +94,7 @@ beforeAll(() => {
   v = path.join(base, 'v');
   makeTreeRoots(v, ROOTS, 100);
   big = path.join(base, 'big');
-  makeTreeRoots(big, ROOTS, 2000);
+  makeTreeRoots(big, ROOTS, 500);
 });
 afterAll(() => { if (base) removeTree(base, mounts); });
 
@@ -99,35 +118,33 @@ describe('one run at a time per farm root, whatever the index', () => {
   });
 
   it('recovery changes roots: it waits for no one either', () => {
-    const killed = vunify(args('--db', db('k'), 'ref', 's1', 's2'), { VUNIFY_FAULT_AFTER: '20' });
+    const k = path.join(base, 'k'); // a farm of its own: the runs above may have unified v
+    makeTreeRoots(k, ROOTS, 100);
+    const kArgs = (...a: string[]) => ['--all-files', '--vservers-dir', k, ...a];
+    const killed = vunify(kArgs('--db', db('k'), 'ref', 's1', 's2'), { VUNIFY_FAULT_AFTER: '20' });
     expect(killed.signal).toBe('SIGKILL');
-    const left = strays();
+    const left = strays(k);
     expect(left.length).toBeGreaterThan(0);
-    holding(ROOTS, () => {
+    holding(ROOTS.map((r) => path.join(k, r)), () => {
       expect(vunify(['recover', '--db', db('k')]).status).toBe(3);
-      expect(vunify(args('plan', '--db', db('k'), 'ref', 's1', 's2')).status).toBe(3);
-      expect(strays()).toEqual(left);
+      expect(vunify(kArgs('plan', '--db', db('k'), 'ref', 's1', 's2')).status).toBe(3);
+      expect(strays(k)).toEqual(left);
     });
     const r = vunify(['recover', '--json', '--db', db('k')]);
     expect(r.status, r.stderr).toBe(0);
     expect(JSON.parse(r.stdout).entries).toBeGreaterThan(0);
-    expect(strays()).toEqual([]);
-    expect(vunify(args('undo', '-q', '--db', db('k'), 'ref', 's1', 's2')).status).toBe(0);
+    expect(strays(k)).toEqual([]);
+    expect(vunify(kArgs('undo', '-q', '--db', db('k'), 'ref', 's1', 's2')).status).toBe(0);
   });
 
   it('two real runs with two indexes: the second exits 3, the first finishes, nothing is left', async () => {
     const at = (r: string) => path.join(big, r);
-    const first = start(bigArgs('-q', '--db', db('1'), 'ref', 's1', 's2'));
-    await whileLocked(lockOf(at('s2')), first);
-    expectBusy(vunify(bigArgs('--db', db('2'), 'ref', 's1', 's2')), at('ref'));
-    const a = await first;
+    const second = () => expectBusy(vunify(bigArgs('--db', db('2'), 'ref', 's1', 's2')), at('ref'));
+    const a = await whileHolding(start(bigArgs('-q', '--db', db('1'), 'ref', 's1', 's2')), lockOf(at('s2')), second);
     expect(a.status, a.stderr).toBe(0);
     expect(fs.statSync(at('s2/usr/share/t/f7')).ino).toBe(fs.statSync(at('ref/usr/share/t/f7')).ino);
     // And the other way round: the first index's undo runs, the second index's unify waits for no one.
-    const undo = start(bigArgs('undo', '-q', '--db', db('1'), 'ref', 's1', 's2'));
-    await whileLocked(lockOf(at('s2')), undo);
-    expectBusy(vunify(bigArgs('--db', db('2'), 'ref', 's1', 's2')), at('ref'));
-    const u = await undo;
+    const u = await whileHolding(start(bigArgs('undo', '-q', '--db', db('1'), 'ref', 's1', 's2')), lockOf(at('s2')), second);
     expect(u.status, u.stderr).toBe(0);
     expect(fs.statSync(at('s2/usr/share/t/f7')).nlink).toBe(1);
     expect(strays(big)).toEqual([]);
