@@ -36,8 +36,10 @@ _vunify() {
     fi
 
     local commands='unify plan undo scan report gc recover verify status help'
-    local run_opts='--vservers-dir --db --rebuild-index --rpm --all-packages --package-manager
-        --all-files --exclude --exclude-from --no-default-excludes --json -q --quiet --progress -v --verbose -h --help'
+    # Every command takes these (the index-only ones ignore what they do not use).
+    local shared_opts='--vservers-dir --db --json -q --quiet -v --verbose -h --help'
+    local run_opts="$shared_opts --rebuild-index --rpm --all-packages --package-manager
+        --all-files --exclude --exclude-from --no-default-excludes --progress --csv"
     local unify_opts='-n --dry-run --no-immutable --undo --full'
     local takes_value=' --db --vservers-dir --rpm --exclude --exclude-from --package-manager --top --sample '
 
@@ -113,11 +115,10 @@ _vunify() {
         unify) opts="$run_opts $unify_opts" ;;
         plan) opts="$run_opts --full" ;;
         undo|scan) opts=$run_opts ;;
-        report) opts='--db --top --json -h --help' ;;
-        gc) opts='--db --rebuild-index --json -q --quiet -h --help' ;;
-        recover) opts='--db --json -h --help' ;;
-        verify) opts='--db --sample --json -h --help' ;;
-        status) opts='--db --json -h --help' ;;
+        report) opts="$shared_opts --top --csv" ;;
+        gc) opts="$shared_opts --rebuild-index" ;;
+        verify) opts="$shared_opts --sample" ;;
+        status|recover) opts=$shared_opts ;;
         help) opts='' ;;
         *) opts="$run_opts $unify_opts -V --version" ;;  # nothing yet: the seed syntax's options
     esac

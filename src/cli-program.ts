@@ -45,12 +45,27 @@ const collect = (v: string, prev: string[] = []) => [...prev, v];
 
 const dbOption = () => new Option('--db <path>', 'the LMDB index').env('VUNIFY_DB').default(DEFAULT_DB);
 
-function common(cmd: Command): Command {
+type Shared = '--vservers-dir' | '--quiet' | '--verbose';
+
+/**
+ * The options every command takes, so that scripts and units can pass the same ones to each
+ * (`vunify status --vservers-dir /srv/vs --db X` must not fail); `unused` are accepted and ignored.
+ */
+function shared(cmd: Command, unused: Shared[] = []): Command {
+  const says = (flag: Shared, what: string) => unused.includes(flag) ? `${what} (accepted for scripts; ${cmd.name()} ignores it)` : what;
   return cmd
-    .argument('<reference>', 'the reference server: its copy of each file becomes the shared one')
-    .argument('<servers...>', 'servers to unify with the reference (names under --vservers-dir, or paths)')
-    .addOption(new Option('--vservers-dir <dir>', 'where server names are looked up').env('VUNIFY_VSERVERS_DIR').default(DEFAULT_VSERVERS_DIR))
+    .addOption(new Option('--vservers-dir <dir>', says('--vservers-dir', 'where server names are looked up')).env('VUNIFY_VSERVERS_DIR').default(DEFAULT_VSERVERS_DIR))
     .addOption(dbOption())
+    .option('--json', 'print the report as one JSON document on stdout')
+    .option('-q, --quiet', says('--quiet', 'print errors only'))
+    .option('-v, --verbose', says('--verbose', 'list the files linked or restored, and those that failed; -vv: every file and its reason'),
+      (_v: string, prev: number) => prev + 1, 0);
+}
+
+function common(cmd: Command): Command {
+  return shared(cmd
+    .argument('<reference>', 'the reference server: its copy of each file becomes the shared one')
+    .argument('<servers...>', 'servers to unify with the reference (names under --vservers-dir, or paths)'))
     .option('--rebuild-index', 'if the index cannot be read, move it aside and start a new one')
     .addOption(new Option('--rpm <program>', 'the rpm program used to read package databases').env('VUNIFY_RPM').default('rpm'))
     .option('--all-packages', 'every package installed in the reference, instead of a list after --')
@@ -59,11 +74,8 @@ function common(cmd: Command): Command {
     .option('--exclude <pattern>', 'tree mode: leave out paths matching this glob (repeatable; /x anchors at the root, a bare name matches at any depth)', collect)
     .option('--exclude-from <file>', 'tree mode: leave out the patterns in this file, one per line (repeatable)', collect)
     .option('--no-default-excludes', 'tree mode: do not start from the built-in list (/etc, /var, /tmp, /home, keys...)')
-    .option('--json', 'print the report as one JSON document on stdout')
-    .option('-q, --quiet', 'print errors only')
     .option('--progress', 'show progress on stderr even when it is not a terminal')
-    .option('--csv', 'print the report as CSV on stdout (per server; with -v, one row per file)')
-    .option('-v, --verbose', 'list the files linked or restored, and those that failed; -vv: every file and its reason', (_v: string, prev: number) => prev + 1, 0);
+    .option('--csv', 'print the report as CSV on stdout (per server; with -v, one row per file)');
 }
 
 async function runOptions(ref: string, servers: string[], flags: Flags, packages: string[]): Promise<CommonOptions> {
@@ -189,11 +201,9 @@ export function buildProgram(packages: string[], done: (code: number) => void): 
       done(print(await (await engine()).scan(await runOptions(ref, servers, flags, packages)), flags));
     });
 
-  program.command('report')
+  shared(program.command('report'), ['--vservers-dir', '--quiet', '--verbose'])
     .description('savings so far and still possible, per server and package, from the index alone')
-    .addOption(dbOption())
     .option('--top <n>', 'how many of the largest possible wins to list', '10')
-    .option('--json', 'print the report as one JSON document on stdout')
     .option('--csv', 'print the report as CSV on stdout (one row per server, package and win)')
     .action(async (flags: Flags) => {
       const { formatIndexReport, indexReport, indexReportCsv } = await import('./summary.js');
@@ -202,12 +212,9 @@ export function buildProgram(packages: string[], done: (code: number) => void): 
       done(EXIT.ok);
     });
 
-  program.command('gc')
+  shared(program.command('gc'), ['--vservers-dir', '--verbose'])
     .description('drop index entries of vanished files and servers, then compact the index')
-    .addOption(dbOption())
     .option('--rebuild-index', 'if the index cannot be read, move it aside and start a new one')
-    .option('--json', 'print the result as one JSON document on stdout')
-    .option('-q, --quiet', 'print errors only')
     .action(async (flags: Flags) => {
       const r = await (await heavy(() => import('./maintenance.js'))).gc({ db: flags.db, rebuildIndex: flags.rebuildIndex });
       if (flags.json) process.stdout.write(JSON.stringify(r, null, 2) + '\n');
@@ -218,11 +225,9 @@ export function buildProgram(packages: string[], done: (code: number) => void): 
       done(EXIT.ok);
     });
 
-  program.command('verify')
+  shared(program.command('verify'), ['--vservers-dir', '--verbose'])
     .description('check that the links vunify made are intact: still linked, still immutable, same content (changes nothing)')
-    .addOption(dbOption())
     .option('--sample <n>', 'hash the content of only N randomly chosen shared inodes (default: every one)')
-    .option('--json', 'print the result as one JSON document on stdout')
     .action(async (flags: Flags) => {
       const sample = flags.sample === undefined ? undefined : Number(flags.sample);
       if (sample !== undefined && !(/^\d+$/.test(flags.sample!) && Number.isSafeInteger(sample))) {
@@ -230,14 +235,17 @@ export function buildProgram(packages: string[], done: (code: number) => void): 
       }
       const { formatVerify, verifyIndex } = await heavy(() => import('./verify.js'));
       const r = await verifyIndex({ db: flags.db, sample });
-      process.stdout.write(flags.json ? JSON.stringify(r, null, 2) + '\n' : formatVerify(r));
+      if (flags.json) process.stdout.write(JSON.stringify(r, null, 2) + '\n');
+      else if (!flags.quiet) process.stdout.write(formatVerify(r));
+      else { // a drift is what -q keeps: one line each, like a failed file of unify
+        for (const d of r.drifts) process.stderr.write(`vunify: ${d.server}: ${d.path || '(root)'}: ${d.reason}${d.detail ? ` (${d.detail})` : ''}\n`);
+        if (r.unfinished > 0) process.stderr.write(`vunify: ${r.unfinished} change(s) a killed run left under way; run vunify recover\n`);
+      }
       done(r.drifts.length > 0 ? EXIT.partial : EXIT.ok);
     });
 
-  program.command('status')
+  shared(program.command('status'), ['--vservers-dir', '--quiet', '--verbose'])
     .description('what the index holds: roots and their last scan, links and bytes saved per server, from the index alone')
-    .addOption(dbOption())
-    .option('--json', 'print the result as one JSON document on stdout')
     .action(async (flags: Flags) => {
       const { formatStatus, status } = await import('./status.js');
       const r = await status({ db: flags.db });
@@ -245,15 +253,13 @@ export function buildProgram(packages: string[], done: (code: number) => void): 
       done(EXIT.ok);
     });
 
-  program.command('recover')
+  shared(program.command('recover'), ['--vservers-dir', '--verbose'])
     .description('finish or roll back the changes a killed run left under way (every command does this first)')
-    .addOption(dbOption())
-    .option('--json', 'print the result as one JSON document on stdout')
     .action(async (flags: Flags) => {
       const r = await (await import('./maintenance.js')).recoverRun({ db: flags.db });
       if (flags.json) process.stdout.write(JSON.stringify(r, null, 2) + '\n');
       else {
-        process.stdout.write(r.entries === 0 ? 'nothing to recover\n'
+        if (!flags.quiet) process.stdout.write(r.entries === 0 ? 'nothing to recover\n'
           : `recovered ${r.entries} unfinished change(s): ${r.temporariesRemoved} temporary file(s) removed, ${r.linksKept} link(s) kept, ` +
             `${r.linkRecordsDropped} link record(s) dropped, ${r.attributesRestored} attribute(s) restored\n`);
         for (const p of r.problems) process.stderr.write(`vunify: ${p}\n`);
