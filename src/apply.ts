@@ -21,7 +21,7 @@ import { phaseCounter, type ProgressSink } from './progress.js';
 import type { FileRecord, Index, JournalEntry, LinkRecord } from './store/index-db.js';
 
 export type Outcome =
-  | { kind: 'unified'; bytesSaved: number }
+  | { kind: 'unified'; bytesSaved: number; diskSaved: number }
   | { kind: 'restored' }
   | { kind: 'skip'; reason: SkipReason; detail?: string };
 
@@ -332,11 +332,40 @@ async function verifyGroup(
         if (state.refHash) v.rec.hash = state.refHash;
         state.verified.push(v);
       }
+      keepInodesWhole(links, state, outcomes);
       return state;
     } finally {
       if (refBytes) releaseWhole(refBytes);
       await ref.close();
     }
+  });
+}
+
+/**
+ * The names of one server inode go together: when one of them is left private, so are the
+ * others (relinking some would only split the inode, and save nothing).
+ */
+function keepInodesWhole(links: LinkDecision[], state: GroupState, outcomes: Map<Decision, Outcome>): void {
+  const left = new Map<string, Outcome>();
+  for (const d of links) {
+    const o = outcomes.get(d);
+    if (o?.kind === 'skip') left.set(`${d.server}\0${d.srv.ino}`, o);
+  }
+  // Names not among these links (not candidates, or in no package): the inode stays whole.
+  const names = new Map<string, number>();
+  for (const v of state.verified) if (v.st1.nlink > 1n) names.set(`${v.d.server}\0${v.st1.ino}`, (names.get(`${v.d.server}\0${v.st1.ino}`) ?? 0) + 1);
+  for (const v of state.verified) {
+    const k = `${v.d.server}\0${v.st1.ino}`;
+    if (v.st1.nlink > 1n && !left.has(k) && BigInt(names.get(k)!) < v.st1.nlink) {
+      left.set(k, skip('otherNames', `the inode has ${v.st1.nlink} names here, ${names.get(k)} of them linked in this run`));
+    }
+  }
+  if (left.size === 0) return;
+  state.verified = state.verified.filter((v) => {
+    const o = left.get(`${v.d.server}\0${v.st1.ino}`);
+    if (!o || o.kind !== 'skip') return true;
+    outcomes.set(v.d, skip(o.reason, `another name of this inode was left private: ${o.detail ?? o.reason}`));
+    return false;
   });
 }
 
@@ -442,6 +471,7 @@ async function linkGroup(
           const out = await linkVerified(v, canon.fd, ctx, touched).catch((err) => skip('error', oneLine(err)));
           outcomes.set(v.d, out);
           const rest = state.verified.slice(i + 1);
+          if (out.kind === 'unified' && v.st1.nlink > 1n) rebaseline(v, rest, ctx);
           if (out.kind === 'skip' && out.reason === 'linkLimit') {
             // This copy is shared instead: by the rest of this inode's links now, and by
             // servers handled later in this run.
@@ -478,7 +508,8 @@ async function linkGroup(
       }
       // Linking and the attribute moved the inode's ctime and nlink: record the new
       // signatures (and the hash learnt while comparing) so the next scan reads nothing.
-      const paths: Array<[string, RelPath]> = [[ctx.refRoot, first.refPath], ...g
+      // Every name of the reference's inode that this group knows (a package may ship it twice).
+      const paths: Array<[string, RelPath]> = [[ctx.refRoot, first.refPath], ...g.map((d): [string, RelPath] => [ctx.refRoot, d.refPath]), ...g
         .filter((d) => d.kind === 'already' || outcomes.get(d)?.kind === 'unified')
         .map((d): [string, RelPath] => [ctx.serverRoots.get(d.server)!, d.path])];
       // Also when the content was never read (a group visited only to put the attribute
@@ -548,6 +579,22 @@ async function finishSecondCopy(c: SecondCopy, ctx: ApplyContext): Promise<void>
     if (fs.fstatSync(c.file.fd, { bigint: true }).nlink > 1n) setImmutable(c.file.fd, true);
   } catch (err) {
     ctx.problems.push({ root: c.rootPath, path: c.path, reason: `cannot set the immutable attribute: ${oneLine(err)}` });
+  }
+}
+
+/**
+ * Names of one server inode (a package that ships one inode under two names) are linked in
+ * turn: relinking one moves the inode's ctime and link count, so each other name's expected
+ * signature follows, as long as nothing else about the inode moved.
+ */
+function rebaseline(done: Verified, rest: Verified[], ctx: ApplyContext): void {
+  for (const w of rest) {
+    if (w.d.server !== done.d.server || w.st1.ino !== done.st1.ino) continue;
+    const { dir, name } = splitRel(w.d.path);
+    const now = ctx.roots.get(ctx.serverRoots.get(w.d.server)!)!.withDirSync(dir, (dfd) => lstatIn(dfd, name));
+    if (now && now.ino === w.st1.ino && now.size === w.st1.size && now.mtimeNs === w.st1.mtimeNs && now.nlink === w.st1.nlink - 1n) {
+      w.st1 = now;
+    }
   }
 }
 
@@ -703,7 +750,9 @@ async function linkVerified(v: Verified, canonFd: number, ctx: ApplyContext, tou
       await fsp.rename(at(dfd, tmp), at(dfd, name));
       tmp = null;
       faultPoint();
-      return { kind: 'unified', bytesSaved: v.st1.nlink === 1n ? Number(v.st1.size) : 0 };
+      // The server's inode is freed with its last name: counted once, apparent and on disk.
+      const last = v.st1.nlink === 1n;
+      return { kind: 'unified', bytesSaved: last ? Number(v.st1.size) : 0, diskSaved: last ? Number(v.st1.blocks) * 512 : 0 };
     } catch (err) {
       if (isErrno(err, 'EXDEV')) return skip('otherFilesystem', oneLine(err));
       if (isErrno(err, 'EMLINK')) return skip('linkLimit', 'the shared copy has the most links the filesystem allows; this copy is shared from now on');

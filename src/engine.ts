@@ -258,6 +258,7 @@ export async function unify(opts: UnifyOptions): Promise<Report> {
     const outcomes = dryRun ? null : await applyLinks(decisions, ctx);
     const files: FileLine[] = [];
     const notable: FileLine[] = [];
+    const predicted = dryRun ? predictSavings(p, decisions) : null;
     for (const d of decisions) {
       const c = report.servers[d.server];
       const shown = pathForReport(d.path);
@@ -267,7 +268,9 @@ export async function unify(opts: UnifyOptions): Promise<Report> {
       if (d.kind === 'already') { c.alreadyUnified++; action = 'already'; }
       else if (d.kind === 'link' && (!o || o.kind === 'unified')) {
         c.unified++;
-        c.bytesSaved += o && o.kind === 'unified' ? o.bytesSaved : d.srv.nlink === 1 ? d.srv.size : 0;
+        const saved = o && o.kind === 'unified' ? o : predicted?.get(d);
+        c.bytesSaved += saved?.bytesSaved ?? 0;
+        c.diskSaved += saved?.diskSaved ?? 0;
         action = dryRun ? 'would-link' : 'linked';
         if (d.refPath !== d.path) detail = `to ${pathForReport(d.refPath)}`;
       } else {
@@ -372,6 +375,28 @@ export async function undo(opts: CommonOptions): Promise<Report> {
   } finally {
     await closeFarm(p.farm);
   }
+}
+
+/**
+ * What a dry run's links would free: a server inode once all its names are linked (a
+ * package may ship one inode under two names), its size and its blocks (one lstat each).
+ */
+function predictSavings(p: Prepared, decisions: Decision[]): Map<Decision, { bytesSaved: number; diskSaved: number }> {
+  const names = new Map<string, Decision[]>();
+  for (const d of decisions) {
+    if (d.kind !== 'link') continue;
+    const k = `${d.server}\0${d.srv.dev}:${d.srv.ino}`;
+    (names.get(k) ?? names.set(k, []).get(k)!).push(d);
+  }
+  const out = new Map<Decision, { bytesSaved: number; diskSaved: number }>();
+  const dirs = new Map(p.farm.servers.map((s) => [s.name, s.dir]));
+  for (const group of names.values()) {
+    const d = group[0] as Extract<Decision, { kind: 'link' }>;
+    if (group.length !== d.srv.nlink) continue; // another name keeps the inode
+    const st = dirs.get(d.server)!.lstatSync(d.path);
+    if (st && String(st.ino) === d.srv.ino) out.set(d, { bytesSaved: d.srv.size, diskSaved: Number(st.blocks) * 512 });
+  }
+  return out;
 }
 
 /**
@@ -483,6 +508,7 @@ function captureAfter(p: Prepared, opts: UnifyOptions, report: Report, notable: 
     c.alreadyUnified += c.unified;
     c.unified = 0;
     c.bytesSaved = 0;
+    c.diskSaved = 0;
     c.filesHashed = 0;
     c.bytesHashed = 0;
   }

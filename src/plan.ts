@@ -19,6 +19,7 @@ export const SKIP_REASONS = [
   'immutable', // immutable before vunify came: left as it is
   'appendOnly', // append-only file or folder (lsattr's a): a link could be made but never renamed
   'inUse', // the reference file is open for writing: sharing it now would share those writes
+  'otherNames', // the server's inode has names this run does not link: relinking some would split it and save nothing
   'linkLimit', // the shared inode has the most links the filesystem allows: this copy is shared instead
   'changed', // changed between comparison and link: left untouched
   'error',

@@ -7,7 +7,10 @@ export interface Counters {
   unified: number;
   alreadyUnified: number;
   restored: number;
+  /** Apparent bytes (st_size) of the copies freed. */
   bytesSaved: number;
+  /** What the disk gives back (st_blocks of each copy freed, counted once per inode): what du and df see. */
+  diskSaved: number;
   filesHashed: number;
   bytesHashed: number;
   skipped: Record<SkipReason, number>;
@@ -39,7 +42,7 @@ export interface Report {
 
 export function emptyCounters(): Counters {
   return {
-    unified: 0, alreadyUnified: 0, restored: 0, bytesSaved: 0, filesHashed: 0, bytesHashed: 0,
+    unified: 0, alreadyUnified: 0, restored: 0, bytesSaved: 0, diskSaved: 0, filesHashed: 0, bytesHashed: 0,
     skipped: Object.fromEntries(SKIP_REASONS.map((r) => [r, 0])) as Record<SkipReason, number>,
   };
 }
@@ -49,6 +52,7 @@ export function addCounters(into: Counters, c: Counters): void {
   into.alreadyUnified += c.alreadyUnified;
   into.restored += c.restored;
   into.bytesSaved += c.bytesSaved;
+  into.diskSaved += c.diskSaved;
   into.filesHashed += c.filesHashed;
   into.bytesHashed += c.bytesHashed;
   for (const r of SKIP_REASONS) into.skipped[r] += c.skipped[r];
@@ -74,7 +78,7 @@ export function formatText(r: Report): string {
     ? ['server', 'restored', 'errors']
     : r.command === 'scan'
       ? ['server', 'files read', 'bytes read']
-      : ['server', verb, 'already', 'skipped', 'saved', 'hashed'];
+      : ['server', verb, 'already', 'skipped', 'disk saved', 'apparent', 'hashed'];
   const rows: string[][] = [];
   const row = (name: string, c: Counters) => {
     const skipped = SKIP_REASONS.reduce((a, k) => a + c.skipped[k], 0);
@@ -82,7 +86,7 @@ export function formatText(r: Report): string {
       ? [name, String(c.restored), String(c.skipped.error)]
       : r.command === 'scan'
         ? [name, String(c.filesHashed), humanBytes(c.bytesHashed)]
-        : [name, String(c.unified), String(c.alreadyUnified), String(skipped), humanBytes(c.bytesSaved), humanBytes(c.bytesHashed)]);
+        : [name, String(c.unified), String(c.alreadyUnified), String(skipped), humanBytes(c.diskSaved), humanBytes(c.bytesSaved), humanBytes(c.bytesHashed)]);
   };
   if (r.command === 'scan') row(`${r.reference.name} (reference)`, { ...emptyCounters(), ...r.reference });
   for (const [name, c] of Object.entries(r.servers)) row(name, c);
@@ -111,7 +115,7 @@ export function formatText(r: Report): string {
 /** CSV: one row per server and a total row; with listed files, one row per file instead. */
 export function formatCsv(r: Report): string {
   if (r.files) return toCsv(['server', 'action', 'path', 'detail'], r.files.map((f) => [f.server, f.action, f.path, f.detail ?? '']));
-  const head = ['server', 'unified', 'alreadyUnified', 'restored', 'bytesSaved', 'filesHashed', 'bytesHashed', ...SKIP_REASONS.map((k) => `skipped.${k}`)];
-  const row = (name: string, c: Counters) => [name, c.unified, c.alreadyUnified, c.restored, c.bytesSaved, c.filesHashed, c.bytesHashed, ...SKIP_REASONS.map((k) => c.skipped[k])];
+  const head = ['server', 'unified', 'alreadyUnified', 'restored', 'diskSaved', 'bytesSaved', 'filesHashed', 'bytesHashed', ...SKIP_REASONS.map((k) => `skipped.${k}`)];
+  const row = (name: string, c: Counters) => [name, c.unified, c.alreadyUnified, c.restored, c.diskSaved, c.bytesSaved, c.filesHashed, c.bytesHashed, ...SKIP_REASONS.map((k) => c.skipped[k])];
   return toCsv(head, [...Object.entries(r.servers).map(([n, c]) => row(n, c)), row('total', r.totals)]);
 }

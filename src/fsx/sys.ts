@@ -178,14 +178,16 @@ export function linkFd(fd: number, dirFd: number, name: string): void {
 export interface StatLite {
   dev: bigint; ino: bigint; mode: bigint; nlink: bigint; uid: bigint; gid: bigint; size: bigint;
   atimeNs: bigint; mtimeNs: bigint; ctimeNs: bigint;
+  /** 512-byte blocks allocated (st_blocks): what freeing the inode gives back. */
+  blocks: bigint;
   isFile(): boolean;
 }
 
 // struct stat offsets: x86_64 and the generic layout of arm64.
 const LAYOUT = process.arch === 'x64'
-  ? { nlink: [16, 8], mode: 24, uid: 28, gid: 32, size: 48, atime: 72, mtime: 88, ctime: 104 }
+  ? { nlink: [16, 8], mode: 24, uid: 28, gid: 32, size: 48, blocks: 64, atime: 72, mtime: 88, ctime: 104 }
   : process.arch === 'arm64'
-    ? { nlink: [20, 4], mode: 16, uid: 24, gid: 28, size: 48, atime: 72, mtime: 88, ctime: 104 }
+    ? { nlink: [20, 4], mode: 16, uid: 24, gid: 28, size: 48, blocks: 64, atime: 72, mtime: 88, ctime: 104 }
     : null;
 const cFstatat = libc.func('int fstatat(int dirfd, const uint8_t *path, _Out_ uint8_t *buf, int flags)');
 const AT_SYMLINK_NOFOLLOW = 0x100;
@@ -213,6 +215,7 @@ export function lstatAt(dirFd: number, name: string): StatLite | null {
     nlink: LAYOUT.nlink[1] === 8 ? b.readBigUInt64LE(LAYOUT.nlink[0]) : BigInt(b.readUInt32LE(LAYOUT.nlink[0])),
     uid: BigInt(b.readUInt32LE(LAYOUT.uid)), gid: BigInt(b.readUInt32LE(LAYOUT.gid)), size: b.readBigInt64LE(LAYOUT.size),
     atimeNs: ns(b, LAYOUT.atime), mtimeNs: ns(b, LAYOUT.mtime), ctimeNs: ns(b, LAYOUT.ctime),
+    blocks: b.readBigInt64LE(LAYOUT.blocks),
     isFile: () => (mode & S_IFMT) === S_IFREG,
   };
 }
