@@ -31,6 +31,7 @@ describe('Install on a host (README)', () => {
     const clone = path.join(tmp, 'clone');
     const files = execFileSync('git', ['ls-files', '-z', '--cached', '--others', '--exclude-standard'], { cwd: repo, encoding: 'utf8' });
     for (const f of files.split('\0').filter(Boolean)) {
+      if (/^(node_modules|dist)(\/|$)/.test(f)) continue; // a worktree may link them in
       if (fs.existsSync(path.join(repo, f))) fs.cpSync(path.join(repo, f), path.join(clone, f));
     }
 
