@@ -52,7 +52,7 @@ type Shared = '--vservers-dir' | '--quiet' | '--verbose';
  * (`vunify status --vservers-dir /srv/vs --db X` must not fail); `unused` are accepted and ignored.
  */
 function shared(cmd: Command, unused: Shared[] = []): Command {
-  const says = (flag: Shared, what: string) => unused.includes(flag) ? `${what} (accepted for scripts; ${cmd.name()} ignores it)` : what;
+  const says = (flag: Shared, what: string) => unused.includes(flag) ? `accepted for scripts; ${cmd.name()} ignores it` : what;
   return cmd
     .addOption(new Option('--vservers-dir <dir>', says('--vservers-dir', 'where server names are looked up')).env('VUNIFY_VSERVERS_DIR').default(DEFAULT_VSERVERS_DIR))
     .addOption(dbOption())
