@@ -1,5 +1,7 @@
 // An index written by an older vunify (schema 1: objects keyed by root path) is upgraded by
-// the next run that holds the lock, keeps every record, and undo still restores exactly.
+// the next run that holds the lock, keeps every record, and undo still restores exactly. The
+// schema-1 file is this farm's records written in schema 1's layout by test/helpers/schema1.ts,
+// whose tables are checked equal to a real one's (test/index-upgrade-fixture.test.ts).
 import { execFileSync, spawnSync } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
@@ -7,6 +9,7 @@ import { open } from 'lmdb';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Index } from '../src/store/index-db.js';
 import { makeRpmFarm, removeFarm, rpmVerify, type Farm } from '../src/testing/rpmfarm.js';
+import { writeSchema1 as writeSchema1At, type Schema1Contents } from './helpers/schema1.js';
 import { snapshot, strayTemps, vunify, type FileSnap } from './helpers/tree.js';
 
 let farm: Farm;
@@ -46,34 +49,8 @@ async function contents(opts: { upgrade?: boolean } = {}) {
   }
 }
 
-/** Writes those records in schema 1's layout, as vunify did before schema 2, over the index. */
-async function writeSchema1(c: Awaited<ReturnType<typeof contents>>, to = db): Promise<void> {
-  const tmp = `${to}.v1`;
-  const raw = open({ path: tmp, compression: false });
-  await raw.openDB<number, string>({ name: 'meta' }).put('schema', 1);
-  const files = raw.openDB({ name: 'files' });
-  const content = raw.openDB({ name: 'content' });
-  const links = raw.openDB({ name: 'links' });
-  const inodes = raw.openDB({ name: 'inodes' });
-  const roots = raw.openDB({ name: 'roots' });
-  raw.openDB({ name: 'journal' });
-  await raw.transaction(() => {
-    for (const { root, rec } of c.roots) roots.put(root, rec);
-    for (const [root, list] of c.files as Array<[string, Array<{ path: string; rec: { hash: string } }>]>) {
-      for (const { path: rel, rec } of list) {
-        files.put([root, rel], rec);
-        if (rec.hash) content.put([rec.hash, root, rel], null);
-      }
-    }
-    for (const l of c.links) links.put([l.root, l.path], l.rec);
-    for (const i of c.inodes) inodes.put(`${i.dev}:${i.ino}`, i.rec);
-  });
-  await raw.close();
-  // lmdb-js makes a folder (data.mdb, lock.mdb) of a path without an extension, else a file.
-  const data = (p: string) => (fs.statSync(p).isDirectory() ? path.join(p, 'data.mdb') : p);
-  fs.renameSync(data(tmp), fs.existsSync(to) ? data(to) : to);
-  for (const t of [tmp, `${tmp}-lock`]) fs.rmSync(t, { recursive: true, force: true });
-}
+/** The records in schema 1's layout (the writer is held to a real schema-1 file: test/index-upgrade-fixture.test.ts). */
+const writeSchema1 = (c: Awaited<ReturnType<typeof contents>>, to = db) => writeSchema1At(c as unknown as Schema1Contents, to);
 
 const kept = (f: FileSnap) => ({ type: f.type, sha: f.sha, mode: f.mode, uid: f.uid, gid: f.gid, mtime: f.mtimeNs, nlink: f.nlink, xattrs: f.xattrs });
 
