@@ -28,6 +28,7 @@ process.stdout.on('error', (err: NodeJS.ErrnoException) => {
 });
 process.stderr.on('error', () => undefined); // nowhere left to say anything
 const { main } = await import('./cli-program.js');
+const { hangForTest } = await import('./fault.js');
 
 let finished = false;
 // A promise that never settles would otherwise end the process with code 0 and no word.
@@ -36,4 +37,4 @@ process.on('beforeExit', () => {
   process.stderr.write('vunify: internal error: the run stopped while waiting on work that never finished\n');
   process.exit(4);
 });
-main(process.argv).then((code) => { finished = true; process.exitCode = outputLost ? Math.max(code, 1) : code; });
+hangForTest(main(process.argv)).then((code) => { finished = true; process.exitCode = outputLost ? Math.max(code, 1) : code; });

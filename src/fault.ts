@@ -45,3 +45,19 @@ export function afterTmpLink(): void {
   tmpHookDone = true;
   execSync(cmd, { stdio: 'ignore' });
 }
+
+/**
+ * Test-only: VUNIFY_TEST_HANG=1 makes the run, once its work is done, wait on a promise that
+ * never settles, as a step that never finishes would; VUNIFY_TEST_HANG=reject leaves a
+ * rejected promise that nothing handles. The executable's nets (cli.ts) must turn either into
+ * one line and exit 4, never a silent 0.
+ */
+export function hangForTest<T>(run: Promise<T>): Promise<T> {
+  const mode = process.env.VUNIFY_TEST_HANG;
+  if (!mode) return run;
+  return run.then((v) => {
+    if (mode !== 'reject') return new Promise<T>(() => undefined);
+    void Promise.reject(new Error('a rejection nothing handled (VUNIFY_TEST_HANG)'));
+    return v;
+  });
+}
