@@ -1,5 +1,5 @@
 // docs/cli.md stays a full reference: every command and every option of the commander
-// program must appear in it. CSV output is checked on a small real tree farm.
+// program must appear in it, each in its command's own "Options of" section. CSV output is checked on a small real tree farm.
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
@@ -11,13 +11,33 @@ import { vunify } from './helpers/tree.js';
 const doc = fs.readFileSync(new URL('../docs/cli.md', import.meta.url), 'utf8');
 const program = buildProgram([], () => {});
 
+/** The "## Options of ..." sections of docs/cli.md: the commands each names, and its table's rows. */
+const sections = [...doc.matchAll(/^## Options of (.+)\n([\s\S]*?)(?=^## |(?![\s\S]))/gm)].map((m) => ({
+  commands: m[1].split(/, | and /).map((c) => c.trim()),
+  rows: m[2].split('\n').filter((l) => /^\| `/.test(l)).map((l) => {
+    const [, first, meaning] = l.split(/(?<!\\)\|/).map((c) => c.trim());
+    return { flags: [...first.matchAll(/`(-[^\s`]+)/g)].map((f) => f[1]), meaning };
+  }),
+}));
+
 describe('docs/cli.md', () => {
   for (const cmd of program.commands) {
-    it(`documents the ${cmd.name()} command and each of its options`, () => {
+    it(`documents the ${cmd.name()} command and each of its options, in the command's own section`, () => {
       expect(doc).toContain(`vunify ${cmd.name()}`);
+      const own = sections.filter((s) => s.commands.includes(cmd.name()));
+      expect(own, `a section "## Options of ... ${cmd.name()}"`).toHaveLength(1);
+      const { commands, rows } = own[0];
       for (const opt of cmd.options) {
-        const flag = opt.long ?? opt.short!;
-        expect(doc, `${cmd.name()} ${flag}`).toContain(`\`${flag}`);
+        const names = [opt.long, opt.short].filter((f): f is string => !!f);
+        const row = rows.find((r) => r.flags.some((f) => names.includes(f)));
+        expect(row, `${cmd.name()} ${names.join(', ')}: a row of its own section`).toBeDefined();
+        // In a section shared by several commands, an option some of them lack says whose it is
+        // ("unify only: ...", "unify and plan: ...").
+        const having = commands.filter((c) => program.commands.find((x) => x.name() === c)!.options.some((o) => names.includes(o.long ?? o.short!)));
+        if (having.length < commands.length) {
+          const whose = /^([a-z]+(?:(?:, | and )[a-z]+)*)(?: only)?:/.exec(row!.meaning)?.[1].split(/, | and /);
+          expect(whose?.sort(), `${names.join(', ')}: the row says which of ${commands.join(', ')} take it`).toEqual(having.sort());
+        }
       }
     });
   }
