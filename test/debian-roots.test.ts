@@ -7,6 +7,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { clearImmutableTree } from '../src/testing/rpmfarm.js';
+import { has, isRoot, missing } from './helpers/needs.js';
 import { lsattrHasImmutable, vunify } from './helpers/tree.js';
 
 /** The Debian mirror apt is configured with (deb822 .sources or a one-line sources.list). */
@@ -23,7 +24,7 @@ function aptMirror(): string | null {
 }
 
 const mirror = aptMirror();
-const haveTools = spawnSync('sh', ['-c', 'command -v debootstrap && command -v dpkg']).status === 0;
+const skip = missing('test/debian-roots.test.ts', { root: isRoot, debootstrap: has('debootstrap'), dpkg: has('dpkg'), chroot: has('chroot'), 'a bookworm mirror in /etc/apt/sources.list(.d)': mirror !== null });
 const base = fs.mkdtempSync(path.join(os.tmpdir(), 'vunify-debian-'));
 const tarball = path.join(os.tmpdir(), 'vunify-debootstrap-bookworm-minbase.tgz');
 const env = { VUNIFY_VSERVERS_DIR: path.join(base, 'vservers'), VUNIFY_DB: path.join(base, 'index') };
@@ -32,7 +33,7 @@ const dpkgVerify = (r: string) => spawnSync('dpkg', ['--root', root(r), '--verif
 const inChroot = (r: string) => execFileSync('chroot', [root(r), '/bin/bash', '-c', 'ls / >/dev/null && echo "ok $(cat /etc/debian_version)"'], { encoding: 'utf8' }).trim();
 
 beforeAll(() => {
-  if (!mirror || !haveTools) return;
+  if (skip || !mirror) return;
   // The tarball is downloaded once per machine; each root is unpacked from it.
   if (!fs.existsSync(tarball)) {
     execFileSync('debootstrap', ['--variant=minbase', `--make-tarball=${tarball}`, 'bookworm', path.join(base, 'dl'), mirror], { stdio: 'ignore' });
@@ -47,7 +48,7 @@ afterAll(() => {
   fs.rmSync(base, { recursive: true, force: true });
 });
 
-describe.skipIf(!mirror || !haveTools)('debootstrapped Debian roots', () => {
+describe.skipIf(skip)('debootstrapped Debian roots', () => {
   it('unify --all-packages: thousands of files linked, the root still runs, dpkg --verify unchanged; undo restores', () => {
     const verify = dpkgVerify('deb2');
     const r = vunify(['unify', '--json', '--all-packages', 'deb1', 'deb2'], env);

@@ -14,9 +14,9 @@ import {
   makeDpkgRoot,
   removePackages,
 } from '../src/testing/dpkgfarm.js';
+import { has, isRoot, missing } from './helpers/needs.js';
 
-const has = (cmd: string): boolean => spawnSync('sh', ['-c', `command -v ${cmd}`]).status === 0;
-const canRun = process.getuid?.() === 0 && has('dpkg') && has('dpkg-deb') && has('dpkg-divert');
+const skip = missing('test/dpkg-source.test.ts', { root: isRoot, dpkg: has('dpkg'), 'dpkg-deb': has('dpkg-deb'), 'dpkg-divert': has('dpkg-divert') });
 
 const bin = (utf8: string): string => Buffer.from(utf8, 'utf8').toString('latin1');
 
@@ -71,7 +71,7 @@ describe('dpkg status parsing', () => {
   });
 });
 
-describe.skipIf(!canRun)('DpkgSource on real dpkg roots', () => {
+describe.skipIf(skip)('DpkgSource on real dpkg roots', () => {
   let base: string;
   let mainRoot: string;
   let native: string;

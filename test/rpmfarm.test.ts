@@ -13,10 +13,10 @@ import {
   SOURCE_DATE_EPOCH,
   type Farm,
 } from '../src/testing/rpmfarm.js';
+import { has, isRoot, missing } from './helpers/needs.js';
 
-const has = (cmd: string): boolean => spawnSync('sh', ['-c', `command -v ${cmd}`]).status === 0;
 // rpm chroots to install and sets owners and xattrs: only meaningful as root.
-const canRun = process.getuid?.() === 0 && has('rpm') && has('rpmbuild') && has('chattr');
+const skip = missing('test/rpmfarm.test.ts', { root: isRoot, rpm: has('rpm'), rpmbuild: has('rpmbuild'), chattr: has('chattr'), getcap: has('getcap') });
 
 function fileTable(root: string, pkg: string): Map<string, string> {
   const r = spawnSync(
@@ -33,7 +33,7 @@ function fileTable(root: string, pkg: string): Map<string, string> {
   );
 }
 
-describe.skipIf(!canRun)('rpm farm', () => {
+describe.skipIf(skip)('rpm farm', () => {
   let farm: Farm;
   const p = (server: string, file: string): string => path.join(farm.root(server), file);
 
@@ -115,10 +115,8 @@ describe.skipIf(!canRun)('rpm farm', () => {
   it('sets file capabilities from %caps', () => {
     const f = p('ref', 'usr/bin/vu-ping');
     expect(fs.existsSync(f)).toBe(true);
-    if (has('getcap')) {
-      const r = spawnSync('getcap', [f], { encoding: 'utf8' });
-      expect(r.stdout).toMatch(/cap_net_raw[=+]ep/);
-    }
+    const r = spawnSync('getcap', [f], { encoding: 'utf8' });
+    expect(r.stdout).toMatch(/cap_net_raw[=+]ep/);
   });
 
   it('verifies clean after a fresh install', () => {
