@@ -616,7 +616,7 @@ export function captureQuick(
           if (rawStat.buf.readBigUInt64LE(0) !== devN) return fail(`/${p} is on another filesystem`);
           statWords(w, 0);
           addSlot(ino, r, fi, name);
-        } else if (root.tree && !root.tree.excluded(p)) {
+        } else if (root.tree && !excludedHere(root.tree, dir, p)) {
           const t = root.tree;
           if (type === DT_REG && !t.seen(p)) return fail(`/${p} appeared`);
           if (type === DT_DIR && !t.folders.has(p) && !t.skipped.has(p)) return fail(`/${p}/ appeared`);
@@ -706,4 +706,17 @@ export function captureQuick(
   }
   writeQuick(dbPath, { header, inodes, perFolder, names, nameEnds });
   return null;
+}
+
+/**
+ * Excluded, itself or through a folder above it: the walk never enters an excluded folder,
+ * so its contents were never seen (a package database's folder, listed for its inputs, can
+ * sit below one: var/lib/dpkg under /var).
+ */
+function excludedHere(tree: { excluded: (rel: RelPath) => boolean }, dir: RelPath, p: RelPath): boolean {
+  if (tree.excluded(p)) return true;
+  for (let d = dir; d !== ''; d = d.includes('/') ? d.slice(0, d.lastIndexOf('/')) : '') {
+    if (tree.excluded(d)) return true;
+  }
+  return false;
 }
