@@ -74,7 +74,8 @@ export function oneLine(err: unknown): string {
   if (err instanceof VunifyError) return err.message;
   if (err instanceof Error) {
     const code = (err as NodeJS.ErrnoException).code;
-    const msg = err.message.replace(/\s+/g, ' ').trim();
+    // Calls go through /proc/self/fd/N/name (no symlink followed): the name is what means something.
+    const msg = err.message.replace(/\s+/g, ' ').replace(/\/proc\/self\/fd\/\d+\/?/g, '').trim();
     return code && !msg.startsWith(code) ? `${code}: ${msg}` : msg;
   }
   return String(err).replace(/\s+/g, ' ');
