@@ -5,7 +5,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { makeRpmFarm, removeFarm, rpmVerify, type Farm } from '../src/testing/rpmfarm.js';
-import { lsattrHasImmutable, snapshot, strayTemps, vunify, type FileSnap } from './helpers/tree.js';
+import { attributeSweep, lsattrHasImmutable, snapshot, strayTemps, vunify, type FileSnap } from './helpers/tree.js';
 
 const SERVERS = ['ref', 's1', 's2', 's3'];
 const ARGS = ['ref', 's1', 's2', 's3', '--', 'vu-base', 'vu-extra'];
@@ -16,7 +16,11 @@ let verifyOrig: Map<string, string>;
 
 const pick = (f: FileSnap) => ({ type: f.type, sha: f.sha, mode: f.mode, uid: f.uid, gid: f.gid, mtime: f.mtimeNs, xattrs: f.xattrs, link: f.link });
 
-/** Every path of every root as it was: same content and metadata; no temporary names. */
+/**
+ * Every path of every root as it was: same content and metadata; no temporary names; and an
+ * lsattr sweep: every shared inode immutable, no lone file immutable (no attribute left that
+ * looks as if someone else had set it).
+ */
 function expectIntact(when: string): void {
   for (const s of SERVERS) {
     const now = snapshot(farm.root(s));
@@ -28,6 +32,7 @@ function expectIntact(when: string): void {
       expect(pick(g!), `${when}: ${s}/${p}`).toEqual(pick(f));
     }
     expect(strayTemps(farm.root(s)), when).toEqual([]);
+    expect(attributeSweep(farm.root(s)), `${when}: ${s}, lsattr`).toEqual({ writableShared: [], loneImmutable: [] });
   }
 }
 

@@ -79,3 +79,23 @@ export function lsattrHasImmutable(file: string): boolean {
   if (r.status !== 0) throw new Error(`lsattr ${file}: ${r.stderr}`);
   return r.stdout.split(/\s+/)[0].includes('i');
 }
+
+/**
+ * An lsattr sweep of every regular file below dir (one lsattr call): shared inodes (more than
+ * one link) without the immutable attribute, and lone files with it.
+ */
+export function attributeSweep(dir: string): { writableShared: string[]; loneImmutable: string[] } {
+  const files = [...snapshot(dir)].filter(([, s]) => s.type === 'file');
+  const out = { writableShared: [] as string[], loneImmutable: [] as string[] };
+  if (files.length === 0) return out;
+  const r = spawnSync('lsattr', ['-d', '--', ...files.map(([rel]) => path.join(dir, rel))], { encoding: 'utf8', maxBuffer: 64 << 20 });
+  if (r.status !== 0) throw new Error(`lsattr: ${r.stderr}`);
+  const lines = r.stdout.split('\n').filter(Boolean);
+  if (lines.length !== files.length) throw new Error(`lsattr: ${lines.length} lines for ${files.length} files`);
+  files.forEach(([rel, s], i) => {
+    const imm = lines[i].split(/\s+/)[0].includes('i');
+    if (s.nlink > 1n && !imm) out.writableShared.push(rel);
+    if (s.nlink === 1n && imm) out.loneImmutable.push(rel);
+  });
+  return out;
+}
