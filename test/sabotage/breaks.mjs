@@ -1,0 +1,124 @@
+// The breaks test/sabotage/run.sh makes, one at a time, in a copy of the repository. Each
+// breaks one claim of docs/safety.md (or one check of a test) with an exact string
+// replacement (`from` must occur exactly once in `file`), and names the test file that must
+// then fail (`only`: vitest's -t filter, to run just the tests that matter).
+// Issue 22's break 4: the inode is recorded as vunify's only after the attribute is set.
+const recordedLate = [
+  { file: 'src/apply.ts', from: 'if (ctx.immutable && !st.ours && !st.wasImmutable) {', to: 'if (ctx.immutable && !st.ours && !st.wasImmutable && false) {' },
+  { file: 'src/apply.ts', from: '            setImmutable(ref.fd, true);\n            faultPoint();\n', to: "            setImmutable(ref.fd, true);\n            faultPoint();\n            if (!state.ours && !state.wasImmutable) await ctx.index.putInode(r.dev, r.ino, { root: ctx.refRoot, path: first.refPath, setAt: new Date().toISOString() });\n" },
+];
+
+export const breaks = [
+  // The breaks of issue 22 that the suite used to miss.
+  {
+    id: 'undo-times-seconds', claim: 'Undo is exact (times in ns)', test: 'test/exact-undo.test.ts',
+    edits: [{ file: 'src/apply.ts', from: 'setTimesNs(out.fd, want.atimeNs, want.mtimeNs);', to: 'setTimesNs(out.fd, want.atimeNs / 1_000_000_000n * 1_000_000_000n, want.mtimeNs / 1_000_000_000n * 1_000_000_000n);' }],
+  },
+  {
+    id: 'undo-xattrs-from-shared', claim: 'Undo is exact (recorded xattrs)', test: 'test/exact-undo.test.ts',
+    edits: [{ file: 'src/apply.ts', from: "xattrs: Object.fromEntries(Object.entries(useRec.xattrs).map(([k, v]) => [k, Buffer.from(v, 'base64')])) as Xattrs,", to: 'xattrs: readXattrs(cur.fd),' }],
+  },
+  {
+    id: 'no-byte-compare', claim: 'A link is made only between identical files', test: 'test/stale-record.test.ts',
+    edits: [{ file: 'src/apply.ts', from: 'if (!cmp.same) {', to: 'if (cmp.same && false) {' }],
+  },
+  { id: 'inode-recorded-after-attribute', claim: 'A shared inode is never left writable', test: 'test/attributes.test.ts', only: 'kill -9', edits: recordedLate },
+  { id: 'inode-recorded-after-attribute-2', claim: 'Nothing is lost in a crash (lsattr sweep)', test: 'test/crash.test.ts', only: 'unify killed', edits: recordedLate },
+  {
+    id: 'read-without-noatime', claim: 'Dry runs change nothing', test: 'test/dry-run.test.ts',
+    edits: [{ file: 'src/fsx/rootdir.ts', from: 'fd = fs.openSync(p, READ_FLAGS | (noatimeAllowed ? O_NOATIME : 0));', to: 'fd = fs.openSync(p, READ_FLAGS);' }],
+  },
+  {
+    id: 'no-exit4-on-hang', claim: 'A failed index write stops the run (exit 4 net)', test: 'test/internal-error.test.ts',
+    edits: [{ file: 'src/cli.ts', from: '  if (finished) return;', to: '  return;' }],
+  },
+  {
+    id: 'no-exit4-on-rejection', claim: 'A failed index write stops the run (exit 4 net)', test: 'test/internal-error.test.ts',
+    edits: [{ file: 'src/cli.ts', from: "trim()}\\n`);\n  process.exit(4);", to: 'trim()}\\n`);' }],
+  },
+  {
+    id: 'link-over-foreign-immutable-ref', claim: 'Only attributes vunify set are cleared', test: 'test/limits.test.ts', only: 'immutable before vunify',
+    edits: [{ file: 'src/apply.ts', from: 'if (wasImmutable && !ours) {', to: 'if (wasImmutable && !ours && false) {' }],
+  },
+  {
+    id: 'upgrade-drops-links', claim: 'An index upgrade loses nothing', test: 'test/index-upgrade-fixture.test.ts',
+    edits: [{ file: 'src/store/index-db.ts', from: 'await put(next.putLink(root, rel, value));', to: 'void root; void rel; void value;' }],
+  },
+  {
+    id: 'upgrade-drops-journal', claim: 'An index upgrade loses nothing', test: 'test/index-upgrade-fixture.test.ts',
+    edits: [{ file: 'src/store/index-db.ts', from: 'await next.journalAdd(journal);', to: 'void journal;' }],
+  },
+  // Checks of tests that could not fail before (issue 22, item 7).
+  {
+    id: 'docs-option-under-wrong-command', claim: 'docs/cli.md names each option under its own command', test: 'test/cli-docs.test.ts', only: 'documents the report command',
+    edits: [
+      { file: 'docs/cli.md', from: '| `--top N` | how many of the largest possible wins to list; default 10 |\n', to: '' },
+      { file: 'docs/cli.md', from: '| `--sample N` |', to: '| `--top N` | how many of the largest possible wins to list; default 10 |\n| `--sample N` |' },
+    ],
+  },
+  {
+    id: 'docs-option-wrong-commands', claim: 'docs/cli.md says which commands take an option', test: 'test/cli-docs.test.ts', only: 'documents the plan command',
+    edits: [{ file: 'docs/cli.md', from: '| `--full` | unify and plan:', to: '| `--full` | unify only:' }],
+  },
+  {
+    id: 'scan-twin-read-again', claim: '(scan) a second name of an inode is not read again', test: 'test/scan-twins.test.ts',
+    edits: [{ file: 'src/scan.ts', from: 'const twin = linked ? inodes.get(String(st.ino)) : undefined;', to: "const twin = linked ? inodes.get(String(st.ino) + 'x') : undefined;" }],
+  },
+  // More, on the invariants of docs/safety.md.
+  {
+    id: 'no-read-lease', claim: 'No write in one vserver reaches another', test: 'test/isolation.test.ts', only: 'on tmp, in s1:',
+    edits: [{ file: 'src/apply.ts', from: '    takeReadLease(fd);\n', to: '\n' }],
+  },
+  {
+    id: 'no-private-copies', claim: 'No write in one vserver reaches another (XFS)', test: 'test/isolation.test.ts', only: 'on xfs, in s1:',
+    edits: [{ file: 'src/apply.ts', from: 'await evictGroup(g, ref, state, ctx, outcomes, updates);', to: 'void evictGroup;' }],
+  },
+  {
+    id: 'no-statx-attribute-check', claim: 'A shared inode is never left writable', test: 'test/attributes.test.ts', only: 'went missing',
+    edits: [{ file: 'src/apply.ts', from: 'return now !== null && String(now.ino) === r.ino && now.immutable;', to: 'return now !== null && String(now.ino) === r.ino;' }],
+  },
+  {
+    id: 'walk-takes-tmp-names', claim: 'No run leaves a name that was not there before', test: 'test/attributes.test.ts', only: 'remounted read-only',
+    edits: [{ file: 'src/sources/tree.ts', from: 'if (name.startsWith(TMP_PREFIX)) return true;', to: 'if (name.startsWith(TMP_PREFIX + "never")) return true;' }],
+  },
+  {
+    id: 'no-root-lock', claim: 'One run at a time per farm root', test: 'test/farm-lock.test.ts', only: 'exit 3 while a root is held',
+    edits: [{ file: 'src/lock.ts', from: "        if (!tryLock(fd)) {\n          fs.closeSync(fd);\n          throw new VunifyError('LOCKED', `another vunify run is changing this root", to: "        if (!tryLock(fd) && false) {\n          fs.closeSync(fd);\n          throw new VunifyError('LOCKED', `another vunify run is changing this root" }],
+  },
+  {
+    id: 'no-flags-comparison', claim: 'Inode flags travel with files', test: 'test/attributes.test.ts', only: 'inode flags',
+    edits: [{ file: 'src/apply.ts', from: 'if ((srvFlags & KEPT_FLAGS) !== refFlags) return', to: 'if ((srvFlags & KEPT_FLAGS) !== refFlags && false) return' }],
+  },
+  {
+    id: 'no-signature-check-before-rename', claim: 'A file written after its comparison is not replaced', test: 'test/race.test.ts',
+    edits: [{ file: 'src/apply.ts', from: "if (!st2 || !sameSignatureStats(v.st1, st2)) return skip('changed', 'written after it was compared');", to: 'void st2;' }],
+  },
+  {
+    id: 'link-over-foreign-immutable-server', claim: 'Only attributes vunify set are cleared', test: 'test/limits.test.ts', only: 'immutable before vunify',
+    edits: [{ file: 'src/apply.ts', from: "if (srvFlags & FS_IMMUTABLE_FL) return skip('immutable',", to: "if (srvFlags & FS_IMMUTABLE_FL && false) return skip('immutable'," }],
+  },
+  {
+    id: 'folders-followed', claim: 'No symlink below a server root is followed', test: 'test/hostile.test.ts', only: 'are never followed',
+    edits: [{ file: 'src/fsx/rootdir.ts', from: 'const DIR_FLAGS = O_RDONLY | O_DIRECTORY | O_NOFOLLOW;', to: 'const DIR_FLAGS = O_RDONLY | O_DIRECTORY;' }],
+  },
+  {
+    id: 'unlink-before-rename', claim: 'A path never disappears', test: 'test/crash.test.ts', only: 'unify killed',
+    edits: [{ file: 'src/apply.ts', from: '      afterTmpLink();\n      faultPoint();\n', to: '      afterTmpLink();\n      fs.unlinkSync(at(dfd, name));\n      faultPoint();\n' }],
+  },
+  {
+    id: 'no-second-copy-on-emlink', claim: 'Link limits', test: 'test/limits.test.ts', only: 'EMLINK',
+    edits: [{ file: 'src/apply.ts', from: "if (isErrno(err, 'EMLINK')) return skip(", to: "if (isErrno(err, 'EMLINK') && false) return skip(" }],
+  },
+  {
+    id: 'undo-leaves-lone-immutable', claim: 'Undo leaves no lone immutable file', test: 'test/attributes.test.ts', only: 'another index',
+    edits: [{ file: 'src/apply.ts', from: 'if (now.nlink > 1n) setImmutable(cur.fd, true);', to: 'if (now.nlink > 0n) setImmutable(cur.fd, true);' }],
+  },
+  {
+    id: 'read-only-not-said-once', claim: 'A read-only farm is said once', test: 'test/cli-habits.test.ts', only: 'read-only',
+    edits: [{ file: 'src/prepare.ts', from: "if (ro) throw new VunifyError('BAD_SERVER',", to: "if (ro && false) throw new VunifyError('BAD_SERVER'," }],
+  },
+  {
+    id: 'epipe-not-ignored', claim: 'A closed stdout is no crash', test: 'test/cli-habits.test.ts', only: 'closed stdout',
+    edits: [{ file: 'src/cli.ts', from: "if (err.code === 'EPIPE' || outputLost) return;", to: 'if (outputLost) return;' }],
+  },
+];
