@@ -43,6 +43,8 @@ _vunify() {
     local unify_opts='-n --dry-run --no-immutable --undo --full'
     local takes_value=' --db --vservers-dir --rpm --exclude --exclude-from --package-manager --top --sample '
 
+    takes_value+='--metrics '
+
     # Find the command, the positional words before the cursor, `--`, and --vservers-dir.
     local cmd='' seed='' dashdash='' vdir=${VUNIFY_VSERVERS_DIR:-/vservers}
     local i w npos=0 used=' '
@@ -87,7 +89,7 @@ _vunify() {
 
     # The value of an option.
     case $prev in
-        --db|--exclude-from)
+        --db|--exclude-from|--metrics)
             compopt -o filenames 2>/dev/null
             mapfile -t COMPREPLY < <(compgen -f -- "$cur")
             return 0 ;;
@@ -121,6 +123,10 @@ _vunify() {
         status|recover) opts=$shared_opts ;;
         help) opts='' ;;
         *) opts="$run_opts $unify_opts -V --version" ;;  # nothing yet: the seed syntax's options
+    esac
+
+    case ${cmd:-${seed:+unify}} in
+        unify|plan|scan|apply|verify|report|'') opts+=' --metrics' ;;
     esac
 
     if [[ $cur == -* ]]; then

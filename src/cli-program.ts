@@ -10,6 +10,7 @@ import { DEFAULT_DB, DEFAULT_VSERVERS_DIR } from './paths.js';
 import { quickReport } from './quick.js';
 import { EXIT, VunifyError, oneLine } from './errors.js';
 import { formatCsv, formatText, type Report } from './report.js';
+import { measure, measured, writePending } from './metrics.js';
 
 // commander is CommonJS: required, not imported through its ES module wrapper (2-3 ms at start).
 const { Command, CommanderError, Option } = createRequire(import.meta.url)('commander') as typeof import('commander');
@@ -39,9 +40,12 @@ interface Flags {
   progress?: boolean;
   sample?: string;
   full?: boolean;
+  metrics?: string;
 }
 
 const collect = (v: string, prev: string[] = []) => [...prev, v];
+
+const metricsOption = () => new Option('--metrics <file>', 'write the run\'s outcome to FILE in Prometheus text format (node_exporter textfile collector)');
 
 const dbOption = () => new Option('--db <path>', 'the LMDB index').env('VUNIFY_DB').default(DEFAULT_DB);
 
@@ -173,20 +177,24 @@ export function buildProgram(packages: string[], done: (code: number) => void): 
     .option('--no-immutable', 'do not set the immutable attribute (a write in one server then changes all)')
     .option('--undo', 'same as the undo command (seed syntax)')
     .option('--full', 'scan every file even if the farm is unchanged since the last complete unify (no quick rescan)')
+    .addOption(metricsOption())
     .action(async (ref: string, servers: string[], flags: Flags) => {
+      measure(flags.metrics, 'unify');
       const o = await runOptions(ref, servers, flags, packages);
       if (flags.undo) {
         if (flags.dryRun) throw new VunifyError('USAGE', '--undo cannot be combined with --dry-run');
-        return done(print(await (await engine()).undo(o), flags));
+        return done(print(measured(await (await engine()).undo(o)), flags));
       }
-      done(print(await runUnify({ ...o, dryRun: flags.dryRun, immutable: flags.immutable, full: flags.full }), flags));
+      done(print(measured(await runUnify({ ...o, dryRun: flags.dryRun, immutable: flags.immutable, full: flags.full })), flags));
     });
 
   common(program.command('plan'))
     .description('a dry run: report what unify would link, change nothing in any server')
     .option('--full', 'scan every file even if the farm is unchanged since the last complete unify (no quick rescan)')
+    .addOption(metricsOption())
     .action(async (ref: string, servers: string[], flags: Flags) => {
-      done(print(await runUnify({ ...(await runOptions(ref, servers, flags, packages)), dryRun: true, full: flags.full }), flags));
+      measure(flags.metrics, 'plan');
+      done(print(measured(await runUnify({ ...(await runOptions(ref, servers, flags, packages)), dryRun: true, full: flags.full })), flags));
     });
 
   common(program.command('undo'))
@@ -197,17 +205,21 @@ export function buildProgram(packages: string[], done: (code: number) => void): 
 
   common(program.command('scan'))
     .description('refresh the index for the packages\' files (reads only what changed); link nothing')
+    .addOption(metricsOption())
     .action(async (ref: string, servers: string[], flags: Flags) => {
-      done(print(await (await engine()).scan(await runOptions(ref, servers, flags, packages)), flags));
+      measure(flags.metrics, 'scan');
+      done(print(measured(await (await engine()).scan(await runOptions(ref, servers, flags, packages))), flags));
     });
 
   shared(program.command('report'), ['--vservers-dir', '--quiet', '--verbose'])
     .description('savings so far and still possible, per server and package, from the index alone')
     .option('--top <n>', 'how many of the largest possible wins to list', '10')
     .option('--csv', 'print the report as CSV on stdout (one row per server, package and win)')
+    .addOption(metricsOption())
     .action(async (flags: Flags) => {
+      measure(flags.metrics, 'report');
       const { formatIndexReport, indexReport, indexReportCsv } = await import('./summary.js');
-      const r = await indexReport({ db: flags.db, top: Number(flags.top) });
+      const r = measured(await indexReport({ db: flags.db, top: Number(flags.top) }));
       process.stdout.write(flags.json ? JSON.stringify(r, null, 2) + '\n' : flags.csv ? indexReportCsv(r) : formatIndexReport(r));
       done(EXIT.ok);
     });
@@ -228,13 +240,15 @@ export function buildProgram(packages: string[], done: (code: number) => void): 
   shared(program.command('verify'), ['--vservers-dir', '--verbose'])
     .description('check that the links vunify made are intact: still linked, still immutable, same content (changes nothing)')
     .option('--sample <n>', 'hash the content of only N randomly chosen shared inodes (default: every one)')
+    .addOption(metricsOption())
     .action(async (flags: Flags) => {
+      measure(flags.metrics, 'verify');
       const sample = flags.sample === undefined ? undefined : Number(flags.sample);
       if (sample !== undefined && !(/^\d+$/.test(flags.sample!) && Number.isSafeInteger(sample))) {
         throw new VunifyError('USAGE', `--sample takes a whole number of inodes, not ${JSON.stringify(flags.sample)}`);
       }
       const { formatVerify, verifyIndex } = await heavy(() => import('./verify.js'));
-      const r = await verifyIndex({ db: flags.db, sample });
+      const r = measured(await verifyIndex({ db: flags.db, sample }));
       if (flags.json) process.stdout.write(JSON.stringify(r, null, 2) + '\n');
       else if (!flags.quiet) process.stdout.write(formatVerify(r));
       else { // a drift is what -q keeps: one line each, like a failed file of unify
@@ -271,7 +285,7 @@ export function buildProgram(packages: string[], done: (code: number) => void): 
 }
 
 const COMMANDS = new Set(['unify', 'plan', 'undo', 'scan', 'report', 'gc', 'recover', 'verify', 'status', 'help']);
-const TAKES_VALUE = new Set(['--db', '--vservers-dir', '--rpm', '--exclude', '--exclude-from', '--package-manager', '--top', '--sample']);
+const TAKES_VALUE = new Set(['--db', '--vservers-dir', '--rpm', '--exclude', '--exclude-from', '--package-manager', '--top', '--sample', '--metrics']);
 
 /** Lets options come before the command too (`vunify -q undo ...`): the command moves first. */
 export function commandFirst(args: string[]): string[] {
@@ -286,7 +300,12 @@ export function commandFirst(args: string[]): string[] {
   return args;
 }
 
+/** Runs the command line; with --metrics, writes them with the exit code, whatever the run's end. */
 export async function main(argv: string[]): Promise<number> {
+  return writePending(await run(argv));
+}
+
+async function run(argv: string[]): Promise<number> {
   const dd = argv.indexOf('--', 2);
   const before = [...argv.slice(0, 2), ...commandFirst((dd < 0 ? argv : argv.slice(0, dd)).slice(2))];
   const packages = dd < 0 ? [] : argv.slice(dd + 1);
