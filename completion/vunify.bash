@@ -35,7 +35,7 @@ _vunify() {
         prev=${COMP_WORDS[COMP_CWORD-2]}
     fi
 
-    local commands='unify plan undo scan report gc recover verify status help'
+    local commands='unify plan apply undo scan report gc recover verify status help'
     # Every command takes these (the index-only ones ignore what they do not use).
     local shared_opts='--vservers-dir --db --json -q --quiet -v --verbose -h --help'
     local run_opts="$shared_opts --rebuild-index --rpm --all-packages --package-manager
@@ -43,7 +43,7 @@ _vunify() {
     local unify_opts='-n --dry-run --no-immutable --undo --full'
     local takes_value=' --db --vservers-dir --rpm --exclude --exclude-from --package-manager --top --sample '
 
-    takes_value+='--metrics '
+    takes_value+='--metrics --save '
 
     # Find the command, the positional words before the cursor, `--`, and --vservers-dir.
     local cmd='' seed='' dashdash='' vdir=${VUNIFY_VSERVERS_DIR:-/vservers}
@@ -89,7 +89,7 @@ _vunify() {
 
     # The value of an option.
     case $prev in
-        --db|--exclude-from|--metrics)
+        --db|--exclude-from|--metrics|--save)
             compopt -o filenames 2>/dev/null
             mapfile -t COMPREPLY < <(compgen -f -- "$cur")
             return 0 ;;
@@ -117,6 +117,7 @@ _vunify() {
         unify) opts="$run_opts $unify_opts" ;;
         plan) opts="$run_opts --full" ;;
         undo|scan) opts=$run_opts ;;
+        apply) opts="$shared_opts -n --dry-run --progress --csv" ;;
         report) opts="$shared_opts --top --csv" ;;
         gc) opts="$shared_opts --rebuild-index" ;;
         verify) opts="$shared_opts --sample" ;;
@@ -128,6 +129,7 @@ _vunify() {
     case ${cmd:-${seed:+unify}} in
         unify|plan|scan|apply|verify|report|'') opts+=' --metrics' ;;
     esac
+    [[ $cmd == plan ]] && opts+=' --save'
 
     if [[ $cur == -* ]]; then
         mapfile -t COMPREPLY < <(compgen -W "$opts" -- "$cur")
@@ -139,6 +141,10 @@ _vunify() {
             (( npos == 0 )) && mapfile -t COMPREPLY < <(compgen -W "${commands% help}" -- "$cur")
             return 0 ;;
         report|gc|recover|verify|status)
+            return 0 ;;
+        apply) # the plan file
+            compopt -o filenames 2>/dev/null
+            (( npos == 0 )) && mapfile -t COMPREPLY < <(compgen -f -- "$cur")
             return 0 ;;
     esac
 

@@ -40,6 +40,7 @@ interface Flags {
   progress?: boolean;
   sample?: string;
   full?: boolean;
+  save?: string;
   metrics?: string;
 }
 
@@ -191,10 +192,28 @@ export function buildProgram(packages: string[], done: (code: number) => void): 
   common(program.command('plan'))
     .description('a dry run: report what unify would link, change nothing in any server')
     .option('--full', 'scan every file even if the farm is unchanged since the last complete unify (no quick rescan)')
+    .option('--save <file>', 'write every decision to FILE (JSON, for review and vunify apply); scans in full')
     .addOption(metricsOption())
     .action(async (ref: string, servers: string[], flags: Flags) => {
       measure(flags.metrics, 'plan');
-      done(print(measured(await runUnify({ ...(await runOptions(ref, servers, flags, packages)), dryRun: true, full: flags.full })), flags));
+      const o = { ...(await runOptions(ref, servers, flags, packages)), dryRun: true, full: flags.full };
+      done(print(measured(flags.save ? await (await heavy(() => import('./apply-plan.js'))).savePlan(o, flags.save) : await runUnify(o)), flags));
+    });
+
+  shared(program.command('apply'))
+    .description('carry out the link decisions of a plan saved by plan --save, each file checked again; nothing else')
+    .argument('<file>', 'the plan file')
+    .option('-n, --dry-run', 'show which link decisions still apply (their files as planned); change nothing')
+    .option('--progress', 'show progress on stderr even when it is not a terminal')
+    .option('--csv', 'print the report as CSV on stdout (per server; with -v, one row per file)')
+    .addOption(metricsOption())
+    .action(async (file: string, flags: Flags, cmd: Command) => {
+      measure(flags.metrics, 'apply');
+      const { applyPlan } = await heavy(() => import('./apply-plan.js'));
+      const o = await runOptions('', [], flags, []);
+      // Names resolve in the plan's vservers folder unless one is given (option or environment).
+      const vserversDir = cmd.getOptionValueSource('vserversDir') === 'default' ? undefined : flags.vserversDir;
+      done(print(measured(await applyPlan({ ...o, file, vserversDir, dryRun: flags.dryRun })), flags));
     });
 
   common(program.command('undo'))
@@ -284,8 +303,8 @@ export function buildProgram(packages: string[], done: (code: number) => void): 
   return program;
 }
 
-const COMMANDS = new Set(['unify', 'plan', 'undo', 'scan', 'report', 'gc', 'recover', 'verify', 'status', 'help']);
-const TAKES_VALUE = new Set(['--db', '--vservers-dir', '--rpm', '--exclude', '--exclude-from', '--package-manager', '--top', '--sample', '--metrics']);
+const COMMANDS = new Set(['unify', 'plan', 'apply', 'undo', 'scan', 'report', 'gc', 'recover', 'verify', 'status', 'help']);
+const TAKES_VALUE = new Set(['--db', '--vservers-dir', '--rpm', '--exclude', '--exclude-from', '--package-manager', '--top', '--sample', '--save', '--metrics']);
 
 /** Lets options come before the command too (`vunify -q undo ...`): the command moves first. */
 export function commandFirst(args: string[]): string[] {

@@ -58,6 +58,8 @@ export interface UnifyOptions extends CommonOptions {
   full?: boolean;
   /** The caller tried the quick rescan already (the CLI does, before loading this module). */
   quickTried?: boolean;
+  /** Told of every decision before any is applied, with the open farm (plan --save). */
+  onPlan?: (decisions: Decision[], p: Prepared) => void;
 }
 
 
@@ -201,7 +203,7 @@ function newReport(p: Prepared, command: Report['command'], dryRun: boolean, imm
   };
 }
 
-function finish(report: Report, started: number, ctx: ApplyContext, names: Map<string, string>): Report {
+export function finish(report: Report, started: number, ctx: ApplyContext, names: Map<string, string>): Report {
   const totals = emptyCounters();
   for (const s of Object.values(report.servers)) addCounters(totals, s);
   totals.filesHashed += report.reference.filesHashed;
@@ -233,6 +235,7 @@ export async function unify(opts: UnifyOptions): Promise<Report> {
     lap('scan+hash');
     const decisions = plan({ reference: p.refPlan, servers: p.serverPlans, refByHash: refByHash(p), tree: p.tree });
     lap('plan');
+    opts.onPlan?.(decisions, p);
     const ctx = applyContext(p, immutable, opts.concurrency);
     ctx.trace = opts.trace;
     ctx.progress = opts.progress;
@@ -314,7 +317,7 @@ export async function scan(opts: CommonOptions): Promise<Report> {
 }
 
 const NOTABLE = new Set(['linked', 'would-link', 'restored', 'skip:error', 'skip:changed', 'skip:linkLimit', 'skip:immutable']);
-const shouldList = (level: number | undefined, action: string) => (level ?? 0) >= 2 || ((level ?? 0) >= 1 && NOTABLE.has(action));
+export const shouldList = (level: number | undefined, action: string) => (level ?? 0) >= 2 || ((level ?? 0) >= 1 && NOTABLE.has(action));
 
 function rootNames(p: Prepared): Map<string, string> {
   return new Map([p.farm.ref, ...p.farm.servers].map((r) => [r.dir.path, r.name]));

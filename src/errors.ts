@@ -24,6 +24,7 @@ export type ErrorCode =
   | 'NO_IMMUTABLE'
   | 'INDEX'
   | 'INDEX_AFTER_CHANGES'
+  | 'BAD_PLAN'
   | 'LOCKED'
   | 'IO';
 
@@ -39,6 +40,8 @@ const exitFor: Record<ErrorCode, number> = {
   INDEX: EXIT.usage,
   // An index write failed after the run had changed files: 2 would say nothing changed.
   INDEX_AFTER_CHANGES: EXIT.partial,
+  // A plan file that is not this farm's, this index's, or this vunify's: nothing applied.
+  BAD_PLAN: EXIT.usage,
   LOCKED: EXIT.locked,
   IO: EXIT.partial,
 };

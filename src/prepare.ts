@@ -96,7 +96,8 @@ export interface Farm {
   txnAtOpen: number;
 }
 
-async function openFarm(opts: CommonOptions, needImmutable: boolean, changesFarm: boolean, survey: boolean): Promise<Farm> {
+/** The roots and the index, checked and locked (roots only when changesFarm), the journal recovered. */
+export async function openFarm(opts: CommonOptions, needImmutable: boolean, changesFarm: boolean, survey: boolean): Promise<Farm> {
   if (opts.servers.length === 0) throw new VunifyError('USAGE', 'name at least one server besides the reference');
   if (opts.allFiles && (opts.packages === 'all' || opts.packages.length > 0)) {
     throw new VunifyError('USAGE', '--all-files takes every file: name no packages and leave out --all-packages');

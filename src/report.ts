@@ -19,7 +19,7 @@ export interface Counters {
 export interface FileLine { server: string; path: string; action: string; detail?: string }
 
 export interface Report {
-  command: 'unify' | 'plan' | 'undo' | 'scan';
+  command: 'unify' | 'plan' | 'undo' | 'scan' | 'apply';
   dryRun: boolean;
   immutable: boolean;
   /** Tree mode (--all-files): every file, no package list. */
