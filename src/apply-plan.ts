@@ -8,7 +8,7 @@ import path from 'node:path';
 import { applyLinks, type ApplyContext } from './apply.js';
 import { finish, shouldList, unify, type CommonOptions, type UnifyOptions } from './engine.js';
 import { VunifyError } from './errors.js';
-import { UnsafePathError, type RootDir } from './fsx/rootdir.js';
+import type { RootDir } from './fsx/rootdir.js';
 import { DEFAULT_DB, DEFAULT_VSERVERS_DIR } from './paths.js';
 import type { Decision } from './plan.js';
 import {
@@ -180,11 +180,11 @@ export async function applyPlan(o: ApplyPlanOptions): Promise<Report> {
   }
 }
 
+/** null for a file that cannot be looked at (a symlink on the way, EACCES): not as planned; apply says why. */
 function lstatOrNull(dir: RootDir, rel: string): fs.BigIntStats | null {
   try {
     return dir.lstatSync(rel);
-  } catch (err) {
-    if (err instanceof UnsafePathError) return null; // a symlink on the way: not as planned
-    throw err;
+  } catch {
+    return null;
   }
 }
