@@ -67,6 +67,8 @@ export interface LinkRecord {
   hash?: string;
   /** Inode flags undo puts back (lsattr's d, A...; apply.ts KEPT_FLAGS), when any were set. */
   flags?: number;
+  /** 'reflink': the server file kept its own inode (dev, ino: its own) and got the reference's extents. */
+  method?: 'reflink';
   linkedAt: string;
 }
 
@@ -187,7 +189,9 @@ function metaProblem(fd: number, size: number): string | null {
     if (!b) return null;
     const h = b.readUInt32LE(24) === LMDB_MAGIC ? 24 : b.readUInt32LE(16) === LMDB_MAGIC ? 16 : -1;
     if (h < 0) return null;
-    return { psize: b.readUInt32LE(h + 24), lastPg: b.readBigUInt64LE(h + 120), txnid: b.readBigUInt64LE(h + 128) };
+    // MDB_db: md_pad, flags, depth, then branch, leaf and overflow page counts, entries, root.
+    const db = (at: number) => ({ pages: b.readBigUInt64LE(at + 8) + b.readBigUInt64LE(at + 16) + b.readBigUInt64LE(at + 24), root: b.readBigUInt64LE(at + 40) });
+    return { psize: b.readUInt32LE(h + 24), lastPg: b.readBigUInt64LE(h + 120), txnid: b.readBigUInt64LE(h + 128), dbs: [db(h + 24), db(h + 72)] };
   };
   const m0 = meta(0);
   if (!m0) return 'not an LMDB file';
@@ -197,7 +201,16 @@ function metaProblem(fd: number, size: number): string | null {
   if (!m1) return 'its second meta page is missing or not LMDB\'s';
   const m = m1.txnid > m0.txnid ? m1 : m0;
   const need = (m.lastPg + 1n) * BigInt(psize);
-  if (BigInt(size) < need) return `${size} bytes, but its last page ends at ${need}: truncated`;
+  if (BigInt(size) >= need) return null;
+  // Pages a transaction took and freed again (LMDB's loose pages) are never written, so the
+  // file may end a few pages short of the last page number. It is truncated when a root
+  // lies beyond its end, or more pages are in use than it holds.
+  const pages = BigInt(size) / BigInt(psize);
+  const NONE = 0xffffffffffffffffn;
+  const inUse = 2n + m.dbs[0].pages + m.dbs[1].pages;
+  if (m.dbs.some((d) => d.root !== NONE && d.root >= pages) || inUse > pages) {
+    return `${size} bytes, but its last page ends at ${need}: truncated`;
+  }
   return null;
 }
 
@@ -230,7 +243,7 @@ type FileRow = [dev: string, ino: string, size: number, mode: number, uid: numbe
   mtimeNs: string, ctimeNs: string, nlink: number, hash: string, xattrs: string, pkg?: string];
 type LinkRow = [refRoot: number, refPath: RelPath, dev: string, ino: string, mode: number, uid: number,
   gid: number, atimeNs: string, mtimeNs: string, xattrs: Record<string, string>, size: number,
-  linkedAt: string, pkg: string | null, hash: string | null, flags?: number];
+  linkedAt: string, pkg: string | null, hash: string | null, flags?: number, method?: 'reflink'];
 type InodeRow = [root: number, path: RelPath, setAt: string];
 /** A row as stored: under a long path's key (see pathKey), with the whole path first. */
 type Stored<R> = R | [RelPath, R];
@@ -628,7 +641,8 @@ export class Index {
   putLink(serverRoot: string, rel: RelPath, r: LinkRecord): Promise<boolean> {
     const row: LinkRow = [this.rid(r.refRoot, true), r.refPath, r.dev, r.ino, r.mode, r.uid, r.gid, r.atimeNs, r.mtimeNs,
       r.xattrs, r.size, r.linkedAt, r.pkg ?? null, r.hash ?? null];
-    if (r.flags) row.push(r.flags);
+    if (r.flags || r.method) row.push(r.flags ?? 0);
+    if (r.method) row.push(r.method);
     const key = pathKey(this.rid(serverRoot, true), rel);
     return this.guard(this.links.put(key, stored(key, 4, rel, row)));
   }
@@ -639,6 +653,7 @@ export class Index {
     if (a[12] !== null) r.pkg = a[12];
     if (a[13] !== null) r.hash = a[13];
     if (a[14]) r.flags = a[14];
+    if (a[15] === 'reflink') r.method = a[15];
     return r;
   }
 
