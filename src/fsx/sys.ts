@@ -31,7 +31,7 @@ const errnoNames = new Map<number, string>(
   Object.entries(os.constants.errno).map(([name, num]) => [num as number, name]),
 );
 
-function sysError(call: string): NodeJS.ErrnoException {
+export function sysError(call: string): NodeJS.ErrnoException {
   const num = koffi.errno();
   const code = errnoNames.get(num) ?? `E${num}`;
   const err = new Error(`${code}: ${call} failed`) as NodeJS.ErrnoException;
