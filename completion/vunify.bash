@@ -40,8 +40,8 @@ _vunify() {
     local shared_opts='--vservers-dir --db --json -q --quiet -v --verbose -h --help'
     local run_opts="$shared_opts --rebuild-index --rpm --all-packages --package-manager
         --all-files --exclude --exclude-from --no-default-excludes --progress --csv"
-    local unify_opts='-n --dry-run --no-immutable --undo --full'
-    local takes_value=' --db --vservers-dir --rpm --exclude --exclude-from --package-manager --top --sample '
+    local unify_opts='-n --dry-run --no-immutable --undo --full --method'
+    local takes_value=' --method --db --vservers-dir --rpm --exclude --exclude-from --package-manager --top --sample '
 
     takes_value+='--metrics --save '
 
@@ -108,6 +108,9 @@ _vunify() {
         --package-manager)
             mapfile -t COMPREPLY < <(compgen -W 'auto rpm dpkg none' -- "$cur")
             return 0 ;;
+        --method)
+            mapfile -t COMPREPLY < <(compgen -W 'link reflink' -- "$cur")
+            return 0 ;;
         --exclude|--top|--sample)
             return 0 ;;
     esac
@@ -115,8 +118,9 @@ _vunify() {
     local opts
     case ${cmd:-${seed:+unify}} in
         unify) opts="$run_opts $unify_opts" ;;
-        plan) opts="$run_opts --full" ;;
-        undo|scan) opts=$run_opts ;;
+        plan) opts="$run_opts --full --method" ;;
+        scan) opts="$run_opts --method" ;;
+        undo) opts=$run_opts ;;
         apply) opts="$shared_opts -n --dry-run --progress --csv" ;;
         report) opts="$shared_opts --top --csv" ;;
         gc) opts="$shared_opts --rebuild-index" ;;

@@ -109,7 +109,7 @@ async function dropTmp(dirFd: number, name: string): Promise<boolean> {
 export const KEPT_FLAGS = 0x1 | 0x2 | 0x4 | 0x8 | 0x40 | 0x80 | 0x4000 | 0x8000 | 0x800000;
 
 /** An fd's inode flags; 0 where the filesystem has none (ENOTTY, EOPNOTSUPP). */
-function flagsOf(fd: number): number {
+export function flagsOf(fd: number): number {
   try {
     return getInodeFlags(fd);
   } catch (err) {
@@ -805,7 +805,11 @@ async function refreshInode(
 }
 
 /** A server file to make private again: it shares the reference's inode, or vunify linked it. */
-export interface UndoItem { server: string; path: RelPath; pkg: string; dev: string; ino: string; refPath?: RelPath; tmp?: string }
+export interface UndoItem {
+  server: string; path: RelPath; pkg: string; dev: string; ino: string; refPath?: RelPath; tmp?: string;
+  /** Reflinked (its own inode): the copy takes the file's current metadata, and no attribute is involved. */
+  reflink?: boolean;
+}
 
 /** Puts private copies back, one shared inode at a time. */
 export async function applyUndo(items: UndoItem[], ctx: ApplyContext): Promise<Map<UndoItem, Outcome>> {
@@ -826,6 +830,7 @@ export async function applyUndo(items: UndoItem[], ctx: ApplyContext): Promise<M
     journal.push({ op: 'undo', root: ctx.serverRoots.get(it.server)!, path: it.path, tmp: it.tmp, dev: it.dev, ino: it.ino });
   }
   for (const g of groups.values()) {
+    if (g.every((it) => it.reflink)) continue;
     const withRef = g.find((it) => it.refPath !== undefined);
     journal.push(withRef
       ? { op: 'flag', root: ctx.refRoot, path: withRef.refPath!, dev: g[0].dev, ino: g[0].ino }
@@ -877,7 +882,8 @@ async function undoOne(it: UndoItem, ctx: ApplyContext): Promise<Outcome> {
     try {
       if (String(cur.stat.ino) !== it.ino || String(cur.stat.dev) !== it.dev) return skip('changed', 'changed since checked');
       const rec = ctx.index.getLink(srvRootPath, it.path);
-      const useRec = rec && rec.ino === it.ino && rec.dev === it.dev ? rec : undefined;
+      const useRec = rec && rec.ino === it.ino && rec.dev === it.dev && !it.reflink ? rec : undefined;
+      if (it.reflink && isImmutable(cur.fd)) return skip('immutable', 'made immutable since it was reflinked; left as it is');
       const want = useRec
         ? {
             mode: useRec.mode, uid: useRec.uid, gid: useRec.gid,

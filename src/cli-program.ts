@@ -42,9 +42,13 @@ interface Flags {
   full?: boolean;
   save?: string;
   metrics?: string;
+  method?: 'link' | 'reflink';
 }
 
 const collect = (v: string, prev: string[] = []) => [...prev, v];
+
+const methodOption = () => new Option('--method <method>', 'link: hard links to the reference, immutable; reflink: shared extents, each file keeps its inode (btrfs, XFS)')
+  .choices(['link', 'reflink']).default('link');
 
 const metricsOption = () => new Option('--metrics <file>', 'write the run\'s outcome to FILE in Prometheus text format (node_exporter textfile collector)');
 
@@ -102,6 +106,7 @@ async function runOptions(ref: string, servers: string[], flags: Flags, packages
     exclude: flags.exclude,
     excludeFrom: flags.excludeFrom,
     defaultExcludes: flags.defaultExcludes,
+    method: flags.method,
   };
 }
 
@@ -146,7 +151,7 @@ const engine = () => heavy(() => import('./engine.js'));
 /** The quick rescan first; the full pipeline only when it cannot tell. */
 async function runUnify(o: UnifyOptions): Promise<Report> {
   const started = Date.now();
-  const quick = o.full ? null : quickReport(o, started);
+  const quick = o.full || o.method === 'reflink' ? null : quickReport(o, started);
   if (quick) return quick;
   const t0 = performance.now();
   const e = await engine();
@@ -178,6 +183,7 @@ export function buildProgram(packages: string[], done: (code: number) => void): 
     .option('--no-immutable', 'do not set the immutable attribute (a write in one server then changes all)')
     .option('--undo', 'same as the undo command (seed syntax)')
     .option('--full', 'scan every file even if the farm is unchanged since the last complete unify (no quick rescan)')
+    .addOption(methodOption())
     .addOption(metricsOption())
     .action(async (ref: string, servers: string[], flags: Flags) => {
       measure(flags.metrics, 'unify');
@@ -192,6 +198,7 @@ export function buildProgram(packages: string[], done: (code: number) => void): 
   common(program.command('plan'))
     .description('a dry run: report what unify would link, change nothing in any server')
     .option('--full', 'scan every file even if the farm is unchanged since the last complete unify (no quick rescan)')
+    .addOption(methodOption())
     .option('--save <file>', 'write every decision to FILE (JSON, for review and vunify apply); scans in full')
     .addOption(metricsOption())
     .action(async (ref: string, servers: string[], flags: Flags) => {
@@ -224,6 +231,7 @@ export function buildProgram(packages: string[], done: (code: number) => void): 
 
   common(program.command('scan'))
     .description('refresh the index for the packages\' files (reads only what changed); link nothing')
+    .addOption(methodOption())
     .addOption(metricsOption())
     .action(async (ref: string, servers: string[], flags: Flags) => {
       measure(flags.metrics, 'scan');
@@ -304,7 +312,7 @@ export function buildProgram(packages: string[], done: (code: number) => void): 
 }
 
 const COMMANDS = new Set(['unify', 'plan', 'apply', 'undo', 'scan', 'report', 'gc', 'recover', 'verify', 'status', 'help']);
-const TAKES_VALUE = new Set(['--db', '--vservers-dir', '--rpm', '--exclude', '--exclude-from', '--package-manager', '--top', '--sample', '--save', '--metrics']);
+const TAKES_VALUE = new Set(['--method', '--db', '--vservers-dir', '--rpm', '--exclude', '--exclude-from', '--package-manager', '--top', '--sample', '--save', '--metrics']);
 
 /** Lets options come before the command too (`vunify -q undo ...`): the command moves first. */
 export function commandFirst(args: string[]): string[] {

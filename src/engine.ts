@@ -12,6 +12,8 @@ import { phaseCounter, type ProgressSink } from './progress.js';
 import { hashFiles, scanRoot, type InodeCache, type ScanStats } from './scan.js';
 import type { FileRecord } from './store/index-db.js';
 import { captureQuick, inputsDigest, quickReport, surveyRecord, surveyVoucher, type CaptureRoot } from './quick.js';
+import { applyReflinks, type Method } from './reflink.js';
+import { filesystemsOf } from './fsx/reflink.js';
 
 export { dropVanishedRoots, TREE_PKG } from './prepare.js';
 export { takeLock } from './lock.js';
@@ -48,6 +50,8 @@ export interface CommonOptions {
   progress?: ProgressSink;
   /** Phase timings (VUNIFY_TRACE=1 in the CLI). */
   trace?: (phase: string, ms: number) => void;
+  /** link (default): hard links, immutable; reflink: shared extents, private inodes (btrfs, XFS). */
+  method?: Method;
 }
 
 export interface UnifyOptions extends CommonOptions {
@@ -136,7 +140,7 @@ async function hashForPlan(p: Prepared, opts: CommonOptions, report: Report, com
         const r = same.rec;
         if (r.ino === e.rec.ino) continue;
         const sameHash = r.hash === '' || e.rec.hash === '' || r.hash === e.rec.hash;
-        if (r.size === e.rec.size && sameHash && metadataDiff(r, e.rec).length === 0) {
+        if (r.size === e.rec.size && sameHash && (opts.method === 'reflink' || metadataDiff(r, e.rec).length === 0)) {
           if (!complete) continue;
           if (e.rec.hash === '') need.push(k);
           if (r.hash === '') needRef.add(k);
@@ -218,22 +222,26 @@ export function finish(report: Report, started: number, ctx: ApplyContext, names
 export async function unify(opts: UnifyOptions): Promise<Report> {
   const started = Date.now();
   const dryRun = opts.dryRun ?? false;
-  const immutable = opts.immutable ?? true;
-  const quick = opts.full || opts.quickTried ? null : quickReport(opts, started);
+  // Reflink: no quick rescan (its file describes hard links) and no attribute.
+  const reflink = opts.method === 'reflink';
+  const immutable = !reflink && (opts.immutable ?? true);
+  const quick = opts.full || opts.quickTried || reflink ? null : quickReport(opts, started);
   if (quick) return quick;
   let t = performance.now();
   const p = await prepare(opts, immutable && !dryRun, !dryRun, true);
   try {
     const report = newReport(p, dryRun ? 'plan' : 'unify', dryRun, immutable);
+    if (reflink) report.method = 'reflink';
+    report.filesystems = filesystemsOf(rootsOf(p).map(([r]) => ({ name: r.name, root: r.dir.path, fd: r.dir.rootFd })));
     const lap = (phase: string) => { const now = performance.now(); opts.trace?.(phase, now - t); t = now; };
-    if ((opts.verbose ?? 0) < 2) {
+    if ((opts.verbose ?? 0) < 2 && !reflink) {
       lap('prepare');
       settleFromSurvey(p, immutable && !dryRun);
       lap(`settled: ${[...p.settled.values()].reduce((a, m) => a + m.size, 0)} files unchanged and unified since the last complete run`);
     } else lap('prepare');
     await scanAll(p, opts, report, dryRun);
     lap('scan+hash');
-    const decisions = plan({ reference: p.refPlan, servers: p.serverPlans, refByHash: refByHash(p), tree: p.tree });
+    const decisions = plan({ reference: p.refPlan, servers: p.serverPlans, refByHash: refByHash(p), tree: p.tree, method: opts.method });
     lap('plan');
     opts.onPlan?.(decisions, p);
     const ctx = applyContext(p, immutable, opts.concurrency);
@@ -258,10 +266,11 @@ export async function unify(opts: UnifyOptions): Promise<Report> {
     ctx.touchedDirs = new Set();
     // What apply re-records; before it, the entries in memory are the records.
     if (!dryRun) trackWrites(p);
-    const outcomes = dryRun ? null : await applyLinks(decisions, ctx);
+    const shared = reflink ? await applyReflinks(decisions, ctx, dryRun) : null;
+    const outcomes = shared ?? (dryRun ? null : await applyLinks(decisions, ctx));
     const files: FileLine[] = [];
     const notable: FileLine[] = [];
-    const predicted = dryRun ? predictSavings(p, decisions) : null;
+    const predicted = dryRun && !shared ? predictSavings(p, decisions) : null;
     for (const d of decisions) {
       const c = report.servers[d.server];
       const shown = pathForReport(d.path);
@@ -289,7 +298,7 @@ export async function unify(opts: UnifyOptions): Promise<Report> {
     for (const [server, settled] of p.settled) report.servers[server].alreadyUnified += settled.size;
     if (opts.verbose) report.files = files;
     const done = finish(report, started, ctx, rootNames(p));
-    if (!dryRun) {
+    if (!dryRun && !reflink) {
       const t0 = performance.now();
       await p.farm.index.committed();
       const why = captureAfter(p, opts, done, notable, ctx, p.farm.index.lastTxnId());
@@ -350,10 +359,13 @@ export async function undo(opts: CommonOptions): Promise<Report> {
         if (!st || !st.isFile()) continue;
         const rec = farm.index.getLink(s.dir.path, k);
         const sharesRef = refInodes.has(`${st.dev}:${st.ino}`);
-        const linkedByUs = rec && rec.ino === String(st.ino) && rec.dev === String(st.dev) && st.nlink > 1n;
-        if (sharesRef || linkedByUs) {
+        const mine = rec && rec.ino === String(st.ino) && rec.dev === String(st.dev);
+        const linkedByUs = mine && !rec.method && st.nlink > 1n;
+        // Reflinked: its own inode, found by the index alone; given private extents again.
+        const reflinked = mine && rec.method === 'reflink' && !sharesRef;
+        if (sharesRef || linkedByUs || reflinked) {
           const refPath = refInodes.get(`${st.dev}:${st.ino}`);
-          items.push({ server: s.name, path: k, pkg: sp.owned.get(k)!.pkg, dev: String(st.dev), ino: String(st.ino), refPath });
+          items.push({ server: s.name, path: k, pkg: sp.owned.get(k)!.pkg, dev: String(st.dev), ino: String(st.ino), refPath, reflink: reflinked || undefined });
         }
       }
     }

@@ -22,6 +22,7 @@ export type ErrorCode =
   | 'RPM_FAILED'
   | 'OTHER_FILESYSTEM'
   | 'NO_IMMUTABLE'
+  | 'NO_REFLINK'
   | 'INDEX'
   | 'INDEX_AFTER_CHANGES'
   | 'BAD_PLAN'
@@ -37,6 +38,7 @@ const exitFor: Record<ErrorCode, number> = {
   RPM_FAILED: EXIT.usage,
   OTHER_FILESYSTEM: EXIT.usage,
   NO_IMMUTABLE: EXIT.usage,
+  NO_REFLINK: EXIT.usage,
   INDEX: EXIT.usage,
   // An index write failed after the run had changed files: 2 would say nothing changed.
   INDEX_AFTER_CHANGES: EXIT.partial,

@@ -2,7 +2,7 @@
 // no cleanup of any kind) at the Nth change point of apply, so tests can prove that
 // `vunify recover` finishes or rolls back whatever was under way. Unset, it costs a compare.
 import { execSync } from 'node:child_process';
-import { appendFileSync, copyFileSync, renameSync, statSync, utimesSync } from 'node:fs';
+import { appendFileSync, copyFileSync, fstatSync, readFileSync, renameSync, statSync, utimesSync, writeFileSync } from 'node:fs';
 
 const after = Number(process.env.VUNIFY_FAULT_AFTER ?? 0);
 let passed = 0;
@@ -60,4 +60,30 @@ export function hangForTest<T>(run: Promise<T>): Promise<T> {
     void Promise.reject(new Error('a rejection nothing handled (VUNIFY_TEST_HANG)'));
     return v;
   });
+}
+
+/**
+ * Test-only: VUNIFY_TEST_BEFORE_DEDUPE=swap:PATH replaces PATH, before reflink apply opens
+ * its first file, with another file of the same size and times (another inode); write:PATH
+ * rewrites its first byte in place (same inode, times put back) right before FIDEDUPERANGE
+ * shares it. Both may be given, one a line.
+ */
+const dedupeHooksDone = new Set<string>();
+export function beforeDedupe(stage: 'swap' | 'write', fd?: number): void {
+  const v = process.env.VUNIFY_TEST_BEFORE_DEDUPE?.split('\n').find((l) => l.startsWith(`${stage}:`));
+  if (!v || dedupeHooksDone.has(stage)) return;
+  const p = v.slice(stage.length + 1);
+  const st = statSync(p);
+  if (fd !== undefined && fstatSync(fd).ino !== st.ino) return; // about to share another file
+  dedupeHooksDone.add(stage);
+  const data = readFileSync(p);
+  data[0] ^= 0xff;
+  if (stage === 'swap') {
+    writeFileSync(`${p}.swap`, data);
+    utimesSync(`${p}.swap`, st.atime, st.mtime);
+    renameSync(`${p}.swap`, p);
+  } else {
+    writeFileSync(p, data, { flag: 'r+' });
+    utimesSync(p, st.atime, st.mtime);
+  }
 }

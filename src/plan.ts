@@ -48,6 +48,8 @@ export interface PlanInput {
   refByHash?: Map<string, RelPath[]>;
   /** Tree mode: files, not packages; no package can be missing. */
   tree?: boolean;
+  /** reflink: each server file keeps its inode, so its metadata need not match. */
+  method?: 'link' | 'reflink';
 }
 
 interface Base { server: string; path: RelPath; pkg: string }
@@ -126,7 +128,7 @@ export function plan(input: PlanInput): Decision[] {
         if (r.dev !== s.dev) { why ??= { reason: 'otherFilesystem' }; continue; }
         // A hash not read yet ('') is no verdict: apply compares the bytes before linking.
         if (r.size !== s.size || (r.hash !== '' && s.hash !== '' && r.hash !== s.hash)) { why ??= { reason: 'contentDiffers' }; continue; }
-        const diff = metadataDiff(r, s);
+        const diff = input.method === 'reflink' ? [] : metadataDiff(r, s);
         if (diff.length) { why ??= { reason: 'metadataDiffers', detail: diff.join(',') }; continue; }
         keep('link', refPath, r, s);
         done = true;

@@ -20,6 +20,7 @@ import { DEFAULT_EXCLUDES, makeExcluder, readExcludeFile, walkTree, type Exclude
 import type { PackageListing, PackageSource, SourceInputs } from './sources/types.js';
 import { Index, type FileRecord } from './store/index-db.js';
 import { dropQuick } from './store/quick-file.js';
+import { refuseWithoutReflink } from './reflink.js';
 
 export interface Root { name: string; dir: RootDir; source: PackageSource | null }
 
@@ -122,6 +123,7 @@ export async function openFarm(opts: CommonOptions, needImmutable: boolean, chan
         throw new VunifyError('NO_IMMUTABLE', `the filesystem cannot hold the immutable attribute (${oneLine(err)}); use --no-immutable to link without it`, ref.dir.path);
       }
     }
+    if (opts.method === 'reflink') refuseWithoutReflink(opened.map((r) => ({ path: r.dir.path, rootFd: r.dir.rootFd })));
     if (changesFarm) {
       // Said once, before any change: otherwise every file would fail with EROFS on its own.
       const ro = opened.find((r) => isReadOnly(r.dir.rootFd));

@@ -37,6 +37,10 @@ export interface Report {
    * (every folder listing and candidate inode checked), so its outcome is that run's.
    */
   unchangedSince?: string;
+  /** Set with --method reflink: extents shared, inodes private (diskSaved: the extents freed). */
+  method?: 'reflink';
+  /** unify and plan: each root's filesystem and the methods it supports (the text shows them for plan). */
+  filesystems?: Array<{ name: string; root: string; fs: string; methods: Array<'link' | 'reflink'> }>;
   durationMs: number;
 }
 
@@ -94,7 +98,8 @@ export function formatText(r: Report): string {
   const widths = head.map((h, i) => Math.max(h.length, ...rows.map((x) => x[i].length)));
   const fmt = (cells: string[]) => cells.map((c, i) => (i === 0 ? c.padEnd(widths[i]) : c.padStart(widths[i]))).join('  ');
   const what = r.tree ? 'every file (--all-files)' : `${r.packages.length} package(s)`;
-  lines.push(`vunify ${r.command}${r.dryRun ? ' (dry run: nothing changed)' : ''}: reference ${r.reference.name}, ${what}`);
+  lines.push(`vunify ${r.command}${r.dryRun ? ' (dry run: nothing changed)' : ''}: reference ${r.reference.name}, ${what}${r.method ? `, method ${r.method}` : ''}`);
+  if (r.dryRun) for (const f of r.filesystems ?? []) lines.push(`${f.name}: ${f.fs}, methods: ${f.methods.join(', ')}`);
   if (r.unchangedSince) lines.push(`farm unchanged since the run of ${r.unchangedSince} (quick rescan: every listing and file checked by stat)`);
   lines.push(fmt(head));
   for (const x of rows) lines.push(fmt(x));
@@ -103,7 +108,7 @@ export function formatText(r: Report): string {
     if (reasons.length) lines.push(`skipped: ${reasons.join(', ')}`);
   }
   for (const [name, s] of Object.entries(r.servers)) for (const n of s.notes) lines.push(`${name}: ${n}`);
-  if (!r.immutable && r.command !== 'undo' && !r.dryRun && r.totals.unified > 0) {
+  if (!r.immutable && !r.method && r.command !== 'undo' && !r.dryRun && r.totals.unified > 0) {
     lines.push('warning: --no-immutable: a write to a unified file in one vserver changes it in all of them');
   }
   // Names come from the vservers: control characters are shown escaped, never sent raw.

@@ -17,6 +17,7 @@ import { VunifyError, isErrno, oneLine } from './errors.js';
 import { hashFd } from './fsx/content.js';
 import { RootDir, UnsafePathError, type OpenedFile, type RelPath } from './fsx/rootdir.js';
 import { isImmutable } from './fsx/sys.js';
+import { reflinkDiverged } from './reflink.js';
 import { pathForReport } from './report.js';
 import { Index, type LinkRecord } from './store/index-db.js';
 import { formatTable } from './table.js';
@@ -63,6 +64,11 @@ export interface VerifyReport {
   drifts: Drift[];
   /** Changes a killed run left under way (`vunify recover` finishes them); drifts may come from them. */
   unfinished: number;
+  /**
+   * Files given the reference's extents (--method reflink), when there are any. Each keeps its
+   * own inode, so a write or an upgrade in its vserver is normal: "diverged", never a drift.
+   */
+  reflinked?: { checked: number; diverged: Array<{ server: string; path: string; detail: string }> };
   durationMs: number;
 }
 
@@ -136,7 +142,9 @@ async function verifyWith(index: Index, dbPath: string, opts: VerifyOptions, sta
     // 1. every link record: the server path is still the recorded inode
     const inodes = new Map<string, SharedInode>();
     let links = 0;
+    const reflinks: Array<{ root: string; path: RelPath; rec: LinkRecord }> = [];
     for (const l of index.allLinks()) {
+      if (l.rec.method === 'reflink') { reflinks.push(l); continue; }
       links++;
       const dir = await rootOf(l.root);
       if (!dir) {
@@ -190,6 +198,13 @@ async function verifyWith(index: Index, dbPath: string, opts: VerifyOptions, sta
       }
       places.push(...inode.live);
       if (places.length > 0) todo.push({ inode, places });
+    }
+    const diverged: NonNullable<VerifyReport['reflinked']>['diverged'] = [];
+    for (const l of reflinks) {
+      const dir = await rootOf(l.root);
+      if (!dir) { (roots.get(l.root) as { links: number }).links++; continue; }
+      const why = await reflinkDiverged(dir, l.path, l.rec);
+      if (why) diverged.push({ server: nameOf(l.root), path: pathForReport(l.path), detail: why });
     }
     for (const [root, r] of roots) {
       if (r instanceof RootDir) continue;
@@ -249,6 +264,7 @@ async function verifyWith(index: Index, dbPath: string, opts: VerifyOptions, sta
       checked: { links, inodes: inodes.size, contentChecked, contentUnknown },
       drifts,
       unfinished: index.journalEntries().length,
+      ...(reflinks.length ? { reflinked: { checked: reflinks.length, diverged } } : {}),
       durationMs: Date.now() - started,
     };
   } finally {
@@ -304,6 +320,9 @@ export function formatVerify(r: VerifyReport): string {
     (c.contentUnknown > 0 ? ` (${c.contentUnknown} without an indexed hash to compare with)` : '');
   const out = [`vunify verify: ${what}: ${r.drifts.length === 0 ? 'no drift' : `${r.drifts.length} drift(s)`} (${r.durationMs} ms)`];
   if (r.unfinished > 0) out.push(`note: ${r.unfinished} change(s) a killed run left under way; run vunify recover (drifts may come from them)`);
+  const rl = r.reflinked;
+  if (rl) out.push(`${rl.checked} reflinked file(s): ${rl.diverged.length} diverged (written or replaced in their vserver since: normal, not a drift)`);
+  for (const d of rl?.diverged ?? []) out.push(`diverged: ${d.server}: ${d.path}: ${d.detail}`);
   let text = out.join('\n') + '\n';
   if (r.drifts.length > 0) {
     text += formatTable(['server', 'path', 'drift', 'detail'],
