@@ -1,5 +1,5 @@
 // The breaks test/sabotage/run.sh makes, one at a time, in a copy of the repository. Each
-// breaks one claim of docs/safety.md (or one check of a test) with an exact string
+// breaks one claim of docs/safety.md (`claim`: its row; in parentheses, a check of a test) with an exact string
 // replacement (`from` must occur exactly once in `file`), and names the test file that must
 // then fail (`only`: vitest's -t filter, to run just the tests that matter).
 // Issue 22's break 4: the inode is recorded as vunify's only after the attribute is set.
@@ -11,11 +11,11 @@ const recordedLate = [
 export const breaks = [
   // The breaks of issue 22 that the suite used to miss.
   {
-    id: 'undo-times-seconds', claim: 'Undo is exact (times in ns)', test: 'test/exact-undo.test.ts',
+    id: 'undo-times-seconds', claim: 'Undo is exact', test: 'test/exact-undo.test.ts',
     edits: [{ file: 'src/apply.ts', from: 'setTimesNs(out.fd, want.atimeNs, want.mtimeNs);', to: 'setTimesNs(out.fd, want.atimeNs / 1_000_000_000n * 1_000_000_000n, want.mtimeNs / 1_000_000_000n * 1_000_000_000n);' }],
   },
   {
-    id: 'undo-xattrs-from-shared', claim: 'Undo is exact (recorded xattrs)', test: 'test/exact-undo.test.ts',
+    id: 'undo-xattrs-from-shared', claim: 'Undo is exact', test: 'test/exact-undo.test.ts',
     edits: [{ file: 'src/apply.ts', from: "xattrs: Object.fromEntries(Object.entries(useRec.xattrs).map(([k, v]) => [k, Buffer.from(v, 'base64')])) as Xattrs,", to: 'xattrs: readXattrs(cur.fd),' }],
   },
   {
@@ -23,17 +23,17 @@ export const breaks = [
     edits: [{ file: 'src/apply.ts', from: 'if (!cmp.same) {', to: 'if (cmp.same && false) {' }],
   },
   { id: 'inode-recorded-after-attribute', claim: 'A shared inode is never left writable', test: 'test/attributes.test.ts', only: 'kill -9', edits: recordedLate },
-  { id: 'inode-recorded-after-attribute-2', claim: 'Nothing is lost in a crash (lsattr sweep)', test: 'test/crash.test.ts', only: 'unify killed', edits: recordedLate },
+  { id: 'inode-recorded-after-attribute-2', claim: 'Nothing is lost in a crash', test: 'test/crash.test.ts', only: 'unify killed', edits: recordedLate },
   {
     id: 'read-without-noatime', claim: 'Dry runs change nothing', test: 'test/dry-run.test.ts',
     edits: [{ file: 'src/fsx/rootdir.ts', from: 'fd = fs.openSync(p, READ_FLAGS | (noatimeAllowed ? O_NOATIME : 0));', to: 'fd = fs.openSync(p, READ_FLAGS);' }],
   },
   {
-    id: 'no-exit4-on-hang', claim: 'A failed index write stops the run (exit 4 net)', test: 'test/internal-error.test.ts',
+    id: 'no-exit4-on-hang', claim: 'A failed index write stops the run', test: 'test/internal-error.test.ts',
     edits: [{ file: 'src/cli.ts', from: '  if (finished) return;', to: '  return;' }],
   },
   {
-    id: 'no-exit4-on-rejection', claim: 'A failed index write stops the run (exit 4 net)', test: 'test/internal-error.test.ts',
+    id: 'no-exit4-on-rejection', claim: 'A failed index write stops the run', test: 'test/internal-error.test.ts',
     edits: [{ file: 'src/cli.ts', from: "trim()}\\n`);\n  process.exit(4);", to: 'trim()}\\n`);' }],
   },
   {
@@ -50,27 +50,27 @@ export const breaks = [
   },
   // Checks of tests that could not fail before (issue 22, item 7).
   {
-    id: 'docs-option-under-wrong-command', claim: 'docs/cli.md names each option under its own command', test: 'test/cli-docs.test.ts', only: 'documents the report command',
+    id: 'docs-option-under-wrong-command', claim: '(test/cli-docs.test.ts: docs/cli.md gives each option under its own command)', test: 'test/cli-docs.test.ts', only: 'documents the report command',
     edits: [
       { file: 'docs/cli.md', from: '| `--top N` | how many of the largest possible wins to list; default 10 |\n', to: '' },
       { file: 'docs/cli.md', from: '| `--sample N` |', to: '| `--top N` | how many of the largest possible wins to list; default 10 |\n| `--sample N` |' },
     ],
   },
   {
-    id: 'docs-option-wrong-commands', claim: 'docs/cli.md says which commands take an option', test: 'test/cli-docs.test.ts', only: 'documents the plan command',
+    id: 'docs-option-wrong-commands', claim: '(test/cli-docs.test.ts: docs/cli.md says which commands take an option)', test: 'test/cli-docs.test.ts', only: 'documents the plan command',
     edits: [{ file: 'docs/cli.md', from: '| `--full` | unify and plan:', to: '| `--full` | unify only:' }],
   },
   {
-    id: 'scan-twin-read-again', claim: '(scan) a second name of an inode is not read again', test: 'test/scan-twins.test.ts',
+    id: 'scan-twin-read-again', claim: '(test/scan-twins.test.ts: a second name of an inode is not read again)', test: 'test/scan-twins.test.ts',
     edits: [{ file: 'src/scan.ts', from: 'const twin = linked ? inodes.get(String(st.ino)) : undefined;', to: "const twin = linked ? inodes.get(String(st.ino) + 'x') : undefined;" }],
   },
   // More, on the invariants of docs/safety.md.
   {
-    id: 'no-read-lease', claim: 'No write in one vserver reaches another', test: 'test/isolation.test.ts', only: 'on tmp, in s1:',
+    id: 'no-read-lease', claim: 'No write in one vserver reaches another, not even for a microsecond', test: 'test/isolation.test.ts', only: 'on tmp, in s1:',
     edits: [{ file: 'src/apply.ts', from: '    takeReadLease(fd);\n', to: '\n' }],
   },
   {
-    id: 'no-private-copies', claim: 'No write in one vserver reaches another (XFS)', test: 'test/isolation.test.ts', only: 'on xfs, in s1:',
+    id: 'no-private-copies', claim: 'No write in one vserver reaches another, not even for a microsecond', test: 'test/isolation.test.ts', only: 'on xfs, in s1:',
     edits: [{ file: 'src/apply.ts', from: 'await evictGroup(g, ref, state, ctx, outcomes, updates);', to: 'void evictGroup;' }],
   },
   {
@@ -78,11 +78,11 @@ export const breaks = [
     edits: [{ file: 'src/apply.ts', from: 'return now !== null && String(now.ino) === r.ino && now.immutable;', to: 'return now !== null && String(now.ino) === r.ino;' }],
   },
   {
-    id: 'walk-takes-tmp-names', claim: 'No run leaves a name that was not there before', test: 'test/attributes.test.ts', only: 'remounted read-only',
+    id: 'walk-takes-tmp-names', claim: 'No run leaves a name that was not there before', test: 'test/tmp-names.test.ts',
     edits: [{ file: 'src/sources/tree.ts', from: 'if (name.startsWith(TMP_PREFIX)) return true;', to: 'if (name.startsWith(TMP_PREFIX + "never")) return true;' }],
   },
   {
-    id: 'no-root-lock', claim: 'One run at a time per farm root', test: 'test/farm-lock.test.ts', only: 'exit 3 while a root is held',
+    id: 'no-root-lock', claim: 'One run at a time per farm root, whatever the index', test: 'test/farm-lock.test.ts', only: 'exit 3 while a root is held',
     edits: [{ file: 'src/lock.ts', from: "        if (!tryLock(fd)) {\n          fs.closeSync(fd);\n          throw new VunifyError('LOCKED', `another vunify run is changing this root", to: "        if (!tryLock(fd) && false) {\n          fs.closeSync(fd);\n          throw new VunifyError('LOCKED', `another vunify run is changing this root" }],
   },
   {
@@ -99,7 +99,7 @@ export const breaks = [
   },
   {
     id: 'folders-followed', claim: 'No symlink below a server root is followed', test: 'test/hostile.test.ts', only: 'are never followed',
-    edits: [{ file: 'src/fsx/rootdir.ts', from: 'const DIR_FLAGS = O_RDONLY | O_DIRECTORY | O_NOFOLLOW;', to: 'const DIR_FLAGS = O_RDONLY | O_DIRECTORY;' }],
+    edits: [{ file: 'src/fsx/sys.ts', from: 'const O_DIRECTORY_NOFOLLOW = 0o200000 | 0o400000 | 0o2000000;', to: 'const O_DIRECTORY_NOFOLLOW = 0o200000 | 0o2000000;' }],
   },
   {
     id: 'unlink-before-rename', claim: 'A path never disappears', test: 'test/crash.test.ts', only: 'unify killed',
@@ -115,10 +115,46 @@ export const breaks = [
   },
   {
     id: 'read-only-not-said-once', claim: 'A read-only farm is said once', test: 'test/cli-habits.test.ts', only: 'read-only',
-    edits: [{ file: 'src/prepare.ts', from: "if (ro) throw new VunifyError('BAD_SERVER',", to: "if (ro && false) throw new VunifyError('BAD_SERVER'," }],
+    edits: [{ file: 'src/prepare.ts', from: 'const ro = opened.find((r) => isReadOnly(r.dir.rootFd));', to: 'const ro = opened.find((r) => isReadOnly(r.dir.rootFd) && false);' }],
   },
   {
     id: 'epipe-not-ignored', claim: 'A closed stdout is no crash', test: 'test/cli-habits.test.ts', only: 'closed stdout',
     edits: [{ file: 'src/cli.ts', from: "if (err.code === 'EPIPE' || outputLost) return;", to: 'if (outputLost) return;' }],
+  },
+  {
+    id: 'same-root-twice', claim: 'Roots are distinct, apart, and not `/`', test: 'test/roots.test.ts', only: 'the reference given again as a server',
+    edits: [{ file: 'src/prepare.ts', from: 'if (sameId(places[i].id, places[j].id)) {', to: 'if (sameId(places[i].id, places[j].id) && false) {' }],
+  },
+  {
+    id: 'nested-roots', claim: 'Roots are distinct, apart, and not `/`', test: 'test/roots.test.ts', only: 'a server inside the reference',
+    edits: [{ file: 'src/prepare.ts', from: "if (isWithin(places[i], places[j])) throw new VunifyError('BAD_SERVER', `is inside", to: "if (isWithin(places[i], places[j]) && false) throw new VunifyError('BAD_SERVER', `is inside" }],
+  },
+  {
+    id: 'dpkg-path-leaves-root', claim: 'A package database never leads outside, and is never written', test: 'test/dpkg-source.test.ts', only: 'unsafe names',
+    edits: [{ file: 'src/sources/dpkg.ts', from: "if (!onDisk.startsWith('/') || !isSafeRel(rel)) { rejectedPaths++; continue; }", to: "if (!onDisk.startsWith('/')) { rejectedPaths++; continue; }" }],
+  },
+  {
+    id: 'long-key-not-shortened', claim: 'A long path never stops the farm', test: 'test/long-path.test.ts', only: 'is unified like any other',
+    edits: [{ file: 'src/store/index-db.ts', from: 'const long = at + 4 + rel.length > MAX_KEY;', to: 'const long = at + 4 + rel.length > MAX_KEY * 4;' }],
+  },
+  {
+    id: 'meta-pages-unchecked', claim: 'A damaged index is one line, never a crash', test: 'test/index-damage.test.ts', only: 'truncated',
+    edits: [{ file: 'src/store/index-db.ts', from: 'if (why) throw new VunifyError(\'INDEX\', `the index is damaged', to: 'if (why && false) throw new VunifyError(\'INDEX\', `the index is damaged' }],
+  },
+  {
+    id: 'failed-write-after-links-says-nothing-changed', claim: 'The exit code tells whether files changed', test: 'test/index-damage.test.ts', only: 'after links were made',
+    edits: [{ file: 'src/store/index-db.ts', from: '    await this.flush();\n    this.journaled = true;\n', to: '    await this.flush();\n' }],
+  },
+  {
+    id: 'other-filesystem-accepted', claim: 'Bad input changes nothing', test: 'test/unify.test.ts', only: 'a server on another filesystem',
+    edits: [{ file: 'src/prepare.ts', from: 'if (s.dir.dev !== ref.dir.dev) {', to: 'if (s.dir.dev !== ref.dir.dev && false) {' }],
+  },
+  {
+    id: 'quick-ignores-ctime', claim: 'A quick rescan never reports a stale outcome', test: 'test/quick.test.ts', only: 'a rescan after unify is quick|a changed file',
+    edits: [{ file: 'src/quick.ts', from: '    b.readUInt32LE(L!.ctime) === a[at + 8] && b.readUInt32LE(L!.ctime + 4) === a[at + 9] &&\n    b.readUInt32LE(L!.ctime + 8) === a[at + 10] && b.readUInt32LE(L!.ctime + 12) === a[at + 11];', to: '    true;' }],
+  },
+  {
+    id: 'names-as-utf8', claim: 'Odd names', test: 'test/names.test.ts', only: 'in tree mode',
+    edits: [{ file: 'src/fsx/rootdir.ts', from: "Buffer.from(name, 'latin1')]);", to: "Buffer.from(name, 'utf8')]);" }],
   },
 ];
