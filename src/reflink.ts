@@ -7,7 +7,7 @@ import fs from 'node:fs';
 import pLimit from 'p-limit';
 import { flagsOf, type ApplyContext, type Outcome } from './apply.js';
 import { VunifyError, isErrno, oneLine } from './errors.js';
-import { beforeDedupe } from './fault.js';
+import { beforeDedupe, faultPoint } from './fault.js';
 import { hashFd } from './fsx/content.js';
 import { dedupeWhole, extentsOf, fsMethods, privateBytes, sameExtents, type Extent } from './fsx/reflink.js';
 import { openFileAtSync, splitRel, type OpenedFile, type RelPath, type RootDir } from './fsx/rootdir.js';
@@ -151,6 +151,7 @@ async function shareOne(
         if (signatureOf(fs.fstatSync(f.fd, { bigint: true })) === signatureRec(d.srv)) updates.push([srvRoot, d.path, { ...d.srv, hash: own }]);
         return skip('contentDiffers', 'the kernel found the bytes unequal');
       }
+      faultPoint(); // shared, not yet recorded: the next run finds it shared (FIEMAP) and records it
       // Dedupe moves no time on XFS or btrfs (measured); should a kernel do so, put them back.
       const now = fs.fstatSync(f.fd, { bigint: true });
       if (now.atimeNs !== st.atimeNs || now.mtimeNs !== st.mtimeNs) setTimesNs(f.fd, st.atimeNs, st.mtimeNs);

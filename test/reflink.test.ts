@@ -9,7 +9,7 @@ import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { usedBytes } from '../src/fsx/reflink.js';
 import { writeXattr } from '../src/fsx/sys.js';
-import { snapshot, vunify, type FileSnap } from './helpers/tree.js';
+import { snapshot, strayTemps, vunify, type FileSnap } from './helpers/tree.js';
 import { errLines, removeTree } from './helpers/treefarm.js';
 
 const base = fs.mkdtempSync(path.join(os.tmpdir(), 'vunify-reflink-'));
@@ -17,9 +17,9 @@ const mounts: string[] = [];
 afterAll(() => removeTree(base, mounts));
 
 /** A fresh loop-mounted filesystem; throws a clear error when it cannot be made. */
-function loopMount(type: 'xfs' | 'btrfs' | 'ext4'): string {
-  const img = path.join(base, `${type}.img`);
-  const dir = path.join(base, type);
+function loopMount(type: 'xfs' | 'btrfs' | 'ext4', name: string = type): string {
+  const img = path.join(base, `${name}.img`);
+  const dir = path.join(base, name);
   fs.mkdirSync(dir);
   fs.closeSync(fs.openSync(img, 'w'));
   fs.truncateSync(img, 512 << 20);
@@ -246,5 +246,42 @@ describe('--method reflink on ext4', () => {
     const p = vunify(['plan', '--json', '--vservers-dir', vs, '--db', db, '--all-files', 'ref', 's1']);
     expect(p.status, p.stderr).toBe(0);
     expect(JSON.parse(p.stdout).filesystems[0]).toMatchObject({ name: 'ref', fs: 'ext4', methods: ['link'] });
+  });
+});
+
+describe('a killed reflink run (XFS)', () => {
+  it('a kill after a dedupe leaves the file shared; the next run records it as already unified', () => {
+    const dir = loopMount('xfs', 'xfs-kill');
+    const vs = makeFarm(dir);
+    const args = ['--vservers-dir', vs, '--db', path.join(dir, 'index'), '--all-files', '--method', 'reflink', 'ref', 's1', 's2'];
+    const before = files(snapshot(vs));
+    const killed = vunify(['unify', ...args], { VUNIFY_FAULT_AFTER: '1' });
+    expect(killed.signal).toBe('SIGKILL');
+    const r = vunify(['unify', '--json', ...args]);
+    expect(r.status, r.stderr).toBe(0);
+    const rep = JSON.parse(r.stdout);
+    expect(rep.totals.alreadyUnified, JSON.stringify(rep.totals)).toBe(1);
+    expect(rep.totals.unified).toBe(9);
+    const v = JSON.parse(vunify(['verify', '--json', '--db', path.join(dir, 'index')]).stdout);
+    expect(v.reflinked).toEqual({ checked: 10, diverged: [] });
+    expect(files(snapshot(vs))).toEqual(before);
+
+    // Undo killed after a copy (before its rename), then after a rename: recover leaves every
+    // file with its content and metadata and no temporary name; the next undo finishes.
+    const same = (m: ReturnType<typeof meta>) => { const { ino: _i, ctimeNs: _c, ...rest } = m; return rest; };
+    const undoArgs = args.filter((a, i) => a !== '--method' && args[i - 1] !== '--method');
+    for (const at of ['1', '3']) {
+      expect(vunify(['undo', ...undoArgs], { VUNIFY_FAULT_AFTER: at }).signal, `kill at ${at}`).toBe('SIGKILL');
+      const rec = vunify(['recover', '--db', path.join(dir, 'index')]);
+      expect(rec.status, rec.stderr).toBe(0);
+      expect(strayTemps(vs)).toEqual([]);
+      const now = files(snapshot(vs));
+      for (const [k, m] of before) expect(same(now.get(k)!), `${k} after a kill at ${at}`).toEqual(same(m));
+    }
+    const u = vunify(['undo', '--json', ...undoArgs]);
+    expect(u.status, u.stderr).toBe(0);
+    expect(JSON.parse(u.stdout).totals.restored).toBe(9); // one was finished before the second kill
+    for (const s of ['s1', 's2']) for (const rel of [...Object.keys(SAME), SWAP, WRITE]) expect(noneShared(path.join(vs, s, rel)), `${s}/${rel}`).toBe(true);
+    noImmutable(vs);
   });
 });
