@@ -22,6 +22,9 @@ type Shareable = Extract<Decision, { kind: 'link' }>;
 
 const skip = (reason: SkipReason, detail?: string): Outcome => ({ kind: 'skip', reason, detail });
 
+/** Records to write: files whose hash was learnt, and link records (awaited together at the end). */
+interface Sink { updates: Array<[string, RelPath, FileRecord | null]>; writes: Array<Promise<unknown>> }
+
 /** Refuses, before anything changes, roots whose filesystem cannot share extents. */
 export function refuseWithoutReflink(roots: Array<{ path: string; rootFd: number }>): void {
   for (const r of roots) {
@@ -51,22 +54,23 @@ export async function applyReflinks(decisions: Decision[], ctx: ApplyContext, dr
   }
   const limit = pLimit(ctx.concurrency ?? 4);
   const counter = phaseCounter(ctx.progress, dryRun ? 'compare' : 'link', [...groups.values()].reduce((a, g) => a + g.length, 0), 'files');
-  const updates: Array<[string, RelPath, FileRecord | null]> = [];
+  const sink: Sink = { updates: [], writes: [] };
   await Promise.all([...groups.values()].map((g) => limit(async () => {
     try {
-      await shareGroup(g, ctx, outcomes, updates, dryRun);
+      await shareGroup(g, ctx, outcomes, sink, dryRun);
     } catch (err) {
       for (const d of g) if (!outcomes.has(d)) outcomes.set(d, skip('error', oneLine(err)));
     }
     counter.add(g.length);
   })));
   counter.end();
-  if (!dryRun && updates.length) await ctx.index.putFiles(updates);
+  // One commit for all, not one per file.
+  if (!dryRun) await Promise.all([...sink.writes, ctx.index.putFiles(sink.updates)]);
   return outcomes;
 }
 
 async function shareGroup(
-  g: Shareable[], ctx: ApplyContext, outcomes: Map<Decision, Outcome>, updates: Array<[string, RelPath, FileRecord | null]>, dryRun: boolean,
+  g: Shareable[], ctx: ApplyContext, outcomes: Map<Decision, Outcome>, sink: Sink, dryRun: boolean,
 ): Promise<void> {
   const r = g[0].ref;
   const refPath = g[0].refPath;
@@ -92,10 +96,10 @@ async function shareGroup(
           if (!hash) {
             hash = (await hashFd(ref.fd)).hash;
             ctx.read?.(ctx.refRoot, refPath, r.size);
-            updates.push([ctx.refRoot, refPath, { ...r, hash }]);
+            sink.updates.push([ctx.refRoot, refPath, { ...r, hash }]);
           }
           return hash;
-        }, updates);
+        }, sink);
         if (out) outcomes.set(d, out);
       }
     } finally {
@@ -107,7 +111,7 @@ async function shareGroup(
 /** Shares one server file with the open reference; undefined when it was already shared. */
 async function shareOne(
   d: Shareable, refFd: number, refExt: Extent[], ctx: ApplyContext, dryRun: boolean, hashOf: () => Promise<string>,
-  updates: Array<[string, RelPath, FileRecord | null]>,
+  sink: Sink,
 ): Promise<Outcome | undefined> {
   const srvRoot = ctx.serverRoots.get(d.server)!;
   const { dir, name } = splitRel(d.path);
@@ -128,7 +132,7 @@ async function shareOne(
       const srvExt = extentsOf(f.fd);
       if (sameExtents(refExt, srvExt, d.srv.size)) {
         Object.assign(d, { kind: 'already' }); // counted as already unified, never read
-        if (!dryRun && ctx.index.getLink(srvRoot, d.path)?.ino !== d.srv.ino) await record(d, st, await hashOf(), ctx);
+        if (!dryRun && ctx.index.getLink(srvRoot, d.path)?.ino !== d.srv.ino) sink.writes.push(record(d, st, await hashOf(), ctx));
         return undefined;
       }
       const freed = privateBytes(srvExt);
@@ -148,15 +152,15 @@ async function shareOne(
       if (res === 'differs') {
         // Its hash, so the next plan tells without reading (when unchanged since the scan).
         const own = (await hashFd(f.fd)).hash;
-        if (signatureOf(fs.fstatSync(f.fd, { bigint: true })) === signatureRec(d.srv)) updates.push([srvRoot, d.path, { ...d.srv, hash: own }]);
+        if (signatureOf(fs.fstatSync(f.fd, { bigint: true })) === signatureRec(d.srv)) sink.updates.push([srvRoot, d.path, { ...d.srv, hash: own }]);
         return skip('contentDiffers', 'the kernel found the bytes unequal');
       }
       faultPoint(); // shared, not yet recorded: the next run finds it shared (FIEMAP) and records it
       // Dedupe moves no time on XFS or btrfs (measured); should a kernel do so, put them back.
       const now = fs.fstatSync(f.fd, { bigint: true });
       if (now.atimeNs !== st.atimeNs || now.mtimeNs !== st.mtimeNs) setTimesNs(f.fd, st.atimeNs, st.mtimeNs);
-      await record(d, st, hash, ctx);
-      if (!d.srv.hash) updates.push([srvRoot, d.path, { ...d.srv, hash }]);
+      sink.writes.push(record(d, st, hash, ctx));
+      if (!d.srv.hash) sink.updates.push([srvRoot, d.path, { ...d.srv, hash }]);
       return { kind: 'unified', bytesSaved: d.srv.size, diskSaved: freed };
     } finally {
       await f.close();

@@ -103,13 +103,14 @@ const FIEMAP_EXTENT_UNKNOWN = 0x2;
 const FIEMAP_EXTENT_DELALLOC = 0x4;
 export const FIEMAP_EXTENT_SHARED = 0x2000;
 const BATCH = 256;
+const fiemapBuf = Buffer.alloc(32 + 56 * BATCH); // reused: one call at a time (synchronous)
 
 export interface Extent { logical: number; physical: number; length: number; flags: number }
 
 /** The file's extents (FIEMAP, after writing back pending data). */
 export function extentsOf(fd: number): Extent[] {
   const out: Extent[] = [];
-  const b = Buffer.alloc(32 + 56 * BATCH);
+  const b = fiemapBuf;
   let start = 0n;
   for (;;) {
     b.fill(0);
