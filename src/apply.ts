@@ -43,13 +43,15 @@ export interface ApplyContext {
   /** Phase timings, when tracing. */
   trace?: (phase: string, ms: number) => void;
   /** Reference inodes found full (EMLINK) in this run, and the copy shared instead. */
-  secondCopies?: Map<string, { root: string; path: RelPath; ino: bigint }>;
+  secondCopies?: Map<string, { root: string; path: RelPath; ino: bigint; sig: Sig }>;
   /** Folders where this run linked, renamed or removed a name, by `root\0folder`. */
   touchedDirs?: Set<string>;
   /** Hashes learnt while comparing in the current chunk, by `root\0path`. */
   learned?: Map<string, string>;
   /** Told of every file whose content is read (for the report). */
   read?: (root: string, rel: RelPath, bytes: number) => void;
+  /** Link decisions per server inode (`server\0ino`), over the whole run. */
+  linkNames?: Map<string, number>;
   /** Temporary names that could not be removed: their journal entries stay for recover. */
   stuckTmps?: Set<string>;
 }
@@ -119,6 +121,11 @@ export function flagsOf(fd: number): number {
 }
 
 type LinkDecision = Extract<Decision, { kind: 'link' }>;
+
+/** What a file must still be to be shared: any write, chmod, chown or setxattr moves ctime. */
+interface Sig { size: bigint; mtimeNs: bigint; ctimeNs: bigint; mode: bigint; uid: bigint; gid: bigint }
+const sigOf = (st: Sig): Sig => ({ size: st.size, mtimeNs: st.mtimeNs, ctimeNs: st.ctimeNs, mode: st.mode, uid: st.uid, gid: st.gid });
+const sameSig = (a: Sig, b: Sig) => a.size === b.size && a.mtimeNs === b.mtimeNs && a.ctimeNs === b.ctimeNs && a.mode === b.mode && a.uid === b.uid && a.gid === b.gid;
 type Group = Array<Extract<Decision, { kind: 'link' | 'already' }>>;
 
 interface Verified { d: LinkDecision; st1: StatLite; rec: LinkRecord; tmp: string }
@@ -167,6 +174,9 @@ export async function applyLinks(decisions: Decision[], ctx: ApplyContext): Prom
     g.some((d) => d.kind === 'link') || (ctx.immutable && !carriesAttribute(g[0].refPath, g[0].ref, ctx)));
   const links = todo.flatMap((g) => g.filter((d): d is LinkDecision => d.kind === 'link'));
   ctx.stuckTmps ??= new Set();
+  // How many names of each server inode this run links, whichever reference inode each goes to.
+  ctx.linkNames = new Map();
+  for (const d of links) ctx.linkNames.set(`${d.server}\0${d.srv.ino}`, (ctx.linkNames.get(`${d.server}\0${d.srv.ino}`) ?? 0) + 1);
   const bytes = phaseCounter(ctx.progress, 'compare', links.reduce((a, d) => a + d.srv.size, 0), 'bytes');
   const count = { bytes, links: phaseCounter(undefined, 'link', 0, 'files') };
   for (let i = 0; i < todo.length; i += CHUNK_GROUPS) {
@@ -332,7 +342,7 @@ async function verifyGroup(
         if (state.refHash) v.rec.hash = state.refHash;
         state.verified.push(v);
       }
-      keepInodesWhole(links, state, outcomes);
+      keepInodesWhole(links, state, outcomes, ctx.linkNames);
       return state;
     } finally {
       if (refBytes) releaseWhole(refBytes);
@@ -345,19 +355,18 @@ async function verifyGroup(
  * The names of one server inode go together: when one of them is left private, so are the
  * others (relinking some would only split the inode, and save nothing).
  */
-function keepInodesWhole(links: LinkDecision[], state: GroupState, outcomes: Map<Decision, Outcome>): void {
+function keepInodesWhole(links: LinkDecision[], state: GroupState, outcomes: Map<Decision, Outcome>, runNames?: Map<string, number>): void {
   const left = new Map<string, Outcome>();
   for (const d of links) {
     const o = outcomes.get(d);
     if (o?.kind === 'skip') left.set(`${d.server}\0${d.srv.ino}`, o);
   }
-  // Names not among these links (not candidates, or in no package): the inode stays whole.
-  const names = new Map<string, number>();
-  for (const v of state.verified) if (v.st1.nlink > 1n) names.set(`${v.d.server}\0${v.st1.ino}`, (names.get(`${v.d.server}\0${v.st1.ino}`) ?? 0) + 1);
+  // Names not among this run's links (not candidates, or in no package): the inode stays whole.
   for (const v of state.verified) {
     const k = `${v.d.server}\0${v.st1.ino}`;
-    if (v.st1.nlink > 1n && !left.has(k) && BigInt(names.get(k)!) < v.st1.nlink) {
-      left.set(k, skip('otherNames', `the inode has ${v.st1.nlink} names here, ${names.get(k)} of them linked in this run`));
+    const n = runNames?.get(k) ?? 1;
+    if (v.st1.nlink > 1n && !left.has(k) && BigInt(n) < v.st1.nlink) {
+      left.set(k, skip('otherNames', `the inode has ${v.st1.nlink} names here, ${n} of them linked in this run`));
     }
   }
   if (left.size === 0) return;
@@ -464,7 +473,7 @@ async function linkGroup(
         let canon = { fd: ref.fd, ino: ref.stat.ino };
         const known = ctx.secondCopies?.get(`${r.dev}:${r.ino}`);
         if (known && state.verified.length > 0) {
-          canon = await useSecondCopy(known.root, known.path, known.ino, state.verified, ctx, extra);
+          canon = await useSecondCopy(known.root, known.path, known.ino, known.sig, state.verified, ctx, extra);
         }
         for (let i = 0; i < state.verified.length; i++) {
           const v = state.verified[i];
@@ -475,8 +484,9 @@ async function linkGroup(
           if (out.kind === 'skip' && out.reason === 'linkLimit') {
             // This copy is shared instead: by the rest of this inode's links now, and by
             // servers handled later in this run.
-            (ctx.secondCopies ??= new Map()).set(`${r.dev}:${r.ino}`, { root: ctx.serverRoots.get(v.d.server)!, path: v.d.path, ino: v.st1.ino });
-            if (rest.length > 0) canon = await useSecondCopy(ctx.serverRoots.get(v.d.server)!, v.d.path, v.st1.ino, rest, ctx, extra);
+            const copy = { root: ctx.serverRoots.get(v.d.server)!, path: v.d.path, ino: v.st1.ino, sig: sigOf(v.st1) };
+            (ctx.secondCopies ??= new Map()).set(`${r.dev}:${r.ino}`, copy);
+            if (rest.length > 0) canon = await useSecondCopy(copy.root, copy.path, copy.ino, copy.sig, rest, ctx, extra);
           }
         }
       } finally {
@@ -498,6 +508,20 @@ async function linkGroup(
       }
       for (const c of extra) {
         await finishSecondCopy(c, ctx);
+        if (writeAttempted(c.file.fd)) {
+          // As for the reference: a held-off opener gets a descriptor on this inode.
+          const names: Array<{ root: string; path: RelPath; d?: Decision }> = [{ root: c.rootPath, path: c.path }, ...c.rest.filter((v) => outcomes.get(v.d)?.kind === 'unified').map((v) => ({ root: ctx.serverRoots.get(v.d.server)!, path: v.d.path, d: v.d }))];
+          ctx.problems.push({ root: c.rootPath, path: c.path, reason: 'opened for writing while being shared (second copy); every name of it given a private copy again' });
+          const made = await privateCopies(c.file.fd, names, ctx);
+          for (let i = 1; i < names.length; i++) if (made[i]) { outcomes.set(names[i].d!, skip('inUse', 'opened for writing while being linked; left private')); await ctx.index.removeLink(names[i].root, names[i].path); }
+          for (const n of names) updates.push([n.root, n.path, null]);
+          ctx.secondCopies?.delete(`${r.dev}:${r.ino}`);
+          await c.file.close();
+          c.held.release();
+          continue;
+        }
+        const known = ctx.secondCopies?.get(`${r.dev}:${r.ino}`);
+        if (known && known.ino === c.ino) known.sig = sigOf(fs.fstatSync(c.file.fd, { bigint: true }));
         await refreshInode(ctx, { ...r, hash: state.refHash || r.hash, ino: String(c.ino) }, [[c.rootPath, c.path], ...c.linked()], updates, fs.fstatSync(c.file.fd, { bigint: true }));
         await c.file.close();
         c.held.release();
@@ -528,6 +552,7 @@ interface SecondCopy {
   held: { fd: number; release: () => void };
   file: OpenedFile;
   linked: () => Array<[string, RelPath]>;
+  rest: Verified[];
 }
 
 /**
@@ -538,7 +563,7 @@ interface SecondCopy {
  * the link records and journal entries are rewritten to it, durably, before any link.
  */
 async function useSecondCopy(
-  rootPath: string, rel: RelPath, ino: bigint, rest: Verified[], ctx: ApplyContext, extra: SecondCopy[],
+  rootPath: string, rel: RelPath, ino: bigint, sig: Sig, rest: Verified[], ctx: ApplyContext, extra: SecondCopy[],
 ): Promise<{ fd: number; ino: bigint }> {
   const { dir, name } = splitRel(rel);
   const held = ctx.roots.get(rootPath)!.holdDir(dir);
@@ -552,6 +577,8 @@ async function useSecondCopy(
   try {
     if (file.stat.ino !== ino) throw new Error('the copy to share instead changed meanwhile');
     takeReadLease(file.fd);
+    // Held now: it must still be exactly what was compared (or what the last chunk left).
+    if (!sameSig(sigOf(fs.fstatSync(file.fd, { bigint: true })), sig)) throw new Error('the copy to share instead was changed after it was compared');
   } catch (err) {
     await file.close();
     held.release();
@@ -569,6 +596,7 @@ async function useSecondCopy(
   extra.push({
     rootPath, path: rel, ino, held, file,
     linked: () => rest.filter((r) => r.rec.ino === String(ino)).map((r) => [ctx.serverRoots.get(r.d.server)!, r.d.path]),
+    rest: rest.filter((r) => r.rec.ino === String(ino)),
   });
   return { fd: file.fd, ino };
 }
@@ -592,7 +620,8 @@ function rebaseline(done: Verified, rest: Verified[], ctx: ApplyContext): void {
     if (w.d.server !== done.d.server || w.st1.ino !== done.st1.ino) continue;
     const { dir, name } = splitRel(w.d.path);
     const now = ctx.roots.get(ctx.serverRoots.get(w.d.server)!)!.withDirSync(dir, (dfd) => lstatIn(dfd, name));
-    if (now && now.ino === w.st1.ino && now.size === w.st1.size && now.mtimeNs === w.st1.mtimeNs && now.nlink === w.st1.nlink - 1n) {
+    if (now && now.ino === w.st1.ino && now.size === w.st1.size && now.mtimeNs === w.st1.mtimeNs && now.nlink === w.st1.nlink - 1n &&
+        now.mode === w.st1.mode && now.uid === w.st1.uid && now.gid === w.st1.gid) {
       w.st1 = now;
     }
   }
@@ -643,10 +672,10 @@ function heldOffCheck(fd: number, state: GroupState, ctx: ApplyContext, refPath:
     const xattrs = readXattrs(fd);
     const same = now.mode === was.mode && now.uid === was.uid && now.gid === was.gid && now.size === was.size &&
       now.mtimeNs === was.mtimeNs && sameXattrs(xattrs, state.refXattrs);
-    if (same) return attempted;
+    if (same) break;
     if (now.size !== was.size) {
       ctx.problems.push({ root: ctx.refRoot, path: refPath, reason: `its size changed ${where}` });
-      return attempted;
+      break;
     }
     const lifted = setImmutable(fd, false);
     try {
@@ -660,7 +689,104 @@ function heldOffCheck(fd: number, state: GroupState, ctx: ApplyContext, refPath:
     }
     if (attempt === 0) ctx.problems.push({ root: ctx.refRoot, path: refPath, reason: `its metadata was changed ${where}; put back` });
   }
+  // An open that came while the attribute was lifted to put metadata back, or that passed
+  // its permission check before the attribute and reached the lease after the first read.
+  if (!attempted && writeAttempted(fd)) {
+    attempted = true;
+    ctx.problems.push({ root: ctx.refRoot, path: refPath, reason: `opened for writing ${where}; held off, and every name of it given a private copy again` });
+  }
   return attempted;
+}
+
+/**
+ * True when someone tried to open the leased inode for writing (the lease is breaking or
+ * gone), or already holds it open for writing: a second read lease on a fresh descriptor
+ * is refused (EAGAIN) while any writer has it open.
+ */
+function writeAttempted(fd: number): boolean {
+  try {
+    if (!leaseIntact(fd)) return true;
+    const probe = fs.openSync(`/proc/self/fd/${fd}`, fs.constants.O_RDONLY | fs.constants.O_NOATIME);
+    try {
+      takeReadLease(probe);
+    } catch (err) {
+      return true;
+    } finally {
+      fs.closeSync(probe);
+    }
+    return false;
+  } catch {
+    return true;
+  }
+}
+
+/**
+ * Gives each name (that still names fd's inode) a private copy of the inode's content and
+ * metadata: journaled as undo copies are, through a temporary name and rename. The inode's
+ * attribute is lifted for the renames and put back while any name is left. Returns which
+ * names got their copy.
+ */
+async function privateCopies(fd: number, given: Array<{ root: string; path: RelPath; atimeNs?: bigint }>, ctx: ApplyContext, hash = ''): Promise<boolean[]> {
+  const st = fs.fstatSync(fd, { bigint: true });
+  // Every name the index knows for the inode, in any root: a root outside this run shares
+  // the inode the held-off opener will write to just as much.
+  const names = [...given];
+  const seen = new Set(names.map((n) => `${n.root}\0${n.path}`));
+  for (const h of hash ? ctx.index.holders(hash) : []) {
+    const rec = ctx.index.getFile(h.root, h.path);
+    if (rec && rec.dev === String(st.dev) && rec.ino === String(st.ino) && !seen.has(`${h.root}\0${h.path}`)) {
+      seen.add(`${h.root}\0${h.path}`);
+      names.push(h);
+    }
+  }
+  const opened = new Map<string, RootDir>();
+  const rootOf = async (root: string) => ctx.roots.get(root) ?? opened.get(root) ?? opened.set(root, await RootDir.open(root)).get(root)!;
+  const xattrs = readXattrs(fd);
+  const flags = flagsOf(fd);
+  const journal: Array<Extract<JournalEntry, { op: 'undo' }>> = names.map((n) => ({ op: 'undo', root: n.root, path: n.path, tmp: tmpName(), dev: String(st.dev), ino: String(st.ino) }));
+  await ctx.index.journalAdd(journal);
+  if (flags & FS_IMMUTABLE_FL) setImmutable(fd, false);
+  const made = names.map(() => false);
+  const stuck = new Set<string>();
+  for (let i = 0; i < names.length; i++) {
+    const n = names[i];
+    const tmp = journal[i].tmp;
+    const { dir, name } = splitRel(n.path);
+    try {
+      await (await rootOf(n.root)).withDir(dir, async (dfd) => {
+        const cur = lstatIn(dfd, name);
+        if (!cur || cur.ino !== st.ino) return; // no longer this inode's name
+        const out = await fsp.open(at(dfd, tmp), O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW, 0o600);
+        let open = true;
+        try {
+          await copyFd(fd, out.fd);
+          await out.chown(Number(st.uid), Number(st.gid));
+          await out.chmod(Number(st.mode) & 0o7777);
+          for (const [k, v] of Object.entries(xattrs)) writeXattr(out.fd, k, v);
+          if (flags & KEPT_FLAGS) setInodeFlags(out.fd, (flagsOf(out.fd) & ~KEPT_FLAGS) | (flags & KEPT_FLAGS));
+          setTimesNs(out.fd, n.atimeNs ?? st.atimeNs, st.mtimeNs);
+          await out.sync();
+          await out.close();
+          open = false;
+          fs.renameSync(at(dfd, tmp), at(dfd, name));
+          made[i] = true;
+        } finally {
+          if (open) await out.close().catch(() => {});
+          if (!(await dropTmp(dfd, tmp))) stuck.add(tmp);
+        }
+      });
+    } catch (err) {
+      ctx.problems.push({ root: n.root, path: n.path, reason: `cannot give it a private copy again: ${oneLine(err)}` });
+    }
+  }
+  for (const d of opened.values()) await d.close();
+  const left = fs.fstatSync(fd, { bigint: true }).nlink;
+  if (left > 0n && (flags & FS_IMMUTABLE_FL)) setImmutable(fd, true);
+  if (left > 0n) ctx.problems.push({ root: names[0].root, path: names[0].path, reason: `${left} name(s) outside this run still share the inode` });
+  syncFilesystem(ctx.roots.get(ctx.refRoot)!.rootFd);
+  for (const t of stuck) ctx.stuckTmps?.add(t);
+  await ctx.index.journalDone(journal.filter((e) => !stuck.has(e.tmp)));
+  return made;
 }
 
 /**
@@ -682,50 +808,16 @@ async function evictGroup(
       names.push({ root: ctx.serverRoots.get(d.server)!, path: d.path, atimeNs: v ? BigInt(v.rec.atimeNs) : was.atimeNs, d });
     }
   }
-  const journal: JournalEntry[] = names.map((n) => ({ op: 'undo', root: n.root, path: n.path, tmp: tmpName(), dev: String(was.dev), ino: String(was.ino) }));
-  await ctx.index.journalAdd(journal);
-  const flags = flagsOf(ref.fd);
-  if (flags & FS_IMMUTABLE_FL) setImmutable(ref.fd, false);
+  const made = await privateCopies(ref.fd, names, ctx, state.refHash);
   for (let i = 0; i < names.length; i++) {
     const n = names[i];
-    const tmp = (journal[i] as { tmp: string }).tmp;
-    const { dir, name } = splitRel(n.path);
-    try {
-      await ctx.roots.get(n.root)!.withDir(dir, async (dfd) => {
-        const cur = lstatIn(dfd, name);
-        if (!cur || cur.ino !== was.ino) return; // no longer this inode's name
-        const out = await fsp.open(at(dfd, tmp), O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW, 0o600);
-        let made = true;
-        try {
-          await copyFd(ref.fd, out.fd);
-          await out.chown(Number(was.uid), Number(was.gid));
-          await out.chmod(Number(was.mode) & 0o7777);
-          for (const [k, v] of Object.entries(state.refXattrs)) writeXattr(out.fd, k, v);
-          if (flags & KEPT_FLAGS) setInodeFlags(out.fd, (flagsOf(out.fd) & ~KEPT_FLAGS) | (flags & KEPT_FLAGS));
-          setTimesNs(out.fd, n.atimeNs, was.mtimeNs);
-          await out.sync();
-          await out.close();
-          made = false;
-          fs.renameSync(at(dfd, tmp), at(dfd, name));
-        } finally {
-          if (made) await out.close().catch(() => {});
-          await dropTmp(dfd, tmp);
-        }
-      });
-    } catch (err) {
-      ctx.problems.push({ root: n.root, path: n.path, reason: `cannot give it a private copy again: ${oneLine(err)}` });
-    }
-    if (n.d) {
+    if (n.d && made[i]) {
       if (n.d.kind === 'link') outcomes.set(n.d, skip('inUse', 'opened for writing while being linked; left private'));
       await ctx.index.removeLink(n.root, n.path);
     }
     updates.push([n.root, n.path, null]); // the next scan reads it again
   }
-  // What still names the old inode (a root outside this run) keeps the attribute.
-  if (fs.fstatSync(ref.fd, { bigint: true }).nlink > 0n && ctx.immutable) setImmutable(ref.fd, true);
-  else await ctx.index.removeInode(String(was.dev), String(was.ino));
-  syncFilesystem(ctx.roots.get(ctx.refRoot)!.rootFd);
-  await ctx.index.journalDone(journal);
+  if (fs.fstatSync(ref.fd, { bigint: true }).nlink === 0n) await ctx.index.removeInode(String(was.dev), String(was.ino));
 }
 
 async function linkVerified(v: Verified, canonFd: number, ctx: ApplyContext, touched: Map<string, [string, RelPath]>): Promise<Outcome> {
@@ -814,6 +906,7 @@ export interface UndoItem {
 /** Puts private copies back, one shared inode at a time. */
 export async function applyUndo(items: UndoItem[], ctx: ApplyContext): Promise<Map<UndoItem, Outcome>> {
   const outcomes = new Map<UndoItem, Outcome>();
+  ctx.stuckTmps ??= new Set();
   const groups = new Map<string, UndoItem[]>();
   for (const it of items) {
     const key = `${it.dev}:${it.ino}`;
@@ -841,17 +934,40 @@ export async function applyUndo(items: UndoItem[], ctx: ApplyContext): Promise<M
   await Promise.all(
     [...groups.values()].map((group) =>
       limit(async () => {
-        for (const it of group) {
-          counter.add(1);
-          const srvRoot = ctx.serverRoots.get(it.server)!;
-          const old = ctx.index.getFile(srvRoot, it.path);
-          const out = await undoOne(it, ctx).catch((err) => skip('error', oneLine(err)));
-          outcomes.set(it, out);
-          if (out.kind === 'restored') {
-            // The private copy has the shared content: record it so a rescan need not read it.
-            const st = await ctx.roots.get(srvRoot)!.lstat(it.path).catch(() => null);
-            updates.push([srvRoot, it.path, st && old && old.ino === it.ino ? recordOf(st, old.hash, old.xattrs, old.pkg) : null]);
+        // Undo lifts the attribute of a shared inode for its renames: the same lease as
+        // linking holds every write-open of it off meanwhile.
+        const held = holdUndoGroup(group, ctx);
+        if (held === 'inUse') {
+          for (const it of group) { counter.add(1); outcomes.set(it, skip('inUse', 'the shared file is open for writing: left as it is')); }
+          return;
+        }
+        try {
+          for (const it of group) {
+            counter.add(1);
+            const srvRoot = ctx.serverRoots.get(it.server)!;
+            const old = ctx.index.getFile(srvRoot, it.path);
+            const out = await undoOne(it, ctx).catch((err) => skip('error', oneLine(err)));
+            outcomes.set(it, out);
+            if (out.kind === 'restored') {
+              // The private copy has the shared content: record it so a rescan need not read it.
+              const st = await ctx.roots.get(srvRoot)!.lstat(it.path).catch(() => null);
+              updates.push([srvRoot, it.path, st && old && old.ino === it.ino ? recordOf(st, old.hash, old.xattrs, old.pkg) : null]);
+            }
           }
+          if (held && writeAttempted(held.fd)) {
+            // A held-off opener gets a descriptor on the inode: every name left on it goes private too.
+            const refPath = group.find((it) => it.refPath !== undefined)?.refPath;
+            const names: Array<{ root: string; path: RelPath }> = [
+              ...(refPath !== undefined ? [{ root: ctx.refRoot, path: refPath }] : []),
+              ...group.filter((it) => outcomes.get(it)?.kind !== 'restored').map((it) => ({ root: ctx.serverRoots.get(it.server)!, path: it.path })),
+            ];
+            ctx.problems.push({ root: names[0]?.root ?? ctx.refRoot, path: names[0]?.path ?? group[0].path, reason: 'opened for writing while its links were undone; held off, and every name of it given a private copy' });
+            const rec = ctx.index.getFile(ctx.serverRoots.get(group[0].server)!, group[0].path) ?? (refPath !== undefined ? ctx.index.getFile(ctx.refRoot, refPath) : undefined);
+            await privateCopies(held.fd, names, ctx, rec && rec.ino === group[0].ino ? rec.hash : '');
+            for (const n of names) updates.push([n.root, n.path, null]);
+          }
+        } finally {
+          if (held) await held.close();
         }
         // The shared inode lost links (its ctime moved): refresh the records that remain on it.
         const known = ctx.index.getFile(ctx.serverRoots.get(group[0].server)!, group[0].path);
@@ -867,8 +983,35 @@ export async function applyUndo(items: UndoItem[], ctx: ApplyContext): Promise<M
   );
   counter.end();
   await ctx.index.putFiles(updates);
-  await ctx.index.journalDone(journal);
+  // A temporary copy that could not be removed (a read-only remount) stays journaled for recover.
+  const stuck = ctx.stuckTmps ?? new Set<string>();
+  for (const e of journal) if (e.op === 'undo' && stuck.has(e.tmp)) ctx.problems.push({ root: e.root, path: e.path, reason: `its temporary name ${e.tmp} could not be removed; the next run (or vunify recover) removes it` });
+  await ctx.index.journalDone(journal.filter((e) => e.op !== 'undo' || !stuck.has(e.tmp)));
   return outcomes;
+}
+
+/** A read lease on a group's shared inode, through its first server name; 'inUse' when a writer holds it open. */
+function holdUndoGroup(group: UndoItem[], ctx: ApplyContext): OpenedFile | 'inUse' | null {
+  const it = group[0];
+  const { dir, name } = splitRel(it.path);
+  let f: OpenedFile;
+  try {
+    f = ctx.roots.get(ctx.serverRoots.get(it.server)!)!.withDirSync(dir, (dfd) => openFileAtSync(dfd, name));
+  } catch {
+    return null; // undoOne says what is wrong
+  }
+  if (String(f.stat.ino) !== it.ino || String(f.stat.dev) !== it.dev) {
+    void f.close();
+    return null;
+  }
+  try {
+    takeReadLease(f.fd);
+  } catch (err) {
+    void f.close();
+    if (isErrno(err, 'EAGAIN')) return 'inUse';
+    throw err;
+  }
+  return f;
 }
 
 async function undoOne(it: UndoItem, ctx: ApplyContext): Promise<Outcome> {
@@ -941,7 +1084,7 @@ async function undoOne(it: UndoItem, ctx: ApplyContext): Promise<Outcome> {
       throw err;
     } finally {
       if (tmp !== null) {
-        await dropTmp(dfd, tmp);
+        if (!(await dropTmp(dfd, tmp))) ctx.stuckTmps?.add(tmp);
         restoreDir();
       }
       await cur.close();

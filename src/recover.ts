@@ -29,20 +29,25 @@ export async function recover(index: Index, log?: (line: string) => void): Promi
   // Links and copies first, attributes last: an attribute goes back on once the links are settled.
   const order = (e: JournalEntry) => (e.op === 'flag' ? 1 : 0);
   const protect: JournalEntry[] = [];
+  // Inodes whose attribute a journaled step lifted: a name still on one keeps it protected.
+  const flagged = new Set(entries.filter((e) => e.op === 'flag').map((e) => `${e.dev}:${e.ino}`));
+  const done: JournalEntry[] = [];
   try {
     for (const e of [...entries].sort((a, b) => order(a) - order(b))) {
       const dir = await rootOf(e.root);
       try {
         if (e.op === 'flag' && protect.length > 0) await protectAll(protect.splice(0), rootOf, report);
-        if (dir) await recoverOne(e, dir, index, report, protect);
+        if (dir) await recoverOne(e, dir, index, report, protect, flagged);
       } catch (err) {
         report.problems.push(`${e.root}/${e.path}: ${oneLine(err)}`);
         continue; // kept in the journal: the next run tries again
       }
-      await index.journalDone([e]);
+      done.push(e);
     }
     await protectAll(protect, rootOf, report);
+    // Durable first: a power loss must not bring back a removed name with no entry for it.
     for (const d of roots.values()) if (d) syncFilesystem(d.rootFd);
+    await index.journalDone(done);
   } finally {
     for (const d of roots.values()) await d?.close();
   }
@@ -51,7 +56,7 @@ export async function recover(index: Index, log?: (line: string) => void): Promi
   return report;
 }
 
-async function recoverOne(e: JournalEntry, dir: RootDir, index: Index, report: RecoverReport, protect: JournalEntry[]): Promise<void> {
+async function recoverOne(e: JournalEntry, dir: RootDir, index: Index, report: RecoverReport, protect: JournalEntry[], flagged: Set<string>): Promise<void> {
   const onInode = (st: fs.BigIntStats | null) => st !== null && String(st.ino) === e.ino && String(st.dev) === e.dev;
   if (e.op === 'flag') {
     const { dir: d, name } = splitRel(e.path);
@@ -92,6 +97,9 @@ async function recoverOne(e: JournalEntry, dir: RootDir, index: Index, report: R
     // is gone (an immutable inode's names cannot be removed).
     if (index.getInode(e.dev, e.ino)) protect.push(e);
   }
+  // An undo killed while the inode's attribute was lifted: the names it did not reach still
+  // share the inode (the flag entry's own path may have gone private already).
+  if (e.op === 'undo' && linked && (flagged.has(`${e.dev}:${e.ino}`) || index.getInode(e.dev, e.ino))) protect.push(e);
   // A link not made, or an undo that finished: the link record no longer describes the disk.
   if (!linked && rec && rec.ino === e.ino && rec.dev === e.dev) {
     await index.removeLink(e.root, e.path);

@@ -1,6 +1,6 @@
 // Tenant isolation while linking: a tenant that writes to its files the moment they become
 // shared must never reach the reference or another server (issue 16, item 1).
-import { execFileSync, spawn } from 'node:child_process';
+import { execFileSync, spawn, spawnSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import fs from 'node:fs';
 import os from 'node:os';
@@ -76,6 +76,26 @@ function loopMount(type: 'xfs' | 'btrfs'): string {
   return dir;
 }
 
+const CLI = path.join(__dirname, '../dist/cli.js');
+
+// Opens every file of its root for appending in a loop, writing where an open succeeds.
+const SPINNER = `
+const fs = require('fs'), path = require('path');
+const root = process.argv[1];
+const files = [];
+const walk = (d) => { for (const e of fs.readdirSync(d, { withFileTypes: true })) { const p = path.join(d, e.name); if (e.isDirectory()) walk(p); else if (e.name.startsWith('f')) files.push(p); } };
+walk(root);
+let stop = false;
+process.on('SIGTERM', () => { stop = true; });
+const tick = () => {
+  for (const f of files) {
+    try { const fd = fs.openSync(f, fs.constants.O_WRONLY | fs.constants.O_APPEND); try { fs.writeSync(fd, 'PWNED'); } catch {} fs.closeSync(fd); } catch {}
+  }
+  if (!stop) setImmediate(tick); else fs.writeFileSync(process.argv[2], 'done');
+};
+tick();
+`;
+
 beforeAll(() => { base = fs.mkdtempSync(path.join(os.tmpdir(), 'vunify-iso-')); });
 afterAll(() => {
   if (!base) return;
@@ -141,6 +161,36 @@ describe('a tenant that writes to its files as soon as they are shared', () => {
       }
     });
   }
+  for (const where of ['tmp', 'xfs']) {
+    it(`on ${where}: a tenant that keeps opening its shared files for writing while another server's links are undone reaches no other root`, async () => {
+      const on = where === 'tmp' ? base : loopMount('xfs');
+      const { vs, db } = makeFarm(on);
+      const common = ['--all-files', '--vservers-dir', vs, '--db', db];
+      expect(execFileSync(process.execPath, [CLI, 'unify', '-q', ...common, 'ref', 's1', 's2', 's3']).length).toBe(0);
+      const before = new Map<string, string>();
+      for (const r of ROOTS) for (let i = 0; i < FILES; i++) {
+        const p = path.join(vs, r, 'usr/lib', `d${i % 10}`, `f${i}`);
+        before.set(p, sha(p));
+      }
+      // s2's tenant opens every file of its own for appending, again and again: each open
+      // fails while the shared inode is immutable, and must never land while undo lifts it.
+      const log = path.join(base, `undo-attack-${where}.log`);
+      const child = spawn(process.execPath, ['-e', SPINNER, path.join(vs, 's2'), log], { stdio: 'ignore' });
+      const childDone = new Promise((r) => child.on('close', r));
+      await new Promise((r) => setTimeout(r, 300));
+      const run = spawnSync(process.execPath, [CLI, 'undo', '--json', ...common, 'ref', 's1'], { encoding: 'utf8' });
+      child.kill('SIGTERM');
+      await childDone;
+      for (const [p, h] of before) {
+        const owner = path.relative(vs, p).split(path.sep)[0];
+        if (owner === 's2') continue;
+        expect(sha(p), `${p} changed (undo of s1, tenant in s2)`).toBe(h);
+      }
+      expect([0, 1]).toContain(run.status);
+      expect(strayTemps(vs)).toEqual([]);
+    });
+  }
+
   it('the attacker was held off at least once in these runs (the check above was exercised)', () => {
     expect(reported.reduce((a, b) => a + b, 0)).toBeGreaterThan(0);
   });

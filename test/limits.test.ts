@@ -60,6 +60,26 @@ describe('the link limit', () => {
     execFileSync('chattr', ['-i', lib]);
     fs.rmSync(links, { recursive: true });
   });
+
+  it('a second shared copy written after its comparison is shared with no one', () => {
+    const links = path.join(farm.base, 'links');
+    fs.mkdirSync(links);
+    const lib = path.join(farm.root('ref'), LIB);
+    for (let i = fs.statSync(lib).nlink; i < 64_999; i++) fs.linkSync(lib, path.join(links, String(i)));
+    const s4 = fs.readFileSync(path.join(farm.root('s4'), LIB));
+    // s2's copy, about to become the second shared copy, is written right after the comparison.
+    const r = vunify(['unify', '--json', '-vv', 'ref', 's1', 's2', 's4', '--', 'vu-base'], { ...env, VUNIFY_TEST_WRITE_AFTER_VERIFY: path.join(farm.root('s2'), LIB) });
+    const rep = JSON.parse(r.stdout);
+    const action = (s: string) => rep.files.find((f: { server: string; path: string }) => f.server === s && f.path === `/${LIB}`).action;
+    expect(action('s2')).toBe('skip:linkLimit');
+    expect(action('s4')).not.toBe('linked');
+    expect(r.status).toBe(1);
+    expect(ino('s4')).not.toBe(ino('s2'));
+    expect(fs.readFileSync(path.join(farm.root('s4'), LIB))).toEqual(s4);
+    expect(vunify(['undo', '-q', 'ref', 's1', 's2', 's4', '--', 'vu-base'], env).status).toBe(0);
+    execFileSync('chattr', ['-i', lib]);
+    fs.rmSync(links, { recursive: true });
+  });
 });
 
 describe('exact undo', () => {
