@@ -255,10 +255,12 @@ async function linkChunk(
     }
   }
   for (const k of touched.keys()) ctx.touchedDirs?.add(k);
+  let synced = true;
   if (touched.size > 0) {
     try {
       syncFilesystem(ctx.roots.get(ctx.refRoot)!.rootFd);
     } catch (err) {
+      synced = false; // the journal stays: recover settles these entries once the disk says they are durable
       ctx.problems.push({ root: ctx.refRoot, path: '', reason: `cannot sync the filesystem: ${oneLine(err)}` });
     }
   }
@@ -272,7 +274,7 @@ async function linkChunk(
   await Promise.all([
     ...notMade.map((v) => ctx.index.removeLink(ctx.serverRoots.get(v.d.server)!, v.d.path)),
     ctx.index.putFiles(updates),
-    ctx.index.journalDone(journal.filter((e) => e.op !== 'link' || !stuck.has(e.tmp))),
+    ctx.index.journalDone(synced ? journal.filter((e) => e.op !== 'link' || !stuck.has(e.tmp)) : []),
   ]);
   lap('records');
   // The decisions live to the end of the run (the report): a linked one takes the records
