@@ -466,6 +466,7 @@ async function linkGroup(
       }
       let cleared = false;
       let attempted = false;
+      let failure: unknown;
       const extra: SecondCopy[] = [];
       try {
         if (state.verified.length > 0 && state.wasImmutable) {
@@ -482,7 +483,9 @@ async function linkGroup(
           const out = await linkVerified(v, canon.fd, ctx, touched).catch((err) => skip('error', oneLine(err)));
           outcomes.set(v.d, out);
           const rest = state.verified.slice(i + 1);
-          if (out.kind === 'unified' && v.st1.nlink > 1n) rebaseline(v, rest, ctx);
+          if (out.kind === 'unified' && v.st1.nlink > 1n) {
+            try { rebaseline(v, rest, ctx); } catch { /* the other names keep their signature: the re-check decides */ }
+          }
           if (out.kind === 'skip' && out.reason === 'linkLimit') {
             // This copy is shared instead: by the rest of this inode's links now, and by
             // servers handled later in this run.
@@ -491,6 +494,8 @@ async function linkGroup(
             if (rest.length > 0) canon = await useSecondCopy(copy.root, copy.path, copy.ino, copy.sig, rest, ctx, extra);
           }
         }
+      } catch (err) {
+        failure = err; // second copies and a broken lease are settled first, then it is reported
       } finally {
         const now = await fstat(ref.fd, { bigint: true }).catch(() => null);
         const shared = now !== null && now.nlink > 1n;
@@ -530,8 +535,10 @@ async function linkGroup(
       }
       if (attempted) {
         await evictGroup(g, ref, state, ctx, outcomes, updates);
+        if (failure) throw failure;
         return;
       }
+      if (failure) throw failure;
       // Linking and the attribute moved the inode's ctime and nlink: record the new
       // signatures (and the hash learnt while comparing) so the next scan reads nothing.
       // Every name of the reference's inode that this group knows (a package may ship it twice).
@@ -747,9 +754,11 @@ async function privateCopies(fd: number, given: Array<{ root: string; path: RelP
   const flags = flagsOf(fd);
   const journal: Array<Extract<JournalEntry, { op: 'undo' }>> = names.map((n) => ({ op: 'undo', root: n.root, path: n.path, tmp: tmpName(), dev: String(st.dev), ino: String(st.ino) }));
   await ctx.index.journalAdd(journal);
-  if (flags & FS_IMMUTABLE_FL) setImmutable(fd, false);
   const made = names.map(() => false);
+  const ready = names.map(() => false);
   const stuck = new Set<string>();
+  // 1. every copy, while the attribute is still on: a lease the kernel times out (after
+  // lease-break-time) lets an opener write; a copy whose bytes are not the known content is not used.
   for (let i = 0; i < names.length; i++) {
     const n = names[i];
     const tmp = journal[i].tmp;
@@ -758,33 +767,53 @@ async function privateCopies(fd: number, given: Array<{ root: string; path: RelP
       await (await rootOf(n.root)).withDir(dir, async (dfd) => {
         const cur = lstatIn(dfd, name);
         if (!cur || cur.ino !== st.ino) return; // no longer this inode's name
-        const out = await fsp.open(at(dfd, tmp), O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW, 0o600);
-        let open = true;
+        const out = await fsp.open(at(dfd, tmp), fs.constants.O_RDWR | O_CREAT | O_EXCL | O_NOFOLLOW, 0o600); // read back for the hash
         try {
           await copyFd(fd, out.fd);
           await out.chown(Number(st.uid), Number(st.gid));
           await out.chmod(Number(st.mode) & 0o7777);
+          // A folder's default ACL is inherited by a new file: only the inode's own xattrs stay.
+          for (const k of Object.keys(readXattrs(out.fd))) if (!(k in xattrs)) removeXattr(out.fd, k);
           for (const [k, v] of Object.entries(xattrs)) writeXattr(out.fd, k, v);
           if (flags & KEPT_FLAGS) setInodeFlags(out.fd, (flagsOf(out.fd) & ~KEPT_FLAGS) | (flags & KEPT_FLAGS));
           setTimesNs(out.fd, n.atimeNs ?? st.atimeNs, st.mtimeNs);
           await out.sync();
-          await out.close();
-          open = false;
-          fs.renameSync(at(dfd, tmp), at(dfd, name));
-          made[i] = true;
+          if (hash && (await hashFd(out.fd)).hash !== hash) throw new Error('the shared content changed before it could be copied');
+          ready[i] = true;
         } finally {
-          if (open) await out.close().catch(() => {});
-          if (!(await dropTmp(dfd, tmp))) stuck.add(tmp);
+          await out.close();
         }
       });
     } catch (err) {
       ctx.problems.push({ root: n.root, path: n.path, reason: `cannot give it a private copy again: ${oneLine(err)}` });
     }
   }
+  // 2. the renames, back to back, with the attribute lifted only for them
+  if (flags & FS_IMMUTABLE_FL) setImmutable(fd, false);
+  try {
+    for (let i = 0; i < names.length; i++) {
+      const n = names[i];
+      const tmp = journal[i].tmp;
+      const { dir, name } = splitRel(n.path);
+      await (await rootOf(n.root)).withDir(dir, async (dfd) => {
+        try {
+          if (ready[i]) {
+            fs.renameSync(at(dfd, tmp), at(dfd, name));
+            made[i] = true;
+          }
+        } catch (err) {
+          ctx.problems.push({ root: n.root, path: n.path, reason: `cannot give it a private copy again: ${oneLine(err)}` });
+        } finally {
+          if (!made[i] && !(await dropTmp(dfd, tmp))) stuck.add(tmp);
+        }
+      }).catch((err) => ctx.problems.push({ root: n.root, path: n.path, reason: oneLine(err) }));
+    }
+  } finally {
+    const left = fs.fstatSync(fd, { bigint: true }).nlink;
+    if (left > 0n && (flags & FS_IMMUTABLE_FL)) setImmutable(fd, true);
+    if (left > 0n) ctx.problems.push({ root: names[0].root, path: names[0].path, reason: `${left} name(s) outside this run still share the inode` });
+  }
   for (const d of opened.values()) await d.close();
-  const left = fs.fstatSync(fd, { bigint: true }).nlink;
-  if (left > 0n && (flags & FS_IMMUTABLE_FL)) setImmutable(fd, true);
-  if (left > 0n) ctx.problems.push({ root: names[0].root, path: names[0].path, reason: `${left} name(s) outside this run still share the inode` });
   syncFilesystem(ctx.roots.get(ctx.refRoot)!.rootFd);
   for (const t of stuck) ctx.stuckTmps?.add(t);
   await ctx.index.journalDone(journal.filter((e) => !stuck.has(e.tmp)));
@@ -938,14 +967,18 @@ export async function applyUndo(items: UndoItem[], ctx: ApplyContext): Promise<M
       limit(async () => {
         // Undo lifts the attribute of a shared inode for its renames: the same lease as
         // linking holds every write-open of it off meanwhile.
-        const held = holdUndoGroup(group, ctx);
-        if (held === 'inUse') {
-          for (const it of group) { counter.add(1); outcomes.set(it, skip('inUse', 'the shared file is open for writing: left as it is')); }
+        // Reflinked files share no inode: no attribute is lifted, nothing to hold off.
+        const held = group.every((it) => it.reflink) ? null : holdUndoGroup(group, ctx);
+        if (held === 'inUse' || held === 'none') {
+          const why = held === 'inUse' ? skip('inUse', 'the shared file is open for writing: left as it is') : skip('changed', 'no name of the shared inode could be held: left as it is');
+          for (const it of group) { counter.add(1); outcomes.set(it, why); }
           return;
         }
         try {
           for (const it of group) {
             counter.add(1);
+            // An opener held off already: stop lifting the attribute; the names go private below.
+            if (held && writeAttempted(held.fd)) { outcomes.set(it, skip('inUse', 'opened for writing while undone: given a private copy')); continue; }
             const srvRoot = ctx.serverRoots.get(it.server)!;
             const old = ctx.index.getFile(srvRoot, it.path);
             const out = await undoOne(it, ctx).catch((err) => skip('error', oneLine(err)));
@@ -968,6 +1001,8 @@ export async function applyUndo(items: UndoItem[], ctx: ApplyContext): Promise<M
             await privateCopies(held.fd, names, ctx, rec && rec.ino === group[0].ino ? rec.hash : '');
             for (const n of names) updates.push([n.root, n.path, null]);
           }
+        } catch (err) {
+          for (const it of group) if (!outcomes.has(it)) outcomes.set(it, skip('error', oneLine(err)));
         } finally {
           if (held) await held.close();
         }
@@ -992,28 +1027,39 @@ export async function applyUndo(items: UndoItem[], ctx: ApplyContext): Promise<M
   return outcomes;
 }
 
-/** A read lease on a group's shared inode, through its first server name; 'inUse' when a writer holds it open. */
-function holdUndoGroup(group: UndoItem[], ctx: ApplyContext): OpenedFile | 'inUse' | null {
-  const it = group[0];
-  const { dir, name } = splitRel(it.path);
-  let f: OpenedFile;
-  try {
-    f = ctx.roots.get(ctx.serverRoots.get(it.server)!)!.withDirSync(dir, (dfd) => openFileAtSync(dfd, name));
-  } catch {
-    return null; // undoOne says what is wrong
+/**
+ * A read lease on a group's shared inode, through any of its names (the reference's, then
+ * the servers'): 'inUse' when a writer holds it open, 'none' when no name of it can be
+ * opened as that inode (nothing is then lifted).
+ */
+function holdUndoGroup(group: UndoItem[], ctx: ApplyContext): OpenedFile | 'inUse' | 'none' {
+  const refPath = group.find((it) => it.refPath !== undefined)?.refPath;
+  const names: Array<[string, RelPath]> = [
+    ...(refPath !== undefined ? [[ctx.refRoot, refPath] as [string, RelPath]] : []),
+    ...group.map((it): [string, RelPath] => [ctx.serverRoots.get(it.server)!, it.path]),
+  ];
+  for (const [root, rel] of names) {
+    const { dir, name } = splitRel(rel);
+    let f: OpenedFile;
+    try {
+      f = ctx.roots.get(root)!.withDirSync(dir, (dfd) => openFileAtSync(dfd, name));
+    } catch {
+      continue;
+    }
+    if (String(f.stat.ino) !== group[0].ino || String(f.stat.dev) !== group[0].dev) {
+      void f.close();
+      continue;
+    }
+    try {
+      takeReadLease(f.fd);
+    } catch (err) {
+      void f.close();
+      if (isErrno(err, 'EAGAIN')) return 'inUse';
+      continue;
+    }
+    return f;
   }
-  if (String(f.stat.ino) !== it.ino || String(f.stat.dev) !== it.dev) {
-    void f.close();
-    return null;
-  }
-  try {
-    takeReadLease(f.fd);
-  } catch (err) {
-    void f.close();
-    if (isErrno(err, 'EAGAIN')) return 'inUse';
-    throw err;
-  }
-  return f;
+  return 'none';
 }
 
 async function undoOne(it: UndoItem, ctx: ApplyContext): Promise<Outcome> {

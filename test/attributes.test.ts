@@ -129,6 +129,39 @@ describe('inode flags other than i and a', () => {
   });
 });
 
+describe('a file held open for writing', () => {
+  it('is left private as inUse by unify (the reference) and by undo (a shared inode), never an internal error', () => {
+    const { vs, args } = makeFarm(base, 4, ['ref', 's1', 's2']);
+    const refFile = path.join(vs, 'ref/opt/app/d0/f0');
+    let fd = fs.openSync(refFile, 'a'); // the reference's tenant writes to its file
+    try {
+      const r = vunify(['unify', '--json', '-vv', '--no-immutable', ...args, 'ref', 's1', 's2']);
+      expect(r.status, r.stderr).toBe(0);
+      const rep = JSON.parse(r.stdout);
+      expect(rep.files.find((x: { server: string; path: string }) => x.server === 's1' && x.path === '/opt/app/d0/f0').action).toBe('skip:inUse');
+      expect(fs.statSync(refFile).nlink).toBe(1);
+    } finally {
+      fs.closeSync(fd);
+    }
+    // Unified without the attribute: a tenant can hold the shared inode open for writing.
+    expect(vunify(['unify', '-q', '--no-immutable', ...args, 'ref', 's1', 's2']).status).toBe(0);
+    const shared = path.join(vs, 's2/opt/app/d1/f1');
+    expect(fs.statSync(shared).nlink).toBe(3);
+    fd = fs.openSync(shared, 'a');
+    try {
+      const u = vunify(['undo', '--json', '-vv', ...args, 'ref', 's1', 's2']);
+      expect(u.stderr).not.toMatch(/internal error/);
+      expect(u.status, u.stderr).toBe(0);
+      const rep = JSON.parse(u.stdout);
+      expect(rep.files.filter((x: { path: string }) => x.path === '/opt/app/d1/f1').map((x: { action: string }) => x.action)).toEqual(['skip:inUse', 'skip:inUse']);
+    } finally {
+      fs.closeSync(fd);
+    }
+    expect(vunify(['undo', '-q', ...args, 'ref', 's1', 's2']).status).toBe(0);
+    expect(fs.statSync(shared).nlink).toBe(1);
+  });
+});
+
 describe('append-only files and folders', () => {
   it('are skipped with a reason, every run, with no error and no temporary name left', () => {
     const { vs, args } = makeFarm(base, 6, ['ref', 's1']);

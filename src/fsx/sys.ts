@@ -27,9 +27,14 @@ const cFremovexattr = libc.func('int fremovexattr(int fd, const char *name)');
 const cFutimens = libc.func(`int futimens(int fd, _In_ ${'vunify_timespec'} *times)`);
 void Timespec;
 
-const errnoNames = new Map<number, string>(
-  Object.entries(os.constants.errno).map(([name, num]) => [num as number, name]),
-);
+// Aliases share a number (EAGAIN/EWOULDBLOCK, EOPNOTSUPP/ENOTSUP, EDEADLK/EDEADLOCK): the
+// first name is the one callers test for, as Node's own errors use it.
+const errnoNames = new Map<number, string>();
+for (const [name, num] of Object.entries(os.constants.errno)) if (!errnoNames.has(num as number)) errnoNames.set(num as number, name);
+for (const name of ['EAGAIN', 'EOPNOTSUPP', 'EDEADLK'] as const) {
+  const num = (os.constants.errno as Record<string, number>)[name];
+  if (num !== undefined) errnoNames.set(num, name);
+}
 
 export function sysError(call: string): NodeJS.ErrnoException {
   const num = koffi.errno();
