@@ -154,6 +154,21 @@ export const breaks = [
     edits: [{ file: 'src/quick.ts', from: '    b.readUInt32LE(L!.ctime) === a[at + 8] && b.readUInt32LE(L!.ctime + 4) === a[at + 9] &&\n    b.readUInt32LE(L!.ctime + 8) === a[at + 10] && b.readUInt32LE(L!.ctime + 12) === a[at + 11];', to: '    true;' }],
   },
   {
+    id: 'undo-without-lease', claim: 'No write in one vserver reaches another, not even for a microsecond', test: 'test/isolation.test.ts', only: 'undone',
+    edits: [{ file: 'src/apply.ts', from: 'const held = group.every((it) => it.reflink) ? null : holdUndoGroup(group, ctx);', to: 'const held = null as OpenedFile | null | \'inUse\' | \'none\';' }],
+  },
+  {
+    id: 'second-copy-unchecked', claim: 'No write in one vserver reaches another, not even for a microsecond', test: 'test/limits.test.ts', only: 'second shared copy written',
+    edits: [{ file: 'src/apply.ts', from: "if (!sameSig(sigOf(fs.fstatSync(file.fd, { bigint: true })), sig)) throw", to: "if (!sameSig(sigOf(fs.fstatSync(file.fd, { bigint: true })), sig) && false) throw" }],
+  },
+  {
+    id: 'lease-refusal-misnamed', claim: 'No write in one vserver reaches another, not even for a microsecond', test: 'test/attributes.test.ts', only: 'held open',
+    edits: [
+      { file: 'src/fsx/sys.ts', from: "for (const name of ['EAGAIN', 'EOPNOTSUPP', 'EDEADLK'] as const) {", to: "for (const name of [] as string[]) {" },
+      { file: 'src/fsx/sys.ts', from: 'if (!errnoNames.has(num as number)) errnoNames.set', to: 'errnoNames.set' },
+    ],
+  },
+  {
     id: 'names-as-utf8', claim: 'Odd names', test: 'test/names.test.ts', only: 'in tree mode',
     edits: [{ file: 'src/fsx/rootdir.ts', from: "Buffer.from(name, 'latin1')]);", to: "Buffer.from(name, 'utf8')]);" }],
   },
