@@ -120,6 +120,25 @@ export function flagsOf(fd: number): number {
   }
 }
 
+interface Metadata { uid: number; gid: number; mode: number; xattrs: Xattrs; flags?: number; atimeNs: bigint; mtimeNs: bigint }
+
+/**
+ * Gives an open file exactly this metadata: owner first (chown clears setuid bits and file
+ * capabilities), mode, these xattrs and no others (a new file inherits its folder's default
+ * ACL), the kept inode flags when given, then the times.
+ */
+function setMetadata(fd: number, want: Metadata): void {
+  fs.fchownSync(fd, want.uid, want.gid);
+  fs.fchmodSync(fd, want.mode & 0o7777);
+  for (const k of Object.keys(readXattrs(fd))) if (!(k in want.xattrs)) removeXattr(fd, k);
+  for (const [k, v] of Object.entries(want.xattrs)) writeXattr(fd, k, v);
+  if (want.flags !== undefined) {
+    const flags = flagsOf(fd);
+    if ((flags & KEPT_FLAGS) !== want.flags) setInodeFlags(fd, (flags & ~KEPT_FLAGS) | want.flags);
+  }
+  setTimesNs(fd, want.atimeNs, want.mtimeNs);
+}
+
 type LinkDecision = Extract<Decision, { kind: 'link' }>;
 
 /** What a file must still be to be shared: any write, chmod, chown or setxattr moves ctime. */
@@ -519,9 +538,7 @@ async function linkGroup(
           // As for the reference: a held-off opener gets a descriptor on this inode.
           const names: Array<{ root: string; path: RelPath; d?: Decision }> = [{ root: c.rootPath, path: c.path }, ...c.rest.filter((v) => outcomes.get(v.d)?.kind === 'unified').map((v) => ({ root: ctx.serverRoots.get(v.d.server)!, path: v.d.path, d: v.d }))];
           ctx.problems.push({ root: c.rootPath, path: c.path, reason: 'opened for writing while being shared (second copy); every name of it given a private copy again' });
-          const made = await privateCopies(c.file.fd, names, ctx);
-          for (let i = 1; i < names.length; i++) if (made[i]) { outcomes.set(names[i].d!, skip('inUse', 'opened for writing while being linked; left private')); await ctx.index.removeLink(names[i].root, names[i].path); }
-          for (const n of names) updates.push([n.root, n.path, null]);
+          await evictNames(c.file.fd, names, '', ctx, outcomes, updates);
           ctx.secondCopies?.delete(`${r.dev}:${r.ino}`);
           await c.file.close();
           c.held.release();
@@ -665,16 +682,6 @@ function holdOff(fd: number, state: GroupState): Outcome | null {
  */
 function heldOffCheck(fd: number, state: GroupState, ctx: ApplyContext, refPath: RelPath, servers: string[]): boolean {
   const where = servers.length ? `while it was being shared with ${servers.join(', ')}` : 'while it was being shared';
-  let attempted: boolean;
-  try {
-    attempted = !leaseIntact(fd);
-  } catch (err) {
-    attempted = true;
-    ctx.problems.push({ root: ctx.refRoot, path: refPath, reason: `cannot read the lease: ${oneLine(err)}` });
-  }
-  if (attempted) {
-    ctx.problems.push({ root: ctx.refRoot, path: refPath, reason: `opened for writing ${where}; held off, and every name of it given a private copy again` });
-  }
   const was = state.refStat;
   for (let attempt = 0; attempt < 3; attempt++) {
     const now = fs.fstatSync(fd, { bigint: true });
@@ -688,22 +695,15 @@ function heldOffCheck(fd: number, state: GroupState, ctx: ApplyContext, refPath:
     }
     const lifted = setImmutable(fd, false);
     try {
-      fs.fchownSync(fd, Number(was.uid), Number(was.gid));
-      fs.fchmodSync(fd, Number(was.mode) & 0o7777);
-      for (const k of Object.keys(xattrs)) if (!(k in state.refXattrs)) removeXattr(fd, k);
-      for (const [k, v] of Object.entries(state.refXattrs)) writeXattr(fd, k, v);
-      setTimesNs(fd, now.atimeNs, was.mtimeNs);
+      setMetadata(fd, { uid: Number(was.uid), gid: Number(was.gid), mode: Number(was.mode), xattrs: state.refXattrs, atimeNs: now.atimeNs, mtimeNs: was.mtimeNs });
     } finally {
       if (lifted) setImmutable(fd, true);
     }
     if (attempt === 0) ctx.problems.push({ root: ctx.refRoot, path: refPath, reason: `its metadata was changed ${where}; put back` });
   }
-  // An open that came while the attribute was lifted to put metadata back, or that passed
-  // its permission check before the attribute and reached the lease after the first read.
-  if (!attempted && writeAttempted(fd)) {
-    attempted = true;
-    ctx.problems.push({ root: ctx.refRoot, path: refPath, reason: `opened for writing ${where}; held off, and every name of it given a private copy again` });
-  }
+  // Read last: an open may also come while the attribute was lifted to put metadata back.
+  const attempted = writeAttempted(fd);
+  if (attempted) ctx.problems.push({ root: ctx.refRoot, path: refPath, reason: `opened for writing ${where}; held off, and every name of it given a private copy again` });
   return attempted;
 }
 
@@ -750,8 +750,10 @@ async function privateCopies(fd: number, given: Array<{ root: string; path: RelP
   }
   const opened = new Map<string, RootDir>();
   const rootOf = async (root: string) => ctx.roots.get(root) ?? opened.get(root) ?? opened.set(root, await RootDir.open(root)).get(root)!;
-  const xattrs = readXattrs(fd);
   const flags = flagsOf(fd);
+  const want: Metadata = {
+    uid: Number(st.uid), gid: Number(st.gid), mode: Number(st.mode), xattrs: readXattrs(fd), flags: flags & KEPT_FLAGS, atimeNs: st.atimeNs, mtimeNs: st.mtimeNs,
+  };
   const journal: Array<Extract<JournalEntry, { op: 'undo' }>> = names.map((n) => ({ op: 'undo', root: n.root, path: n.path, tmp: tmpName(), dev: String(st.dev), ino: String(st.ino) }));
   await ctx.index.journalAdd(journal);
   const made = names.map(() => false);
@@ -770,13 +772,7 @@ async function privateCopies(fd: number, given: Array<{ root: string; path: RelP
         const out = await fsp.open(at(dfd, tmp), fs.constants.O_RDWR | O_CREAT | O_EXCL | O_NOFOLLOW, 0o600); // read back for the hash
         try {
           await copyFd(fd, out.fd);
-          await out.chown(Number(st.uid), Number(st.gid));
-          await out.chmod(Number(st.mode) & 0o7777);
-          // A folder's default ACL is inherited by a new file: only the inode's own xattrs stay.
-          for (const k of Object.keys(readXattrs(out.fd))) if (!(k in xattrs)) removeXattr(out.fd, k);
-          for (const [k, v] of Object.entries(xattrs)) writeXattr(out.fd, k, v);
-          if (flags & KEPT_FLAGS) setInodeFlags(out.fd, (flagsOf(out.fd) & ~KEPT_FLAGS) | (flags & KEPT_FLAGS));
-          setTimesNs(out.fd, n.atimeNs ?? st.atimeNs, st.mtimeNs);
+          setMetadata(out.fd, { ...want, atimeNs: n.atimeNs ?? st.atimeNs });
           await out.sync();
           if (hash && (await hashFd(out.fd)).hash !== hash) throw new Error('the shared content changed before it could be copied');
           ready[i] = true;
@@ -839,7 +835,15 @@ async function evictGroup(
       names.push({ root: ctx.serverRoots.get(d.server)!, path: d.path, atimeNs: v ? BigInt(v.rec.atimeNs) : was.atimeNs, d });
     }
   }
-  const made = await privateCopies(ref.fd, names, ctx, state.refHash);
+  await evictNames(ref.fd, names, state.refHash, ctx, outcomes, updates);
+}
+
+/** privateCopies for an inode's names, and what it means for their decisions and records. */
+async function evictNames(
+  fd: number, names: Array<{ root: string; path: RelPath; atimeNs?: bigint; d?: Decision }>, hash: string, ctx: ApplyContext,
+  outcomes: Map<Decision, Outcome>, updates: Array<[string, RelPath, FileRecord | null]>,
+): Promise<void> {
+  const made = await privateCopies(fd, names, ctx, hash);
   for (let i = 0; i < names.length; i++) {
     const n = names[i];
     if (n.d && made[i]) {
@@ -848,7 +852,8 @@ async function evictGroup(
     }
     updates.push([n.root, n.path, null]); // the next scan reads it again
   }
-  if (fs.fstatSync(ref.fd, { bigint: true }).nlink === 0n) await ctx.index.removeInode(String(was.dev), String(was.ino));
+  const st = fs.fstatSync(fd, { bigint: true });
+  if (st.nlink === 0n) await ctx.index.removeInode(String(st.dev), String(st.ino));
 }
 
 async function linkVerified(v: Verified, canonFd: number, ctx: ApplyContext, touched: Map<string, [string, RelPath]>): Promise<Outcome> {
@@ -1092,15 +1097,7 @@ async function undoOne(it: UndoItem, ctx: ApplyContext): Promise<Outcome> {
       tmp = name2; // ours only once created (EEXIST: someone else's file, left alone)
       try {
         await copyFd(cur.fd, out.fd);
-        // Owner first: chown clears setuid bits and file capabilities.
-        await out.chown(want.uid, want.gid);
-        await out.chmod(want.mode & 0o7777);
-        const inherited = readXattrs(out.fd);
-        for (const k of Object.keys(inherited)) if (!(k in want.xattrs)) removeXattr(out.fd, k);
-        for (const [k, v] of Object.entries(want.xattrs)) writeXattr(out.fd, k, v);
-        const flags = flagsOf(out.fd);
-        if ((flags & KEPT_FLAGS) !== want.flags) setInodeFlags(out.fd, (flags & ~KEPT_FLAGS) | want.flags);
-        setTimesNs(out.fd, want.atimeNs, want.mtimeNs);
+        setMetadata(out.fd, want);
         await out.sync();
       } finally {
         await out.close();
