@@ -39,11 +39,11 @@ _vunify() {
     # Every command takes these (the index-only ones ignore what they do not use).
     local shared_opts='--vservers-dir --db --json -q --quiet -v --verbose -h --help'
     local run_opts="$shared_opts --rebuild-index --rpm --all-packages --package-manager
-        --all-files --exclude --exclude-from --no-default-excludes --progress --csv"
+        --all-files --exclude --exclude-from --no-default-excludes --progress --csv --pool --pool-dir"
     local unify_opts='-n --dry-run --no-immutable --undo --full --method'
     local takes_value=' --method --db --vservers-dir --rpm --exclude --exclude-from --package-manager --top --sample '
 
-    takes_value+='--metrics --save '
+    takes_value+='--metrics --save --pool-dir '
 
     # Find the command, the positional words before the cursor, `--`, and --vservers-dir.
     local cmd='' seed='' dashdash='' vdir=${VUNIFY_VSERVERS_DIR:-/vservers}

@@ -127,7 +127,7 @@ interface Metadata { uid: number; gid: number; mode: number; xattrs: Xattrs; fla
  * capabilities), mode, these xattrs and no others (a new file inherits its folder's default
  * ACL), the kept inode flags when given, then the times.
  */
-function setMetadata(fd: number, want: Metadata): void {
+export function setMetadata(fd: number, want: Metadata): void {
   fs.fchownSync(fd, want.uid, want.gid);
   fs.fchmodSync(fd, want.mode & 0o7777);
   for (const k of Object.keys(readXattrs(fd))) if (!(k in want.xattrs)) removeXattr(fd, k);

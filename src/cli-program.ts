@@ -43,6 +43,8 @@ interface Flags {
   save?: string;
   metrics?: string;
   method?: 'link' | 'reflink';
+  pool?: boolean;
+  poolDir?: string;
 }
 
 const collect = (v: string, prev: string[] = []) => [...prev, v];
@@ -84,7 +86,9 @@ function common(cmd: Command): Command {
     .option('--exclude-from <file>', 'tree mode: leave out the patterns in this file, one per line (repeatable)', collect)
     .option('--no-default-excludes', 'tree mode: do not start from the built-in list (/etc, /var, /tmp, /home, keys...)')
     .option('--progress', 'show progress on stderr even when it is not a terminal')
-    .option('--csv', 'print the report as CSV on stdout (per server; with -v, one row per file)');
+    .option('--csv', 'print the report as CSV on stdout (per server; with -v, one row per file)')
+    .option('--pool', 'share files the reference lacks among the servers that hold them, through a host-only pool (VSERVERS_DIR/.vunify-pool)')
+    .option('--pool-dir <dir>', 'the pool folder (implies --pool): outside every root, on the same filesystem');
 }
 
 async function runOptions(ref: string, servers: string[], flags: Flags, packages: string[]): Promise<CommonOptions> {
@@ -107,6 +111,8 @@ async function runOptions(ref: string, servers: string[], flags: Flags, packages
     excludeFrom: flags.excludeFrom,
     defaultExcludes: flags.defaultExcludes,
     method: flags.method,
+    pool: flags.pool || flags.poolDir !== undefined,
+    poolDir: flags.poolDir,
   };
 }
 
@@ -204,6 +210,7 @@ export function buildProgram(packages: string[], done: (code: number) => void): 
     .action(async (ref: string, servers: string[], flags: Flags) => {
       measure(flags.metrics, 'plan');
       const o = { ...(await runOptions(ref, servers, flags, packages)), dryRun: true, full: flags.full };
+      if (flags.save && o.pool) throw new VunifyError('USAGE', 'plan --save does not record pool decisions; review with plan --pool, then run unify --pool');
       done(print(measured(flags.save ? await (await heavy(() => import('./apply-plan.js'))).savePlan(o, flags.save) : await runUnify(o)), flags));
     });
 

@@ -14,6 +14,8 @@ import type { FileRecord } from './store/index-db.js';
 import { captureQuick, inputsDigest, quickReport, surveyRecord, surveyVoucher, type CaptureRoot } from './quick.js';
 import { applyReflinks, type Method } from './reflink.js';
 import { filesystemsOf } from './fsx/reflink.js';
+import { pairedSizes } from './pool/plan.js';
+import { isPooled, poolStage, sweepAfterUndo } from './pool/stage.js';
 
 export { dropVanishedRoots, TREE_PKG } from './prepare.js';
 export { takeLock } from './lock.js';
@@ -52,6 +54,10 @@ export interface CommonOptions {
   trace?: (phase: string, ms: number) => void;
   /** link (default): hard links, immutable; reflink: shared extents, private inodes (btrfs, XFS). */
   method?: Method;
+  /** Share what the reference lacks among the servers, through a host-only pool (see pool/store.ts). */
+  pool?: boolean;
+  /** The pool folder (default: VSERVERS_DIR/.vunify-pool); implies pool. */
+  poolDir?: string;
 }
 
 export interface UnifyOptions extends CommonOptions {
@@ -131,16 +137,23 @@ async function hashForPlan(p: Prepared, opts: CommonOptions, report: Report, com
   }
   const needRef = new Set<RelPath>();
   const needSrv: RelPath[][] = [];
+  // With a pool: server files the reference does not take, for pairing among the servers.
+  const pooling = p.farm.poolPath !== null;
+  const poolable: Array<Array<[RelPath, number, boolean]>> = [];
   for (const sp of p.serverPlans) {
     const need: RelPath[] = [];
+    const loose: Array<[RelPath, number, boolean]> = [];
+    poolable.push(loose);
     for (const [k, e] of sp.entries) {
       if (e.kind !== 'file' || e.rec.size === 0 || !linkable(sp.owned.get(k))) continue;
+      if (pooling) loose.push([k, e.rec.size, e.rec.hash === '']);
       const same = p.refPlan.entries.get(k);
       if (same?.kind === 'file' && linkable(p.refPlan.owned.get(k)) && same.rec.dev === e.rec.dev) {
         const r = same.rec;
-        if (r.ino === e.rec.ino) continue;
+        if (r.ino === e.rec.ino) { if (pooling) loose.pop(); continue; }
         const sameHash = r.hash === '' || e.rec.hash === '' || r.hash === e.rec.hash;
         if (r.size === e.rec.size && sameHash && (opts.method === 'reflink' || metadataDiff(r, e.rec).length === 0)) {
+          if (pooling) loose.pop(); // the reference takes it
           if (!complete) continue;
           if (e.rec.hash === '') need.push(k);
           if (r.hash === '') needRef.add(k);
@@ -153,6 +166,13 @@ async function hashForPlan(p: Prepared, opts: CommonOptions, report: Report, com
       for (const r of partners) if ((p.refPlan.entries.get(r) as { rec: FileRecord }).rec.hash === '') needRef.add(r);
     }
     needSrv.push(need);
+  }
+  if (pooling) {
+    const paired = pairedSizes(poolable.map((l) => l.map(([, size]) => size)));
+    poolable.forEach((l, i) => {
+      const need = new Set(needSrv[i]);
+      for (const [k, size, unread] of l) if (unread && paired.has(size) && !need.has(k)) needSrv[i].push(k);
+    });
   }
   const known = new Map<string, string>();
   const sizeOf = (pr: PlanRoot, k: RelPath) => (pr.entries.get(k) as { rec: FileRecord }).rec.size;
@@ -267,7 +287,12 @@ export async function unify(opts: UnifyOptions): Promise<Report> {
     // What apply re-records; before it, the entries in memory are the records.
     if (!dryRun) trackWrites(p);
     const shared = reflink ? await applyReflinks(decisions, ctx, dryRun) : null;
-    const outcomes = shared ?? (dryRun ? null : await applyLinks(decisions, ctx));
+    const refOutcomes = shared ?? (dryRun ? null : await applyLinks(decisions, ctx));
+    // The pool takes what the reference could not (it replaces those skips in decisions).
+    const pooled = await poolStage(p, decisions, ctx, dryRun);
+    lap('pool');
+    if (pooled) report.pool = pooled.report;
+    const outcomes = refOutcomes && pooled ? new Map([...refOutcomes, ...pooled.outcomes]) : refOutcomes;
     const files: FileLine[] = [];
     const notable: FileLine[] = [];
     const predicted = dryRun && !shared ? predictSavings(p, decisions) : null;
@@ -277,14 +302,20 @@ export async function unify(opts: UnifyOptions): Promise<Report> {
       const o = outcomes?.get(d);
       let action: string;
       let detail: string | undefined;
-      if (d.kind === 'already') { c.alreadyUnified++; action = 'already'; }
-      else if (d.kind === 'link' && (!o || o.kind === 'unified')) {
-        c.unified++;
+      const viaPool = isPooled(d);
+      if (d.kind === 'already') {
+        if (viaPool) c.alreadyPooled++;
+        else c.alreadyUnified++;
+        action = viaPool ? 'already-pooled' : 'already';
+      } else if (d.kind === 'link' && (!o || o.kind === 'unified')) {
+        if (viaPool) c.pooled++;
+        else c.unified++;
         const saved = o && o.kind === 'unified' ? o : predicted?.get(d);
         c.bytesSaved += saved?.bytesSaved ?? 0;
         c.diskSaved += saved?.diskSaved ?? 0;
-        action = dryRun ? 'would-link' : 'linked';
-        if (d.refPath !== d.path) detail = `to ${pathForReport(d.refPath)}`;
+        action = viaPool ? (dryRun ? 'would-pool' : 'pooled') : dryRun ? 'would-link' : 'linked';
+        if (viaPool) detail = `to pool ${d.refPath}`;
+        else if (d.refPath !== d.path) detail = `to ${pathForReport(d.refPath)}`;
       } else {
         const s = d.kind === 'skip' ? d : (o as Extract<typeof o, { kind: 'skip' }>)!;
         c.skipped[s.reason]++;
@@ -325,7 +356,7 @@ export async function scan(opts: CommonOptions): Promise<Report> {
   }
 }
 
-const NOTABLE = new Set(['linked', 'would-link', 'restored', 'skip:error', 'skip:changed', 'skip:linkLimit', 'skip:immutable']);
+const NOTABLE = new Set(['linked', 'would-link', 'pooled', 'would-pool', 'restored', 'skip:error', 'skip:changed', 'skip:linkLimit', 'skip:immutable']);
 export const shouldList = (level: number | undefined, action: string) => (level ?? 0) >= 2 || ((level ?? 0) >= 1 && NOTABLE.has(action));
 
 function rootNames(p: Prepared): Map<string, string> {
@@ -372,6 +403,8 @@ export async function undo(opts: CommonOptions): Promise<Report> {
     const ctx = applyContext(p, false, opts.concurrency);
     ctx.progress = opts.progress;
     const outcomes = await applyUndo(items, ctx);
+    const swept = sweepAfterUndo(p);
+    if (swept) report.pool = swept;
     const files: FileLine[] = [];
     for (const it of items) {
       const o = outcomes.get(it)!;
@@ -517,11 +550,14 @@ function captureAfter(p: Prepared, opts: UnifyOptions, report: Report, notable: 
   }
   const next: Report = structuredClone({ ...report, files: undefined });
   delete next.files;
+  if (next.pool) Object.assign(next.pool, { entriesCreated: 0, bytesWritten: 0, diskWritten: 0 });
   next.reference.filesHashed = 0;
   next.reference.bytesHashed = 0;
   for (const c of [...Object.values(next.servers), next.totals]) {
     c.alreadyUnified += c.unified;
     c.unified = 0;
+    c.alreadyPooled += c.pooled;
+    c.pooled = 0;
     c.bytesSaved = 0;
     c.diskSaved = 0;
     c.filesHashed = 0;

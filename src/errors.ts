@@ -26,6 +26,7 @@ export type ErrorCode =
   | 'INDEX'
   | 'INDEX_AFTER_CHANGES'
   | 'BAD_PLAN'
+  | 'BAD_POOL'
   | 'LOCKED'
   | 'IO';
 
@@ -44,6 +45,8 @@ const exitFor: Record<ErrorCode, number> = {
   INDEX_AFTER_CHANGES: EXIT.partial,
   // A plan file that is not this farm's, this index's, or this vunify's: nothing applied.
   BAD_PLAN: EXIT.usage,
+  // --pool-dir: not a folder, inside a root, holding a root, or on another filesystem.
+  BAD_POOL: EXIT.usage,
   LOCKED: EXIT.locked,
   IO: EXIT.partial,
 };

@@ -8,7 +8,8 @@ import { recover, type RecoverReport } from './recover.js';
 import { Index } from './store/index-db.js';
 import { withExistingIndex } from './store/existing.js';
 import { dropVanishedRoots } from './prepare.js';
-import { lockJournalRoots, takeLock } from './lock.js';
+import { lockJournalRoots, takeLock, takeRootLocks } from './lock.js';
+import { dropPoolTmps, dropUnusedEntries, openPool } from './pool/store.js';
 import { DEFAULT_DB } from './paths.js';
 
 export interface GcStep { name: string; dropped: number; ms: number }
@@ -87,6 +88,27 @@ export async function gc(opts: { db?: string; rebuildIndex?: boolean; log?: (l: 
       } finally {
         for (const d of opened.values()) await d.close();
       }
+      await step('unused pool entries', async () => {
+        let n = 0;
+        for (const { root, rec } of index.allRoots()) {
+          if (rec.lastRole !== 'pool') continue;
+          const pool = await openPool(root, false);
+          if (!pool) continue;
+          try {
+            // The pool's own lock: a run writing entries (each alone until linked) holds it.
+            const lock = takeRootLocks([{ path: pool.path, fd: pool.rootFd }]);
+            try {
+              dropPoolTmps(pool);
+              n += dropUnusedEntries(pool).entries;
+            } finally {
+              lock.release();
+            }
+          } finally {
+            await pool.close();
+          }
+        }
+        return n;
+      });
       await step('compact', async () => {
         // The index is a folder (data.mdb, lock.mdb): copy compacted into a new folder, swap.
         const tmp = `${dbPath}.compact-${process.pid}`;

@@ -21,6 +21,7 @@ import type { PackageListing, PackageSource, SourceInputs } from './sources/type
 import { Index, type FileRecord } from './store/index-db.js';
 import { dropQuick } from './store/quick-file.js';
 import { refuseWithoutReflink } from './reflink.js';
+import { POOL_DIR_NAME, dropPoolTmps, openPool, poolDirOf } from './pool/store.js';
 
 export interface Root { name: string; dir: RootDir; source: PackageSource | null }
 
@@ -87,6 +88,40 @@ function checkRootsApart(ref: Root, servers: Root[]): void {
   }
 }
 
+/**
+ * The pool must be outside every root (no tenant may reach it by any path), hold none, and
+ * be on the reference's filesystem. A pool not made yet is judged by its nearest folder.
+ */
+function checkPoolApart(poolPath: string, roots: Root[]): void {
+  let at = poolPath;
+  let exists = true;
+  for (;;) {
+    try {
+      fs.statSync(at);
+      break;
+    } catch (err) {
+      if (!isErrno(err, 'ENOENT') || path.dirname(at) === at) throw new VunifyError('BAD_POOL', oneLine(err), poolPath);
+      exists = false;
+      at = path.dirname(at);
+    }
+  }
+  const fd = fs.openSync(at, fs.constants.O_RDONLY | fs.constants.O_DIRECTORY);
+  try {
+    const place = placeOf(fd);
+    for (const r of roots) {
+      const rp = placeOf(r.dir.rootFd);
+      if (sameId(place.id, rp.id) && exists) throw new VunifyError('BAD_POOL', `is the root of ${r.name}; the pool must be outside every root`, poolPath);
+      if (sameId(place.id, rp.id) || isWithin(place, rp)) throw new VunifyError('BAD_POOL', `is inside the root of ${r.name}; the pool must be outside every root`, poolPath);
+      if (exists && isWithin(rp, place)) throw new VunifyError('BAD_POOL', `holds the root of ${r.name}; the pool must be outside every root`, poolPath);
+    }
+    if (place.id.dev !== roots[0].dir.dev) {
+      throw new VunifyError('BAD_POOL', `is on another filesystem than the reference ${roots[0].name}; hard links cannot cross filesystems`, poolPath);
+    }
+  } finally {
+    fs.closeSync(fd);
+  }
+}
+
 export interface Farm {
   ref: Root; servers: Root[]; index: Index; lockFd: number;
   /** The roots' own locks, held by runs that change them. */
@@ -95,6 +130,9 @@ export interface Farm {
   survey: QuickSurvey | null;
   /** The index's last transaction id once opened and recovered. */
   txnAtOpen: number;
+  /** --pool: the pool folder's path, and the folder once it exists (a dry run does not make it). */
+  poolPath: string | null;
+  pool: RootDir | null;
 }
 
 /** The roots and the index, checked and locked (roots only when changesFarm), the journal recovered. */
@@ -111,6 +149,11 @@ export async function openFarm(opts: CommonOptions, needImmutable: boolean, chan
     for (const token of [opts.reference, ...opts.servers]) opened.push(await openRoot(token, opts));
     const [ref, ...servers] = opened;
     checkRootsApart(ref, servers);
+    const poolPath = poolDirOf(opts);
+    if (poolPath) {
+      if (opts.method === 'reflink') throw new VunifyError('USAGE', '--pool shares inodes: it does not go with --method reflink');
+      checkPoolApart(poolPath, opened);
+    }
     for (const s of servers) {
       if (s.dir.dev !== ref.dir.dev) {
         throw new VunifyError('OTHER_FILESYSTEM', `is on another filesystem than the reference ${ref.name}; hard links cannot cross filesystems`, s.dir.path);
@@ -130,11 +173,15 @@ export async function openFarm(opts: CommonOptions, needImmutable: boolean, chan
       if (ro) throw new VunifyError('BAD_SERVER', 'is on a read-only filesystem; nothing was changed', ro.dir.path);
     }
     // Before the index's lock: a run refused here leaves nothing, not even an index folder.
-    const rootLocks = changesFarm ? takeRootLocks(opened.map((r) => ({ path: r.dir.path, fd: r.dir.rootFd }))) : null;
+    const pool = poolPath ? await openPool(poolPath, changesFarm) : null;
+    const lockable = [...opened.map((r) => ({ path: r.dir.path, fd: r.dir.rootFd })), ...(pool ? [{ path: pool.path, fd: pool.rootFd }] : [])];
+    const rootLocks = changesFarm ? takeRootLocks(lockable) : null;
     try {
-      return await openIndex(opts, opened, rootLocks, changesFarm, survey);
+      if (pool && changesFarm) dropPoolTmps(pool);
+      return { ...await openIndex(opts, opened, rootLocks, changesFarm, survey), poolPath, pool };
     } catch (err) {
       rootLocks?.release();
+      await pool?.close();
       throw err;
     }
   } catch (err) {
@@ -143,7 +190,7 @@ export async function openFarm(opts: CommonOptions, needImmutable: boolean, chan
   }
 }
 
-async function openIndex(opts: CommonOptions, opened: Root[], rootLocks: RootLocks | null, changesFarm: boolean, survey: boolean): Promise<Farm> {
+async function openIndex(opts: CommonOptions, opened: Root[], rootLocks: RootLocks | null, changesFarm: boolean, survey: boolean): Promise<Omit<Farm, 'pool' | 'poolPath'>> {
   const [ref, ...servers] = opened;
   const dbPath = path.resolve(opts.db ?? DEFAULT_DB);
   const lockFd = takeLock(dbPath);
@@ -179,6 +226,7 @@ async function openIndex(opts: CommonOptions, opened: Root[], rootLocks: RootLoc
 export async function closeFarm(f: Farm): Promise<void> {
   await f.index.close();
   for (const r of [f.ref, ...f.servers]) await r.dir.close();
+  await f.pool?.close();
   fs.closeSync(f.lockFd);
   f.rootLocks?.release();
 }
@@ -224,6 +272,8 @@ export interface Prepared {
 export async function prepare(opts: CommonOptions, needImmutable: boolean, changesFarm = false, survey = false): Promise<Prepared> {
   const farm = await openFarm(opts, needImmutable, changesFarm, survey);
   try {
+    // Known to the index before its first entry: recover and gc then find it.
+    if (farm.pool && changesFarm) await farm.index.putRoot(farm.pool.path, { name: POOL_DIR_NAME, lastRole: 'pool' });
     await dropVanishedRoots(farm.index, opts.log);
     // Taken before the databases are read: a change while they are read then shows.
     const seen: Prepared['seen'] = new Map();
@@ -244,21 +294,31 @@ export async function prepare(opts: CommonOptions, needImmutable: boolean, chang
 }
 
 async function preparePackages(farm: Farm, opts: CommonOptions): Promise<Prepared> {
+  const pooling = farm.poolPath !== null;
   const refListing = await farm.ref.source!.list(opts.packages);
-  if (refListing.missing.length > 0) {
-    throw new VunifyError('BAD_PACKAGE', `not installed in the reference ${farm.ref.name}`, refListing.missing.join(', '));
+  // With a pool, a package the reference lacks is still shared among the servers that hold it.
+  const elsewhere = new Set<string>();
+  if (refListing.missing.length > 0 && pooling) {
+    for (const s of farm.servers) for (const p of (await s.source!.list(refListing.missing)).packages) elsewhere.add(p.name);
   }
-  const packages = [...new Set(refListing.packages.map((p) => p.name))];
+  const nowhere = refListing.missing.filter((m) => !elsewhere.has(m));
+  if (nowhere.length > 0) {
+    throw new VunifyError('BAD_PACKAGE', pooling ? `not installed in the reference ${farm.ref.name} nor in any server` : `not installed in the reference ${farm.ref.name}`, nowhere.join(', '));
+  }
+  const packages = [...new Set([...refListing.packages.map((p) => p.name), ...elsewhere])];
   const refVersions = new Map(refListing.packages.map((p) => [p.name, p.version]));
   const ref = ownedOf(refListing);
   const notes = new Map<string, string[]>();
   const serverPlans: PlanRoot[] = [];
   for (const s of farm.servers) {
-    const listing = packages.length ? await s.source!.list(packages) : { packages: [], missing: [], rejectedPaths: 0 };
+    // --all-packages with a pool: every package of the server, the reference's or not.
+    const wanted = pooling && opts.packages === 'all' ? 'all' : packages;
+    const listing = wanted === 'all' || wanted.length ? await s.source!.list(wanted) : { packages: [], missing: [], rejectedPaths: 0 };
     const n: string[] = [];
     for (const m of listing.missing) n.push(`package ${m} is not installed`);
     for (const p of listing.packages) {
-      if (refVersions.get(p.name) !== p.version) n.push(`package ${p.name} is ${p.version} here, ${refVersions.get(p.name)} in the reference`);
+      const refVersion = refVersions.get(p.name);
+      if (refVersion !== undefined && refVersion !== p.version) n.push(`package ${p.name} is ${p.version} here, ${refVersion} in the reference`);
     }
     if (listing.rejectedPaths) n.push(`${listing.rejectedPaths} unsafe path(s) in the package database ignored`);
     notes.set(s.name, n);

@@ -17,14 +17,14 @@ import type { UnifyOptions } from './engine.js';
 import { lastKeyMemo, splitRel, type RelPath } from './fsx/rootdir.js';
 import { DT_DIR, DT_REG, DT_UNKNOWN, closeFd, forEachDirent, nsText, openDirAt, rawStat, readDirents, statRawAt } from './fsx/sys.js';
 import { takeLock } from './lock.js';
-import { DEFAULT_DB, DEFAULT_VSERVERS_DIR, serverPath } from './paths.js';
+import { DEFAULT_DB, DEFAULT_VSERVERS_DIR, poolDirOf, serverPath } from './paths.js';
 import type { FileLine, Report } from './report.js';
 import { INODE_WORDS, quickPath, readQuick, writeQuick, type QuickFolder, type QuickHeader, type QuickRoot, type QuickState } from './store/quick-file.js';
 
 /** What the quick check needs of a run's options. */
 export type QuickOptions = Pick<UnifyOptions,
   'reference' | 'servers' | 'packages' | 'vserversDir' | 'db' | 'rpm' | 'verbose' | 'packageManager' | 'allFiles' |
-  'exclude' | 'excludeFrom' | 'defaultExcludes' | 'rebuildIndex' | 'immutable' | 'dryRun' | 'full'>;
+  'exclude' | 'excludeFrom' | 'defaultExcludes' | 'rebuildIndex' | 'immutable' | 'dryRun' | 'full' | 'pool' | 'poolDir'>;
 
 const VERSION = (() => {
   try {
@@ -44,6 +44,7 @@ export function fingerprint(opts: QuickOptions, rootPaths: string[]): string {
     allFiles: opts.allFiles ?? false, exclude: opts.exclude ?? [], excludeFiles,
     defaultExcludes: opts.defaultExcludes ?? true, packageManager: opts.packageManager ?? 'auto',
     rpm: opts.rpm ?? 'rpm', immutable: opts.immutable ?? true,
+    pool: poolDirOf(opts),
   };
   return crypto.createHash('sha256').update(JSON.stringify(relevant)).digest('base64');
 }

@@ -6,6 +6,7 @@ import { oneLine } from './errors.js';
 import { RootDir, joinRel, splitRel, openFileAtSync } from './fsx/rootdir.js';
 import { setImmutable, syncFilesystem } from './fsx/sys.js';
 import type { Index, JournalEntry } from './store/index-db.js';
+import { dropPoolTmps, openPool } from './pool/store.js';
 
 export interface RecoverReport {
   entries: number;
@@ -18,6 +19,16 @@ export interface RecoverReport {
 
 export async function recover(index: Index, log?: (line: string) => void): Promise<RecoverReport> {
   const report: RecoverReport = { entries: 0, temporariesRemoved: 0, linksKept: 0, linkRecordsDropped: 0, attributesRestored: 0, problems: [] };
+  // A pool's temporary copies (a run killed while writing an entry) are in no journal.
+  for (const { root, rec } of index.allRoots()) {
+    if (rec.lastRole !== 'pool') continue;
+    const pool = await openPool(root, false).catch(() => null);
+    try {
+      if (pool) report.temporariesRemoved += dropPoolTmps(pool);
+    } finally {
+      await pool?.close();
+    }
+  }
   const entries = index.journalEntries();
   if (entries.length === 0) return report;
   report.entries = entries.length;

@@ -6,6 +6,9 @@ import { toCsv, visible } from './table.js';
 export interface Counters {
   unified: number;
   alreadyUnified: number;
+  /** --pool: files linked to the pool's copy (the reference lacks their content), and those that were. */
+  pooled: number;
+  alreadyPooled: number;
   restored: number;
   /** Apparent bytes (st_size) of the copies freed. */
   bytesSaved: number;
@@ -14,6 +17,22 @@ export interface Counters {
   filesHashed: number;
   bytesHashed: number;
   skipped: Record<SkipReason, number>;
+}
+
+/** --pool: what the pool holds, and what this run wrote to it or removed from it. */
+export interface PoolReport {
+  dir: string;
+  /** Entries this run wrote (dry: would write), their bytes and blocks: the pool's cost, to weigh against diskSaved. */
+  entriesCreated: number;
+  bytesWritten: number;
+  diskWritten: number;
+  /** Entries no server uses any more, removed (undo). */
+  entriesRemoved: number;
+  diskFreed: number;
+  /** The pool after the run. */
+  entries: number;
+  bytes: number;
+  disk: number;
 }
 
 export interface FileLine { server: string; path: string; action: string; detail?: string }
@@ -41,12 +60,14 @@ export interface Report {
   method?: 'reflink';
   /** unify and plan: each root's filesystem and the methods it supports (the text shows them for plan). */
   filesystems?: Array<{ name: string; root: string; fs: string; methods: Array<'link' | 'reflink'> }>;
+  /** --pool: the pool's part (its savings are in each server's diskSaved; its copies in diskWritten). */
+  pool?: PoolReport;
   durationMs: number;
 }
 
 export function emptyCounters(): Counters {
   return {
-    unified: 0, alreadyUnified: 0, restored: 0, bytesSaved: 0, diskSaved: 0, filesHashed: 0, bytesHashed: 0,
+    unified: 0, alreadyUnified: 0, pooled: 0, alreadyPooled: 0, restored: 0, bytesSaved: 0, diskSaved: 0, filesHashed: 0, bytesHashed: 0,
     skipped: Object.fromEntries(SKIP_REASONS.map((r) => [r, 0])) as Record<SkipReason, number>,
   };
 }
@@ -54,6 +75,8 @@ export function emptyCounters(): Counters {
 export function addCounters(into: Counters, c: Counters): void {
   into.unified += c.unified;
   into.alreadyUnified += c.alreadyUnified;
+  into.pooled += c.pooled;
+  into.alreadyPooled += c.alreadyPooled;
   into.restored += c.restored;
   into.bytesSaved += c.bytesSaved;
   into.diskSaved += c.diskSaved;
@@ -82,7 +105,7 @@ export function formatText(r: Report): string {
     ? ['server', 'restored', 'errors']
     : r.command === 'scan'
       ? ['server', 'files read', 'bytes read']
-      : ['server', verb, 'already', 'skipped', 'disk saved', 'apparent', 'hashed'];
+      : ['server', verb, 'already', ...(r.pool ? [r.dryRun ? 'would pool' : 'pooled', 'in pool'] : []), 'skipped', 'disk saved', 'apparent', 'hashed'];
   const rows: string[][] = [];
   const row = (name: string, c: Counters) => {
     const skipped = SKIP_REASONS.reduce((a, k) => a + c.skipped[k], 0);
@@ -90,7 +113,7 @@ export function formatText(r: Report): string {
       ? [name, String(c.restored), String(c.skipped.error)]
       : r.command === 'scan'
         ? [name, String(c.filesHashed), humanBytes(c.bytesHashed)]
-        : [name, String(c.unified), String(c.alreadyUnified), String(skipped), humanBytes(c.diskSaved), humanBytes(c.bytesSaved), humanBytes(c.bytesHashed)]);
+        : [name, String(c.unified), String(c.alreadyUnified), ...(r.pool ? [String(c.pooled), String(c.alreadyPooled)] : []), String(skipped), humanBytes(c.diskSaved), humanBytes(c.bytesSaved), humanBytes(c.bytesHashed)]);
   };
   if (r.command === 'scan') row(`${r.reference.name} (reference)`, { ...emptyCounters(), ...r.reference });
   for (const [name, c] of Object.entries(r.servers)) row(name, c);
@@ -107,6 +130,13 @@ export function formatText(r: Report): string {
     const reasons = SKIP_REASONS.filter((k) => r.totals.skipped[k] > 0).map((k) => `${k} ${r.totals.skipped[k]}`);
     if (reasons.length) lines.push(`skipped: ${reasons.join(', ')}`);
   }
+  if (r.pool) {
+    const p = r.pool;
+    const run = r.command === 'undo'
+      ? `${p.entriesRemoved} unused entr${p.entriesRemoved === 1 ? 'y' : 'ies'} removed (${humanBytes(p.diskFreed)})`
+      : `${r.dryRun ? 'would write' : 'wrote'} ${p.entriesCreated} entr${p.entriesCreated === 1 ? 'y' : 'ies'} (${humanBytes(p.diskWritten)}; disk saved net of them: ${humanBytes(r.totals.diskSaved - p.diskWritten)})`;
+    lines.push(`pool ${visible(p.dir)}: ${p.entries} entr${p.entries === 1 ? 'y' : 'ies'}, ${humanBytes(p.disk)}; this run ${run}`);
+  }
   for (const [name, s] of Object.entries(r.servers)) for (const n of s.notes) lines.push(`${name}: ${n}`);
   if (!r.immutable && !r.method && r.command !== 'undo' && !r.dryRun && r.totals.unified > 0) {
     lines.push('warning: --no-immutable: a write to a unified file in one vserver changes it in all of them');
@@ -120,7 +150,7 @@ export function formatText(r: Report): string {
 /** CSV: one row per server and a total row; with listed files, one row per file instead. */
 export function formatCsv(r: Report): string {
   if (r.files) return toCsv(['server', 'action', 'path', 'detail'], r.files.map((f) => [f.server, f.action, f.path, f.detail ?? '']));
-  const head = ['server', 'unified', 'alreadyUnified', 'restored', 'diskSaved', 'bytesSaved', 'filesHashed', 'bytesHashed', ...SKIP_REASONS.map((k) => `skipped.${k}`)];
-  const row = (name: string, c: Counters) => [name, c.unified, c.alreadyUnified, c.restored, c.diskSaved, c.bytesSaved, c.filesHashed, c.bytesHashed, ...SKIP_REASONS.map((k) => c.skipped[k])];
+  const head = ['server', 'unified', 'alreadyUnified', 'pooled', 'alreadyPooled', 'restored', 'diskSaved', 'bytesSaved', 'filesHashed', 'bytesHashed', ...SKIP_REASONS.map((k) => `skipped.${k}`)];
+  const row = (name: string, c: Counters) => [name, c.unified, c.alreadyUnified, c.pooled, c.alreadyPooled, c.restored, c.diskSaved, c.bytesSaved, c.filesHashed, c.bytesHashed, ...SKIP_REASONS.map((k) => c.skipped[k])];
   return toCsv(head, [...Object.entries(r.servers).map(([n, c]) => row(n, c)), row('total', r.totals)]);
 }

@@ -7,6 +7,7 @@ import { humanBytes } from './report.js';
 import { Index, SCHEMA_VERSION } from './store/index-db.js';
 import { formatTable } from './table.js';
 import { INODE_WORDS, readQuick } from './store/quick-file.js';
+import { poolSummary, type PoolSummary } from './pool/store.js';
 
 export interface StatusReport {
   command: 'status';
@@ -16,7 +17,7 @@ export interface StatusReport {
   /** Size of the index's data file (data.mdb) on disk. */
   indexBytes: number;
   /** Every root the index has seen, in path order. */
-  roots: Array<{ name: string; root: string; role?: 'reference' | 'server'; lastScanAt?: string; lastScanMs?: number; files: number }>;
+  roots: Array<{ name: string; root: string; role?: 'reference' | 'server' | 'pool'; lastScanAt?: string; lastScanMs?: number; files: number }>;
   /** Every root that has links vunify made, in path order (an array: two roots may share a name). */
   servers: Array<{ name: string; root: string; linkedFiles: number; bytesSaved: number }>;
   totals: {
@@ -38,6 +39,8 @@ export interface StatusReport {
    * its roots, and how many folders and inodes a quick rescan checks.
    */
   quick: { since: string; roots: string[]; folders: number; inodes: number } | null;
+  /** --pool runs: each pool's entries and size (read from the pool folder), and the server files linked to it. */
+  pools: PoolSummary[];
 }
 
 export async function status(opts: { db?: string } = {}): Promise<StatusReport> {
@@ -48,7 +51,7 @@ export async function status(opts: { db?: string } = {}): Promise<StatusReport> 
       command: 'status', index: dbPath, schema: SCHEMA_VERSION, indexBytes: Index.fileSize(dbPath),
       roots: [], servers: [],
       totals: { linkedFiles: 0, bytesSaved: 0, sharedInodes: 0, immutableInodes: 0, packages: 0 },
-      packages: [], unfinished: index.journalEntries().length, quick: null,
+      packages: [], unfinished: index.journalEntries().length, quick: null, pools: [],
     };
     const q = readQuick(dbPath);
     if (q) {
@@ -74,6 +77,7 @@ export async function status(opts: { db?: string } = {}): Promise<StatusReport> 
       if (l.rec.pkg && l.rec.pkg !== TREE_PKG) packages.add(l.rec.pkg);
     }
     report.servers = [...servers.values()];
+    for (const { root, rec } of roots) if (rec.lastRole === 'pool') report.pools.push(await poolSummary(root, index));
     for (const s of report.servers) {
       report.totals.linkedFiles += s.linkedFiles;
       report.totals.bytesSaved += s.bytesSaved;
@@ -103,6 +107,9 @@ export function formatStatus(r: StatusReport): string {
   }
   out.push(`${t.linkedFiles} linked file(s) in ${r.servers.length} server(s), sharing ${t.sharedInodes} inode(s) (${t.immutableInodes} made immutable), ` +
     `${humanBytes(t.bytesSaved)} saved, from ${t.packages} package(s)`);
+  for (const p of r.pools) {
+    out.push(`pool ${p.dir}: ${p.entries} entr${p.entries === 1 ? 'y' : 'ies'}, ${humanBytes(p.disk)} on disk, ${p.linkedFiles} server file(s) linked to it${p.missing ? ' (the folder is gone)' : ''}`);
+  }
   out.push(r.quick
     ? `quick rescan: ready for the ${r.quick.roots.length} roots of the complete unify of ${r.quick.since} (${r.quick.folders} folders, ${r.quick.inodes} inodes to check)`
     : 'quick rescan: none (the next unify scans in full)');

@@ -6,6 +6,7 @@ import { display } from './fsx/rootdir.js';
 import { humanBytes } from './report.js';
 import { toCsv, visible } from './table.js';
 import type { FileRecord } from './store/index-db.js';
+import { poolSummary, type PoolSummary } from './pool/store.js';
 
 export interface Savings { linkedFiles: number; bytesSaved: number; possibleFiles: number; possibleBytes: number }
 export interface IndexReport {
@@ -17,6 +18,8 @@ export interface IndexReport {
   packages: Record<string, Savings>;
   largest: Array<{ hash: string; size: number; copies: number; bytes: number; example: string; pkg?: string }>;
   totals: Savings;
+  /** --pool runs: each pool's entries and size, and the server files linked to it (counted in linked/saved too). */
+  pools: PoolSummary[];
 }
 
 const zero = (): Savings => ({ linkedFiles: 0, bytesSaved: 0, possibleFiles: 0, possibleBytes: 0 });
@@ -32,13 +35,17 @@ export async function indexReport(opts: { db?: string; top?: number }): Promise<
     if (ref) for (const f of index.filesOf(ref)) refFiles.set(metaKey(f.rec), f.rec.ino);
     const report: IndexReport = {
       command: 'report', index: dbPath, reference: ref ? nameOf.get(ref)! : null,
-      roots: [], servers: {}, packages: {}, largest: [], totals: zero(),
+      roots: [], servers: {}, packages: {}, largest: [], totals: zero(), pools: [],
     };
     const pkgOf = (p?: string) => (report.packages[p ?? '(unknown)'] ??= zero());
     const wins = new Map<string, { size: number; copies: number; example: string; pkg?: string }>();
     for (const { root, rec } of roots) {
       let files = 0;
       let bytes = 0;
+      if (rec.lastRole === 'pool') {
+        report.pools.push(await poolSummary(root, index));
+        continue;
+      }
       const sv = root === ref ? null : (report.servers[rec.name] = zero());
       for (const f of index.filesOf(root)) {
         files++;
@@ -92,6 +99,9 @@ export function formatIndexReport(r: IndexReport): string {
   if (r.largest.length) {
     out.push('', 'largest possible wins');
     table(['file', 'size', 'copies', 'saving'], r.largest.map((w) => [visible(w.example), humanBytes(w.size), String(w.copies), humanBytes(w.bytes)]));
+  }
+  for (const p of r.pools) {
+    out.push('', `pool ${visible(p.dir)}: ${p.entries} entr${p.entries === 1 ? 'y' : 'ies'}, ${humanBytes(p.disk)} on disk, ${p.linkedFiles} server file(s) linked to it${p.missing ? ' (the folder is gone)' : ''}`);
   }
   out.push('', 'roots');
   table(['root', 'role', 'files', 'size', 'last scan', 'took'],

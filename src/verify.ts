@@ -21,6 +21,7 @@ import { reflinkDiverged } from './reflink.js';
 import { pathForReport } from './report.js';
 import { Index, type LinkRecord } from './store/index-db.js';
 import { formatTable } from './table.js';
+import { openPool, poolEntries } from './pool/store.js';
 
 export type DriftReason =
   | 'root missing' //         the server's (or reference's) root folder is gone
@@ -32,6 +33,9 @@ export type DriftReason =
   | 'attribute cleared' //    vunify set the immutable attribute; it is not set any more
   | 'metadata changed' //     mode or owner of the shared inode differ from the recorded ones
   | 'content changed' //      size or BLAKE3 of the shared inode differ from the files table
+  | 'pool links differ' //    a pool entry's link count is not 1 + the links the index records to it
+  | 'unused pool entry' //    a pool entry no server links to (gc or the next undo removes it)
+  | 'not a pool entry' //     a name in the pool folder that vunify did not write
   | 'error'; //               could not be checked (detail says why)
 
 export interface Drift {
@@ -96,6 +100,52 @@ interface SharedInode {
 }
 
 const key = (root: string, rel: RelPath) => `${root}\0${rel}`;
+
+/**
+ * A pool: every name is an entry (HH/HASH-META); its content hashes to its name; an entry
+ * in use carries the attribute and has one name more than the index's links to it.
+ * Returns how many entries were hashed.
+ */
+async function verifyPool(root: string, index: Index, sample: number | undefined, drift: (p: Place, reason: DriftReason, detail?: string) => void): Promise<number> {
+  const pool = await openPool(root, false).catch((err: unknown) => { drift({ root, path: '' }, 'error', oneLine(err)); return null; });
+  if (!pool) {
+    drift({ root, path: '' }, 'root missing', 'the pool folder is gone');
+    return 0;
+  }
+  const links = new Map<RelPath, number>();
+  for (const l of index.allLinks()) if (l.rec.refRoot === root) links.set(l.rec.refPath, (links.get(l.rec.refPath) ?? 0) + 1);
+  let hashed = 0;
+  try {
+    const strays: RelPath[] = [];
+    const entries = [...poolEntries(pool, strays)];
+    for (const rel of strays) drift({ root, path: rel }, 'not a pool entry');
+    const chosen = sample === undefined ? null : new Set(entries.map((e) => e.rel).sort(() => randomInt(3) - 1).slice(0, sample));
+    for (const e of entries) {
+      const at = { root, path: e.rel };
+      const names = Number(e.st.nlink) - 1;
+      const known = links.get(e.rel) ?? 0;
+      if (names === 0) drift(at, 'unused pool entry');
+      else if (names !== known) drift(at, 'pool links differ', `${names} server name(s), ${known} link record(s)`);
+      if (chosen && !chosen.has(e.rel)) continue;
+      try {
+        const f = await pool.openFile(e.rel);
+        try {
+          if (names > 0 && !isImmutable(f.fd)) drift(at, 'attribute cleared');
+          const h = await hashFd(f.fd);
+          hashed++;
+          if (h.hash !== e.hash) drift(at, 'content changed', `BLAKE3 ${h.hash.slice(0, 16)}…, its name says ${e.hash.slice(0, 16)}…`);
+        } finally {
+          await f.close();
+        }
+      } catch (err) {
+        drift(at, 'error', oneLine(err));
+      }
+    }
+  } finally {
+    await pool.close();
+  }
+  return hashed;
+}
 
 /** Verifies every link in the index against the farm; changes nothing. */
 export async function verifyIndex(opts: VerifyOptions = {}): Promise<VerifyReport> {
@@ -257,6 +307,11 @@ async function verifyWith(index: Index, dbPath: string, opts: VerifyOptions, sta
       }
     })));
 
+    for (const { root, rec } of index.allRoots()) {
+      if (rec.lastRole !== 'pool') continue;
+      const counted = await verifyPool(root, index, opts.sample, drift);
+      contentChecked += counted;
+    }
     drifts.sort((a, b) => cmp(a.server, b.server) || cmp(a.root, b.root) || cmp(a.path, b.path) || cmp(a.reason, b.reason));
     return {
       command: 'verify',

@@ -106,7 +106,7 @@ export interface RootRecord {
   /** When the last scan of this root ended, and how long it took. */
   lastScanAt?: string;
   lastScanMs?: number;
-  lastRole?: 'reference' | 'server';
+  lastRole?: 'reference' | 'server' | 'pool';
 }
 
 const LMDB_MAGIC = 0xbeefc0de;
