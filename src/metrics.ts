@@ -64,6 +64,8 @@ function runFamilies(r: Report, base: Labels, family: Add): void {
   };
   both('files_unified', 'Files the last run linked to the reference (plan and dry runs: would link)', (c) => c.unified);
   both('files_already_unified', 'Files that already shared the reference\'s inode', (c) => c.alreadyUnified);
+  both('files_pooled', 'Files the last run linked to a pool entry (--pool; plan: would link)', (c) => c.pooled);
+  both('files_already_pooled', 'Files that already shared a pool entry\'s inode (--pool)', (c) => c.alreadyPooled);
   both('files_restored', 'Files undo gave a private copy again', (c) => c.restored);
   family('files_skipped', 'Files left private by the last run, by reason, all servers.', SKIP_REASONS.map((k) => [{ ...base, reason: k }, r.totals.skipped[k]]));
   family('server_files_skipped', 'Files left private by the last run, by reason, per server.',

@@ -16,10 +16,18 @@ let base: string;
 const sha = (p: string) => createHash('sha256').update(fs.readFileSync(p)).digest('hex');
 
 /** A tree-mode farm: every root holds the same FILES files, with equal metadata. */
-function makeFarm(on: string): { vs: string; db: string } {
+function makeFarm(on: string, pooled = false): { vs: string; db: string } {
   const vs = fs.mkdtempSync(path.join(on, 'farm-'));
   const mtime = new Date('2024-01-02T03:04:05.678Z');
   for (const r of ROOTS) {
+    // --pool: the reference lacks them all; the servers share them through the pool.
+    if (pooled && r === 'ref') {
+      for (let i = 0; i < FILES; i++) {
+        fs.mkdirSync(path.join(vs, r, 'usr/lib', `d${i % 10}`), { recursive: true });
+        fs.writeFileSync(path.join(vs, r, 'usr/lib', `d${i % 10}`, `f${i}`), `reference's own ${i}\n`);
+      }
+      continue;
+    }
     for (let i = 0; i < FILES; i++) {
       const d = path.join(vs, r, 'usr/lib', `d${i % 10}`);
       fs.mkdirSync(d, { recursive: true });
@@ -107,11 +115,13 @@ afterAll(() => {
 const reported: number[] = [];
 
 describe('a tenant that writes to its files as soon as they are shared', () => {
-  const cases: Array<[string, string]> = [['tmp', 's1'], ['tmp', 's2'], ['tmp', 's3'], ['tmp', 'ref'], ['xfs', 's1'], ['xfs', 'ref'], ['btrfs', 's2']];
-  for (const [where, attacker] of cases) {
-    it(`on ${where}, in ${attacker}: no byte of any other root changes, and a held-off write is reported`, async () => {
+  const cases: Array<[string, string, boolean?]> = [['tmp', 's1'], ['tmp', 's2'], ['tmp', 's3'], ['tmp', 'ref'], ['xfs', 's1'], ['xfs', 'ref'], ['btrfs', 's2'],
+    ['tmp', 's1', true], ['xfs', 's2', true]];
+  for (const [where, attacker, pooled] of cases) {
+    it(`on ${where}, in ${attacker}${pooled ? ', sharing through --pool' : ''}: no byte of any other root changes, and a held-off write is reported`, async () => {
       const on = where === 'tmp' ? base : loopMount(where as 'xfs' | 'btrfs');
-      const { vs, db } = makeFarm(on);
+      const { vs, db } = makeFarm(on, pooled);
+      const poolArgs = pooled ? ['--pool'] : [];
       const before = new Map<string, string>();
       for (const r of ROOTS) for (let i = 0; i < FILES; i++) {
         const p = path.join(vs, r, 'usr/lib', `d${i % 10}`, `f${i}`);
@@ -122,7 +132,7 @@ describe('a tenant that writes to its files as soon as they are shared', () => {
       const childDone = new Promise((r) => child.on('close', r));
       await new Promise((r) => setTimeout(r, 300)); // let it list its files first
       const run = await new Promise<{ status: number | null; stdout: string; stderr: string }>((resolve) => {
-        const p = spawn(process.execPath, [path.join(__dirname, '../dist/cli.js'), 'unify', '--json', '--all-files',
+        const p = spawn(process.execPath, [path.join(__dirname, '../dist/cli.js'), 'unify', '--json', '--all-files', ...poolArgs,
           '--vservers-dir', vs, '--db', db, 'ref', 's1', 's2', 's3'], { stdio: ['ignore', 'pipe', 'pipe'] });
         let stdout = ''; let stderr = '';
         p.stdout.on('data', (b) => { stdout += b; });
@@ -152,12 +162,19 @@ describe('a tenant that writes to its files as soon as they are shared', () => {
       expect(run.status, run.stderr).toBe(held > 0 ? 1 : 0);
       expect(strayTemps(vs)).toEqual([]);
       // A second run links what was left private, and nothing is shared writable.
-      const again = JSON.parse(execFileSync(process.execPath, [path.join(__dirname, '../dist/cli.js'), 'unify', '--json', '--all-files',
+      const again = JSON.parse(execFileSync(process.execPath, [path.join(__dirname, '../dist/cli.js'), 'unify', '--json', '--all-files', ...poolArgs,
         '--vservers-dir', vs, '--db', db, 'ref', 's1', 's2', 's3']).toString());
       expect(again.totals.skipped.error ?? 0).toBe(0);
       for (let i = 0; i < FILES; i++) {
-        const p = path.join(vs, 'ref/usr/lib', `d${i % 10}`, `f${i}`);
+        const p = path.join(vs, pooled ? 's3/usr/lib' : 'ref/usr/lib', `d${i % 10}`, `f${i}`);
         if (fs.statSync(p).nlink > 1) expect(lsattrHasImmutable(p), p).toBe(true);
+      }
+      if (pooled) {
+        // The pool's entries hold the servers' bytes: each one's content is what its name says.
+        const pool = path.join(vs, '.vunify-pool');
+        const entries = fs.readdirSync(pool).filter((n) => !n.startsWith('.')).flatMap((hh) => fs.readdirSync(path.join(pool, hh)));
+        expect(entries.length).toBeGreaterThan(FILES / 2);
+        expect(again.totals.pooled + again.totals.alreadyPooled).toBeGreaterThan(FILES);
       }
     });
   }

@@ -7,7 +7,7 @@
 import fs from 'node:fs';
 import { Blake3Hasher } from '../fsx/blake3.js';
 import { VunifyError, isErrno, oneLine } from '../errors.js';
-import { copyFd, hashFd } from '../fsx/content.js';
+import { hashFd } from '../fsx/content.js';
 import { RootDir, splitRel, type RelPath } from '../fsx/rootdir.js';
 import { readXattrs, setImmutable, syncFilesystem } from '../fsx/sys.js';
 import { KEPT_FLAGS, flagsOf, setMetadata } from '../apply.js';
@@ -95,7 +95,7 @@ export async function createEntry(pool: RootDir, rel: RelPath, src: { dir: RootD
     let kept = false;
     let ok = false;
     try {
-      const n = await copyFd(f.fd, fd);
+      const n = await copyAtMost(f.fd, fd, src.rec.size + 1);
       // The tenant may write its file while it is copied: the copy itself must have the content.
       const h = await hashFd(fd);
       if (n !== src.rec.size || h.hash !== src.rec.hash) return { kind: 'changed', detail: 'changed while copied to the pool' };
@@ -124,6 +124,22 @@ export async function createEntry(pool: RootDir, rel: RelPath, src: { dir: RootD
   } finally {
     await f.close();
   }
+}
+
+/**
+ * Copies up to `limit` bytes: a tenant that keeps appending to its file cannot make the
+ * pool copy without end (one byte over the scanned size already voids the copy).
+ */
+async function copyAtMost(src: number, dst: number, limit: number): Promise<number> {
+  const buf = Buffer.allocUnsafe(Math.min(limit, 1 << 20));
+  let pos = 0;
+  while (pos < limit) {
+    const n = await new Promise<number>((res, rej) => fs.read(src, buf, 0, Math.min(buf.length, limit - pos), pos, (e, k) => (e ? rej(e) : res(k))));
+    if (n === 0) break;
+    for (let off = 0; off < n;) off += await new Promise<number>((res, rej) => fs.write(dst, buf, off, n - off, pos + off, (e, k) => (e ? rej(e) : res(k))));
+    pos += n;
+  }
+  return pos;
 }
 
 /** Temporary copies a killed run left at the pool's top level: removed (the pool lock is held). */
