@@ -8,9 +8,8 @@ import path from 'node:path';
 import { VunifyError, oneLine } from './errors.js';
 import { writeFileAtomic } from './fsx/atomic-file.js';
 import { display, toBytes, type RelPath } from './fsx/rootdir.js';
-import { SKIP_REASONS, type Decision, type SkipReason } from './plan.js';
+import { SKIP_REASONS, type Decision, type FileRecord, type SkipReason } from './model.js';
 import { makeExcluder } from './sources/tree.js';
-import type { FileRecord } from './store/index-db.js';
 
 export const PLAN_FORMAT = 'vunify-plan';
 export const PLAN_VERSION = 1;

@@ -13,7 +13,7 @@
 import crypto from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
-import type { UnifyOptions } from './engine.js';
+import type { UnifyFlags } from './model.js';
 import { lastKeyMemo, splitRel, type RelPath } from './fsx/rootdir.js';
 import { DT_DIR, DT_REG, DT_UNKNOWN, closeFd, forEachDirent, nsText, openDirAt, rawStat, readDirents, statRawAt } from './fsx/sys.js';
 import { takeLock } from './lock.js';
@@ -22,7 +22,7 @@ import type { FileLine, Report } from './report.js';
 import { INODE_WORDS, quickPath, readQuick, writeQuick, type QuickFolder, type QuickHeader, type QuickRoot, type QuickState } from './store/quick-file.js';
 
 /** What the quick check needs of a run's options. */
-export type QuickOptions = Pick<UnifyOptions,
+export type QuickOptions = Pick<UnifyFlags,
   'reference' | 'servers' | 'packages' | 'vserversDir' | 'db' | 'rpm' | 'verbose' | 'packageManager' | 'allFiles' |
   'exclude' | 'excludeFrom' | 'defaultExcludes' | 'rebuildIndex' | 'immutable' | 'dryRun' | 'full'>;
 

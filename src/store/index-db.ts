@@ -24,53 +24,15 @@ import type { Database, Key, RootDatabase } from 'lmdb';
 import { VunifyError, oneLine } from '../errors.js';
 import type { RelPath } from '../fsx/rootdir.js';
 import { quickPath } from './quick-file.js';
+import type { FileRecord, LinkRecord } from '../model.js';
+
+export type { FileRecord, LinkRecord } from '../model.js';
 
 // lmdb's CommonJS build is one bundled file: 15-18 ms to load here, its ES modules 24 ms.
 const require = createRequire(import.meta.url);
 const { open } = require('lmdb') as typeof import('lmdb');
 
 export const SCHEMA_VERSION = 2;
-
-export interface FileRecord {
-  dev: string;
-  ino: string;
-  size: number;
-  mode: number; // st_mode, type bits included
-  uid: number;
-  gid: number;
-  mtimeNs: string;
-  ctimeNs: string;
-  nlink: number;
-  /** BLAKE3 hex of the content; '' while not read (no file of the same size to pair with). */
-  hash: string;
-  /** BLAKE3 hex of the sorted extended attributes, '' when there are none. */
-  xattrs: string;
-  /** The package that lists the file, when known. */
-  pkg?: string;
-}
-
-/** What a server file was before vunify replaced it with a link: enough for an exact undo. */
-export interface LinkRecord {
-  refRoot: string;
-  refPath: RelPath;
-  dev: string;
-  ino: string; // the shared inode
-  mode: number;
-  uid: number;
-  gid: number;
-  atimeNs: string;
-  mtimeNs: string;
-  xattrs: Record<string, string>; // name -> base64
-  size: number;
-  pkg?: string;
-  /** BLAKE3 of the shared content, as compared when linking (verify checks against it). */
-  hash?: string;
-  /** Inode flags undo puts back (lsattr's d, A...; apply.ts KEPT_FLAGS), when any were set. */
-  flags?: number;
-  /** 'reflink': the server file kept its own inode (dev, ino: its own) and got the reference's extents. */
-  method?: 'reflink';
-  linkedAt: string;
-}
 
 export interface InodeRecord {
   root: string;
