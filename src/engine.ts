@@ -11,7 +11,10 @@ import { addCounters, emptyCounters, pathForReport, type Counters, type FileLine
 import { phaseCounter } from './progress.js';
 import { hashFiles, scanRoot, type InodeCache, type ScanStats } from './scan.js';
 import type { FileRecord } from './store/index-db.js';
-import { captureQuick, inputsDigest, quickReport, surveyRecord, surveyVoucher, type CaptureRoot } from './quick.js';
+import { captureQuick, type CaptureRoot } from './quick/capture.js';
+import { quickReport } from './quick/check.js';
+import { inputsDigest } from './quick/inodes.js';
+import { surveyRecord, surveyVoucher } from './quick/survey.js';
 import { applyReflinks } from './reflink.js';
 import { filesystemsOf } from './fsx/reflink.js';
 import type { CommonOptions, UnifyFlags } from './model.js';

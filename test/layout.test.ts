@@ -77,4 +77,12 @@ describe('module layout', () => {
       expect(graph.get(m)!.filter((d) => banned.test(d)), m).toEqual([]);
     }
   });
+
+  it('keeps the quick rescan in quick/, called by the pipeline and calling none of it', () => {
+    const quick = [...graph.keys()].filter((m) => m.startsWith('quick/'));
+    expect(quick.length).toBeGreaterThan(0);
+    const pipeline = /^(engine|prepare|scan|plan|apply|apply-plan|reflink|cli-program)\.ts$|^store\/(index-db|existing)\.ts$/;
+    for (const m of quick) expect(graph.get(m)!.filter((d) => pipeline.test(d)), m).toEqual([]);
+    expect([...graph.keys()].filter((m) => /^quick[^/]*\.ts$/.test(m))).toEqual([]);
+  });
 });

@@ -15,7 +15,7 @@ export interface QuickFolder { depth: number; name: string }
 
 /**
  * listings: one digest of every folder's listing, in order. inputs: package database files
- * and their state (see quick.ts, fileSignature).
+ * and their state (see quick/inodes.ts, fileSignature).
  */
 export interface QuickRoot {
   path: string; ino: string; folders: QuickFolder[]; listings: string; inputs: Array<[string, string]>;
