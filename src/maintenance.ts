@@ -10,6 +10,7 @@ import { withExistingIndex } from './store/existing.js';
 import { dropVanishedRoots } from './prepare.js';
 import { lockJournalRoots, takeLock } from './lock.js';
 import { DEFAULT_DB } from './paths.js';
+import { compactOldPath, compactPath } from './store/names.js';
 
 export interface GcStep { name: string; dropped: number; ms: number }
 export interface GcReport {
@@ -89,8 +90,8 @@ export async function gc(opts: { db?: string; rebuildIndex?: boolean; log?: (l: 
       }
       await step('compact', async () => {
         // The index is a folder (data.mdb, lock.mdb): copy compacted into a new folder, swap.
-        const tmp = `${dbPath}.compact-${process.pid}`;
-        const old = `${dbPath}.old-${process.pid}`;
+        const tmp = compactPath(dbPath, process.pid);
+        const old = compactOldPath(dbPath, process.pid);
         fs.rmSync(tmp, { recursive: true, force: true });
         fs.mkdirSync(tmp, { mode: 0o700 });
         await index.compactTo(tmp);

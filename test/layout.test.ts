@@ -85,4 +85,17 @@ describe('module layout', () => {
     for (const m of quick) expect(graph.get(m)!.filter((d) => pipeline.test(d)), m).toEqual([]);
     expect([...graph.keys()].filter((m) => /^quick[^/]*\.ts$/.test(m))).toEqual([]);
   });
+
+  it('names what vunify writes on disk in store/names.ts only', () => {
+    // A name's literal: '.vunify-tmp.', '/var/lib/vunify/...', 'data.mdb', '-lock', or a
+    // suffix added to a path in a template (`${dbPath}.quick`). Comments are left out.
+    const name = /['"`](\.vunify|vunify-rpmdb|\/var\/lib\/vunify|\/run\/vunify|data\.mdb['"`]|-lock['"`])|\}[.-](run-lock|write-failed|upgrade|broken|compact|old|quick|tmp|lock)\b/;
+    const found: string[] = [];
+    for (const m of graph.keys()) {
+      if (m === 'store/names.ts') continue;
+      const lines = fs.readFileSync(path.join(src, m), 'utf8').split('\n');
+      lines.forEach((l, i) => { if (!/^\s*(\/\/|\*|\/\*)/.test(l) && name.test(l)) found.push(`${m}:${i + 1}: ${l.trim()}`); });
+    }
+    expect(found).toEqual([]);
+  });
 });
