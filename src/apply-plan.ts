@@ -6,11 +6,12 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { applyLinks, type ApplyContext } from './apply.js';
-import { finish, shouldList, unify, type CommonOptions, type UnifyOptions } from './engine.js';
+import { finish, shouldList, unify, type UnifyOptions } from './engine.js';
 import { VunifyError } from './errors.js';
 import type { RootDir } from './fsx/rootdir.js';
-import { DEFAULT_DB, DEFAULT_VSERVERS_DIR } from './paths.js';
-import type { Decision } from './plan.js';
+import { DEFAULT_VSERVERS_DIR } from './paths.js';
+import { DEFAULT_DB } from './store/names.js';
+import type { CommonOptions, Decision } from './model.js';
 import {
   PLAN_FORMAT, PLAN_VERSION, indexIdentity, linkDecisions, planEntry, readPlan, writePlan, type PlanDocument, type PlanRootId,
 } from './plan-file.js';

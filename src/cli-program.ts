@@ -7,7 +7,7 @@ import { createRequire } from 'node:module';
 import type { CommonOptions, UnifyOptions } from './engine.js';
 import type { terminalProgress } from './cli-progress-bar.js';
 import { DEFAULT_DB, DEFAULT_VSERVERS_DIR } from './paths.js';
-import { quickReport } from './quick.js';
+import { quickReport } from './quick/check.js';
 import { EXIT, VunifyError, oneLine } from './errors.js';
 import { formatCsv, formatText, type Report } from './report.js';
 import { measure, measured, writePending } from './metrics.js';

@@ -8,66 +8,26 @@ import {
   candidatePaths, closeFarm, linkable, prepare, rootsOf, type Prepared, type Root,
 } from './prepare.js';
 import { addCounters, emptyCounters, pathForReport, type Counters, type FileLine, type Report } from './report.js';
-import { phaseCounter, type ProgressSink } from './progress.js';
+import { phaseCounter } from './progress.js';
 import { hashFiles, scanRoot, type InodeCache, type ScanStats } from './scan.js';
 import type { FileRecord } from './store/index-db.js';
-import { captureQuick, inputsDigest, quickReport, surveyRecord, surveyVoucher, type CaptureRoot } from './quick.js';
-import { applyReflinks, type Method } from './reflink.js';
+import { captureQuick, type CaptureRoot } from './quick/capture.js';
+import { quickReport } from './quick/check.js';
+import { inputsDigest } from './quick/inodes.js';
+import { surveyRecord, surveyVoucher } from './quick/survey.js';
+import { applyReflinks } from './reflink.js';
 import { filesystemsOf } from './fsx/reflink.js';
 import { pairedSizes } from './pool/plan.js';
 import { isPooled, poolStage, sweepAfterUndo } from './pool/stage.js';
+import type { CommonOptions, UnifyFlags } from './model.js';
 
 export { dropVanishedRoots, TREE_PKG } from './prepare.js';
 export { takeLock } from './lock.js';
 export { DEFAULT_DB, DEFAULT_VSERVERS_DIR, serverPath } from './paths.js';
+export type { CommonOptions } from './model.js';
 
-export interface CommonOptions {
-  reference: string;
-  servers: string[];
-  /** Package names, or 'all' for every package installed in the reference. */
-  packages: string[] | 'all';
-  vserversDir?: string;
-  db?: string;
-  rpm?: string;
-  concurrency?: number;
-  /**
-   * Files in the report: 1 lists the files linked (or restored), and those that failed or
-   * changed under way; 2 lists every file with its decision and reason.
-   */
-  verbose?: number;
-  /** Which package database to read: detected per root by default. */
-  packageManager?: 'auto' | 'rpm' | 'dpkg' | 'none';
-  /** Tree mode: every regular file of the roots is a candidate, minus the excludes. */
-  allFiles?: boolean;
-  /** Tree mode: patterns to leave out, and files of patterns. */
-  exclude?: string[];
-  excludeFrom?: string[];
-  /** Tree mode: start from the built-in exclude list (default true). */
-  defaultExcludes?: boolean;
-  /** Move an unreadable index aside and start a new one. */
-  rebuildIndex?: boolean;
-  /** Warnings and progress lines (stderr in the CLI). */
-  log?: (line: string) => void;
-  /** Progress of each phase (a bar on a terminal in the CLI). */
-  progress?: ProgressSink;
-  /** Phase timings (VUNIFY_TRACE=1 in the CLI). */
-  trace?: (phase: string, ms: number) => void;
-  /** link (default): hard links, immutable; reflink: shared extents, private inodes (btrfs, XFS). */
-  method?: Method;
-  /** Share what the reference lacks among the servers, through a host-only pool (see pool/store.ts). */
-  pool?: boolean;
-  /** The pool folder (default: VSERVERS_DIR/.vunify-pool); implies pool. */
-  poolDir?: string;
-}
-
-export interface UnifyOptions extends CommonOptions {
-  dryRun?: boolean;
-  /** Set the immutable attribute on shared inodes (default true). */
-  immutable?: boolean;
-  /** Scan in full: no quick rescan, and nothing taken over from the last complete unify. */
-  full?: boolean;
-  /** The caller tried the quick rescan already (the CLI does, before loading this module). */
-  quickTried?: boolean;
+/** The options of unify and plan; CommonOptions and UnifyFlags are in model.ts. */
+export interface UnifyOptions extends UnifyFlags {
   /** Told of every decision before any is applied, with the open farm (plan --save). */
   onPlan?: (decisions: Decision[], p: Prepared) => void;
 }

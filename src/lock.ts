@@ -6,13 +6,13 @@ import path from 'node:path';
 import { VunifyError, isErrno } from './errors.js';
 import { isWithin, placeOf } from './fsx/mounts.js';
 import { tryLock } from './fsx/sys.js';
-import { lockDir } from './paths.js';
+import { lockDir, rootLockName, runLockPath } from './store/names.js';
 import type { Index } from './store/index-db.js';
 
 /** Takes the lock or throws LOCKED (exit 3); returns the fd that holds it. */
 export function takeLock(dbPath: string): number {
   fs.mkdirSync(path.dirname(dbPath), { recursive: true, mode: 0o700 });
-  const lockPath = `${dbPath}.run-lock`;
+  const lockPath = runLockPath(dbPath);
   const fd = fs.openSync(lockPath, 'a', 0o600);
   if (!tryLock(fd)) {
     fs.closeSync(fd);
@@ -73,7 +73,7 @@ export function takeRootLocks(roots: Array<{ path: string; fd: number }>, held?:
   try {
     for (const r of roots) {
       const st = fs.fstatSync(r.fd, { bigint: true });
-      const key = `${st.dev}-${st.ino}.lock`;
+      const key = rootLockName(st.dev, st.ino);
       if (keys.has(key) || held?.keys.has(key)) continue;
       for (let tries = 0; ; tries++) {
         const fd = fs.openSync(`/proc/self/fd/${dirFd}/${key}`, O_RDWR | O_CREAT | O_NOFOLLOW, 0o600);

@@ -11,6 +11,7 @@ import { dropVanishedRoots } from './prepare.js';
 import { lockJournalRoots, takeLock, takeRootLocks } from './lock.js';
 import { dropPoolTmps, dropUnusedEntries, openPool } from './pool/store.js';
 import { DEFAULT_DB } from './paths.js';
+import { compactOldPath, compactPath } from './store/names.js';
 
 export interface GcStep { name: string; dropped: number; ms: number }
 export interface GcReport {
@@ -111,8 +112,8 @@ export async function gc(opts: { db?: string; rebuildIndex?: boolean; log?: (l: 
       });
       await step('compact', async () => {
         // The index is a folder (data.mdb, lock.mdb): copy compacted into a new folder, swap.
-        const tmp = `${dbPath}.compact-${process.pid}`;
-        const old = `${dbPath}.old-${process.pid}`;
+        const tmp = compactPath(dbPath, process.pid);
+        const old = compactOldPath(dbPath, process.pid);
         fs.rmSync(tmp, { recursive: true, force: true });
         fs.mkdirSync(tmp, { mode: 0o700 });
         await index.compactTo(tmp);

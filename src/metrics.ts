@@ -5,7 +5,7 @@
 // the servers equals the total and never counts it twice.
 import { writeFileAtomic } from './fsx/atomic-file.js';
 import { oneLine, VunifyError } from './errors.js';
-import { SKIP_REASONS } from './plan.js';
+import { SKIP_REASONS } from './model.js';
 import type { Counters, Report } from './report.js';
 import type { IndexReport, Savings } from './summary.js';
 import type { VerifyReport } from './verify.js';

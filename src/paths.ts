@@ -2,19 +2,14 @@
 import path from 'node:path';
 
 export const DEFAULT_VSERVERS_DIR = '/vservers';
-export const DEFAULT_DB = '/var/lib/vunify/index';
+// The index's default path and the lock folder are on-disk names: store/names.ts.
+export { DEFAULT_DB, DEFAULT_LOCK_DIR, POOL_DIR_NAME, lockDir } from './store/names.js';
+import { POOL_DIR_NAME } from './store/names.js';
 
 /** A server is a name under the vservers folder, or a path (anything with a slash). */
 export function serverPath(token: string, vserversDir: string): string {
   return token.includes('/') ? path.resolve(token) : path.join(vserversDir, token);
 }
-
-/** Per-root run locks: on the host, where no vserver reaches (VUNIFY_LOCK_DIR for tests). */
-export const DEFAULT_LOCK_DIR = '/run/vunify/locks';
-export const lockDir = (): string => process.env.VUNIFY_LOCK_DIR || DEFAULT_LOCK_DIR;
-
-/** The pool's folder in the vservers folder, unless --pool-dir says otherwise. */
-export const POOL_DIR_NAME = '.vunify-pool';
 
 /** The pool folder's absolute path, or null without --pool (--pool-dir implies it). */
 export function poolDirOf(opts: { pool?: boolean; poolDir?: string; vserversDir?: string }): string | null {

@@ -8,9 +8,9 @@ import path from 'node:path';
 import { VunifyError, oneLine } from './errors.js';
 import { writeFileAtomic } from './fsx/atomic-file.js';
 import { display, toBytes, type RelPath } from './fsx/rootdir.js';
-import { SKIP_REASONS, type Decision, type SkipReason } from './plan.js';
+import { SKIP_REASONS, type Decision, type FileRecord, type SkipReason } from './model.js';
 import { makeExcluder } from './sources/tree.js';
-import type { FileRecord } from './store/index-db.js';
+import { LMDB_DATA_FILE } from './store/names.js';
 
 export const PLAN_FORMAT = 'vunify-plan';
 export const PLAN_VERSION = 1;
@@ -58,7 +58,7 @@ export interface PlanDocument {
 export function indexIdentity(dbPath: string): { dev: string; ino: string } | null {
   try {
     const st = fs.statSync(dbPath, { bigint: true });
-    const file = st.isDirectory() ? fs.statSync(path.join(dbPath, 'data.mdb'), { bigint: true }) : st;
+    const file = st.isDirectory() ? fs.statSync(path.join(dbPath, LMDB_DATA_FILE), { bigint: true }) : st;
     return { dev: String(file.dev), ino: String(file.ino) };
   } catch {
     return null;

@@ -2,61 +2,11 @@
 // changes nothing; apply.ts carries out its 'link' decisions after checking the disk
 // again, byte for byte.
 import type { RelPath } from './fsx/rootdir.js';
-import type { ScanEntry } from './scan.js';
-import type { FileRecord } from './store/index-db.js';
+import type { Decision, FileRecord, PlanInput, ScanEntry, SkipReason } from './model.js';
 
-export const SKIP_REASONS = [
-  'config', // a %config file or dpkg conffile: private by design
-  'packageMissing', // the server lacks the reference's package (counted per reference file)
-  'notInReference', // no file of the reference's packages has this content and metadata
-  'missing', // no such file (in the server or the reference)
-  'notRegular', // a symlink, device... (folders a package lists get no decision)
-  'symlinkInPath', // a folder on the way is a symlink: never followed
-  'empty', // nothing to save
-  'otherFilesystem', // not on the reference's filesystem (a mount inside a root)
-  'contentDiffers',
-  'metadataDiffers', // mode, owner, mtime or extended attributes
-  'immutable', // immutable before vunify came: left as it is
-  'appendOnly', // append-only file or folder (lsattr's a): a link could be made but never renamed
-  'inUse', // the reference file is open for writing: sharing it now would share those writes
-  'otherNames', // the server's inode has names this run does not link: relinking some would split it and save nothing
-  'linkLimit', // the shared inode has the most links the filesystem allows: this copy is shared instead
-  'changed', // changed between comparison and link: left untouched
-  'error',
-] as const;
-export type SkipReason = (typeof SKIP_REASONS)[number];
-
-export interface Owned { pkg: string; config: boolean }
-
-export interface PlanRoot {
-  name: string;
-  root: string;
-  entries: Map<RelPath, ScanEntry>;
-  /** Files that the root's packages list, by path. */
-  owned: Map<RelPath, Owned>;
-  /** Names of installed packages. */
-  installed: Set<string>;
-}
-
-export interface PlanInput {
-  reference: PlanRoot;
-  servers: PlanRoot[];
-  /**
-   * Reference paths by content hash (from the index's content table), for files whose
-   * twin in the reference lives at another path: renamed, moved, or in another package.
-   */
-  refByHash?: Map<string, RelPath[]>;
-  /** Tree mode: files, not packages; no package can be missing. */
-  tree?: boolean;
-  /** reflink: each server file keeps its inode, so its metadata need not match. */
-  method?: 'link' | 'reflink';
-}
-
-interface Base { server: string; path: RelPath; pkg: string }
-export type Decision =
-  | (Base & { kind: 'link'; refPath: RelPath; ref: FileRecord; srv: FileRecord })
-  | (Base & { kind: 'already'; refPath: RelPath; ref: FileRecord; srv: FileRecord })
-  | (Base & { kind: 'skip'; reason: SkipReason; detail?: string; size?: number });
+// The planner's types live in model.ts; they are exported here too, where they were first.
+export { SKIP_REASONS } from './model.js';
+export type { Decision, Owned, PlanInput, PlanRoot, SkipReason } from './model.js';
 
 /** Names of the metadata fields in which two files differ. */
 export function metadataDiff(a: FileRecord, b: FileRecord): string[] {

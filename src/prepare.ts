@@ -3,15 +3,17 @@
 // database or walks its tree, and says which files of each root take part.
 import fs from 'node:fs';
 import path from 'node:path';
-import type { CommonOptions } from './engine.js';
+import type { CommonOptions, Owned, PlanRoot } from './model.js';
 import { VunifyError, isErrno, oneLine } from './errors.js';
 import { RootDir, type RelPath } from './fsx/rootdir.js';
 import { isReadOnly, isWithin, placeOf, sameId } from './fsx/mounts.js';
 import { getInodeFlags } from './fsx/sys.js';
 import { lockJournalRoots, takeLock, takeRootLocks, type RootLocks } from './lock.js';
-import { DEFAULT_DB, DEFAULT_VSERVERS_DIR, serverPath } from './paths.js';
-import type { Owned, PlanRoot } from './plan.js';
-import { fileSignature, inputsDigest, quickSurvey, type QuickOptions, type QuickSurvey } from './quick.js';
+import { DEFAULT_VSERVERS_DIR, serverPath } from './paths.js';
+import { DEFAULT_DB } from './store/names.js';
+import type { QuickOptions } from './quick/check.js';
+import { fileSignature, inputsDigest } from './quick/inodes.js';
+import { quickSurvey, type QuickSurvey } from './quick/survey.js';
 import { afterWalk } from './fault.js';
 import { recover } from './recover.js';
 import { DpkgSource } from './sources/dpkg.js';

@@ -13,10 +13,9 @@ import { dedupeWhole, extentsOf, fsMethods, privateBytes, sameExtents, type Exte
 import { openFileAtSync, splitRel, type OpenedFile, type RelPath, type RootDir } from './fsx/rootdir.js';
 import { FS_APPEND_FL, FS_IMMUTABLE_FL, setTimesNs } from './fsx/sys.js';
 import { phaseCounter } from './progress.js';
-import type { Decision, SkipReason } from './plan.js';
-import type { FileRecord, LinkRecord } from './store/index-db.js';
+import type { Decision, FileRecord, LinkRecord, Method, SkipReason } from './model.js';
 
-export type Method = 'link' | 'reflink';
+export type { Method };
 
 type Shareable = Extract<Decision, { kind: 'link' }>;
 

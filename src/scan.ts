@@ -8,13 +8,10 @@ import { isErrno, oneLine } from './errors.js';
 import { EMPTY_HASH, hashFd } from './fsx/content.js';
 import { RootDir, UnsafePathError, lstatIn, splitRel, type RelPath } from './fsx/rootdir.js';
 import { hasLstatAt, lstatSig, readXattrsAt, type StatLite, type Xattrs } from './fsx/sys.js';
-import type { FileRecord, Index } from './store/index-db.js';
+import type { FileRecord, ScanEntry } from './model.js';
+import type { Index } from './store/index-db.js';
 
-export type ScanEntry =
-  | { kind: 'file'; rec: FileRecord }
-  | { kind: 'missing' | 'notRegular' | 'symlinkInPath' | 'error'; detail?: string }
-  /** Package databases list folders too: not files, and no decision is reported for them. */
-  | { kind: 'folder' };
+export type { ScanEntry } from './model.js';
 
 export interface ScanStats { filesHashed: number; bytesHashed: number; filesStatted: number; vanishedSearch?: 'skipped' }
 

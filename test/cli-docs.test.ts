@@ -5,7 +5,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { buildProgram, commandFirst } from '../src/cli-program.js';
-import { clearImmutableTree } from '../src/testing/rpmfarm.js';
+import { clearImmutableTree } from './builders/rpmfarm.js';
 import { vunify } from './helpers/tree.js';
 
 const doc = fs.readFileSync(new URL('../docs/cli.md', import.meta.url), 'utf8');

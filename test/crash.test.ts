@@ -4,7 +4,7 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { makeRpmFarm, removeFarm, rpmVerify, type Farm } from '../src/testing/rpmfarm.js';
+import { makeRpmFarm, removeFarm, rpmVerify, type Farm } from './builders/rpmfarm.js';
 import { attributeSweep, lsattrHasImmutable, snapshot, strayTemps, vunify, type FileSnap } from './helpers/tree.js';
 
 const SERVERS = ['ref', 's1', 's2', 's3'];

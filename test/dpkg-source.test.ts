@@ -13,7 +13,7 @@ import {
   installDebs,
   makeDpkgRoot,
   removePackages,
-} from '../src/testing/dpkgfarm.js';
+} from './builders/dpkgfarm.js';
 import { has, isRoot, missing } from './helpers/needs.js';
 
 const skip = missing('test/dpkg-source.test.ts', { root: isRoot, dpkg: has('dpkg'), 'dpkg-deb': has('dpkg-deb'), 'dpkg-divert': has('dpkg-divert') });

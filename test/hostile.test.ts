@@ -4,7 +4,7 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { clearImmutableTree, makeRpmFarm, removeFarm, type Farm } from '../src/testing/rpmfarm.js';
+import { clearImmutableTree, makeRpmFarm, removeFarm, type Farm } from './builders/rpmfarm.js';
 import { lsattrHasImmutable, snapshot, vunify } from './helpers/tree.js';
 
 let farm: Farm;

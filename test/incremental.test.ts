@@ -6,7 +6,7 @@ import path from 'node:path';
 import { Blake3Hasher } from '@napi-rs/blake-hash';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Index } from '../src/store/index-db.js';
-import { makeRpmFarm, removeFarm, type Farm } from '../src/testing/rpmfarm.js';
+import { makeRpmFarm, removeFarm, type Farm } from './builders/rpmfarm.js';
 import { lsattrHasImmutable, vunify } from './helpers/tree.js';
 
 const PKGS = ['vu-base', 'vu-extra'];

@@ -6,7 +6,7 @@ import path from 'node:path';
 import { open } from 'lmdb';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { tryLock } from '../src/fsx/sys.js';
-import { makeRpmFarm, removeFarm, rpmVerify, type Farm } from '../src/testing/rpmfarm.js';
+import { makeRpmFarm, removeFarm, rpmVerify, type Farm } from './builders/rpmfarm.js';
 import { snapshot, vunify } from './helpers/tree.js';
 
 let farm: Farm;

@@ -8,7 +8,7 @@ import path from 'node:path';
 import { open } from 'lmdb';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Index } from '../src/store/index-db.js';
-import { makeRpmFarm, removeFarm, rpmVerify, type Farm } from '../src/testing/rpmfarm.js';
+import { makeRpmFarm, removeFarm, rpmVerify, type Farm } from './builders/rpmfarm.js';
 import { writeSchema1 as writeSchema1At, type Schema1Contents } from './helpers/schema1.js';
 import { snapshot, strayTemps, vunify, type FileSnap } from './helpers/tree.js';
 

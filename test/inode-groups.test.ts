@@ -6,7 +6,7 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { buildRpm, clearImmutableTree, installRpms, makeRoot, type PackageSpec } from '../src/testing/rpmfarm.js';
+import { buildRpm, clearImmutableTree, installRpms, makeRoot, type PackageSpec } from './builders/rpmfarm.js';
 import { vunify } from './helpers/tree.js';
 
 let base: string;

@@ -6,7 +6,7 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { clearImmutableTree } from '../src/testing/rpmfarm.js';
+import { clearImmutableTree } from './builders/rpmfarm.js';
 import { lsattrHasImmutable, strayTemps } from './helpers/tree.js';
 
 const FILES = 200;

@@ -4,7 +4,7 @@ import { execFileSync } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { installRpms, makeRoot, makeRpmFarm, removeFarm, rpmVerify, type Farm } from '../src/testing/rpmfarm.js';
+import { installRpms, makeRoot, makeRpmFarm, removeFarm, rpmVerify, type Farm } from './builders/rpmfarm.js';
 import { lsattrHasImmutable, snapshot, vunify } from './helpers/tree.js';
 
 let farm: Farm;

@@ -6,7 +6,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { spawnSync } from 'node:child_process';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { makeRpmFarm, removeFarm, type Farm } from '../src/testing/rpmfarm.js';
+import { makeRpmFarm, removeFarm, type Farm } from './builders/rpmfarm.js';
 import { vunify } from './helpers/tree.js';
 
 const PKGS = ['vu-base', 'vu-extra'];

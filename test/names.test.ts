@@ -6,7 +6,7 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { buildRpm, installRpms, makeRpmFarm, removeFarm, rpmVerify, type Farm } from '../src/testing/rpmfarm.js';
+import { buildRpm, installRpms, makeRpmFarm, removeFarm, rpmVerify, type Farm } from './builders/rpmfarm.js';
 import { vunify } from './helpers/tree.js';
 
 let farm: Farm;

@@ -4,7 +4,7 @@ import { spawnSync } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { makeRpmFarm, removeFarm, type Farm } from '../src/testing/rpmfarm.js';
+import { makeRpmFarm, removeFarm, type Farm } from './builders/rpmfarm.js';
 import { lsattrHasImmutable, snapshot, vunify } from './helpers/tree.js';
 
 const PKGS = ['vu-base', 'vu-extra'];

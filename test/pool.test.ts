@@ -6,7 +6,7 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { buildRpm, installRpms, makeRoot, removeFarm, rpmVerify, sampleSpecs } from '../src/testing/rpmfarm.js';
+import { buildRpm, installRpms, makeRoot, removeFarm, rpmVerify, sampleSpecs } from './builders/rpmfarm.js';
 import { attributeSweep, lsattrHasImmutable, snapshot, strayTemps, vunify, type FileSnap } from './helpers/tree.js';
 
 const SERVERS = ['s1', 's2', 's3'];

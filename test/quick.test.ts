@@ -9,7 +9,7 @@ import path from 'node:path';
 import { Index } from '../src/store/index-db.js';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import * as farmLib from '../native-free-bench/farm.mjs';
-import { makeRpmFarm, removeFarm, type Farm } from '../src/testing/rpmfarm.js';
+import { makeRpmFarm, removeFarm, type Farm } from './builders/rpmfarm.js';
 import { vunify } from './helpers/tree.js';
 
 type Rep = Record<string, unknown> & { unchangedSince?: string; totals: { unified: number; alreadyUnified: number; filesHashed: number }; durationMs: number };

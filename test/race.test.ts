@@ -2,7 +2,7 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { makeRpmFarm, removeFarm, type Farm } from '../src/testing/rpmfarm.js';
+import { makeRpmFarm, removeFarm, type Farm } from './builders/rpmfarm.js';
 import { lsattrHasImmutable, strayTemps, vunify } from './helpers/tree.js';
 
 let farm: Farm;

@@ -12,7 +12,7 @@ import {
   sampleSpecs,
   SOURCE_DATE_EPOCH,
   type Farm,
-} from '../src/testing/rpmfarm.js';
+} from './builders/rpmfarm.js';
 import { has, isRoot, missing } from './helpers/needs.js';
 
 // rpm chroots to install and sets owners and xattrs: only meaningful as root.

@@ -3,8 +3,8 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { buildDeb, installDebs, makeDpkgRoot } from '../src/testing/dpkgfarm.js';
-import { makeRpmFarm, removeFarm, sampleSpecs, type Farm } from '../src/testing/rpmfarm.js';
+import { buildDeb, installDebs, makeDpkgRoot } from './builders/dpkgfarm.js';
+import { makeRpmFarm, removeFarm, sampleSpecs, type Farm } from './builders/rpmfarm.js';
 import { lsattrHasImmutable, vunify } from './helpers/tree.js';
 
 let farm: Farm;

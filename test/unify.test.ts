@@ -5,7 +5,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { writeXattr } from '../src/fsx/sys.js';
-import { installRpms, makeRoot, makeRpmFarm, removeFarm, rpmVerify, type Farm } from '../src/testing/rpmfarm.js';
+import { installRpms, makeRoot, makeRpmFarm, removeFarm, rpmVerify, type Farm } from './builders/rpmfarm.js';
 import { lsattrHasImmutable, snapshot, strayTemps, vunify, type FileSnap } from './helpers/tree.js';
 
 const PKGS = ['vu-base', 'vu-extra'];

@@ -6,7 +6,7 @@ import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { VunifyError } from '../src/errors.js';
 import { tryLock } from '../src/fsx/sys.js';
-import { makeRpmFarm, removeFarm, type Farm } from '../src/testing/rpmfarm.js';
+import { makeRpmFarm, removeFarm, type Farm } from './builders/rpmfarm.js';
 import { formatStatus, status } from '../src/status.js';
 import { formatTable, toCsv } from '../src/table.js';
 import { formatVerify, verifyIndex, type Drift } from '../src/verify.js';

@@ -2,12 +2,12 @@
 // collector) never see half of it, and a crash leaves the old one.
 import fs from 'node:fs';
 import path from 'node:path';
+import { atomicTmpName } from '../store/names.js';
 
 /** Writes data to a temporary name in file's folder, fsyncs it, renames it over file, fsyncs the folder. */
 export function writeFileAtomic(file: string, data: string | Buffer, mode = 0o644): void {
   const dir = path.dirname(path.resolve(file));
-  // A leading dot and another ending: the textfile collector reads only *.prom.
-  const tmp = path.join(dir, `.${path.basename(file)}.${process.pid}.tmp`);
+  const tmp = path.join(dir, atomicTmpName(path.basename(file), process.pid));
   const fd = fs.openSync(tmp, fs.constants.O_WRONLY | fs.constants.O_CREAT | fs.constants.O_TRUNC | fs.constants.O_NOFOLLOW, mode);
   try {
     try {

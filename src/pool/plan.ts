@@ -2,10 +2,8 @@
 // A file goes when at least two servers hold its content with the same metadata, or when
 // the pool holds an entry for it already. It reads no file: apply compares the bytes.
 import type { RelPath } from '../fsx/rootdir.js';
-import type { Decision, SkipReason } from '../plan.js';
-import type { ScanEntry } from '../scan.js';
-import type { FileRecord } from '../store/index-db.js';
-import { entryName } from './store.js';
+import type { Decision, FileRecord, ScanEntry, SkipReason } from '../model.js';
+import { entryName } from './names.js';
 
 /** Skips that mean the reference has no copy to share: the pool may share one instead. */
 export const POOLABLE: ReadonlySet<SkipReason> = new Set<SkipReason>(['notInReference', 'contentDiffers', 'metadataDiffers', 'missing']);

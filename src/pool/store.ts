@@ -5,7 +5,6 @@
 // digest of mode, owner, mtime and xattrs (one content may need copies with other metadata).
 // Temporary copies are written at POOL's top level, so a run's start finds them with one readdir.
 import fs from 'node:fs';
-import { Blake3Hasher } from '../fsx/blake3.js';
 import { VunifyError, isErrno, oneLine } from '../errors.js';
 import { hashFd } from '../fsx/content.js';
 import { RootDir, splitRel, type RelPath } from '../fsx/rootdir.js';
@@ -18,20 +17,8 @@ import { faultPoint } from '../fault.js';
 
 export { POOL_DIR_NAME, poolDirOf } from '../paths.js';
 
-type MetaOf = Pick<FileRecord, 'mode' | 'uid' | 'gid' | 'mtimeNs' | 'xattrs'>;
-
-/** The entry's name for this content and metadata: `HH/HASH-META`. */
-export function entryName(hash: string, m: MetaOf): RelPath {
-  const meta = new Blake3Hasher().update(Buffer.from(`${m.mode}:${m.uid}:${m.gid}:${m.mtimeNs}:${m.xattrs}`)).digest('hex').slice(0, 16);
-  return `${hash.slice(0, 2)}/${hash}-${meta}`;
-}
-
-const ENTRY = /^([0-9a-f]{2})\/(\1[0-9a-f]{62})-[0-9a-f]{16}$/;
-
-/** The content hash an entry's name gives, or null for a name that is not an entry's. */
-export function hashOfEntry(rel: RelPath): string | null {
-  return ENTRY.exec(rel)?.[2] ?? null;
-}
+export { entryName, hashOfEntry } from './names.js';
+import { hashOfEntry } from './names.js';
 
 /**
  * Opens the pool folder. With create, makes it (mode 0700) when missing; its parent must

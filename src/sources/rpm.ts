@@ -10,6 +10,7 @@ import path from 'node:path';
 import { VunifyError, isErrno } from '../errors.js';
 import { copyFd } from '../fsx/content.js';
 import { RootDir, isSafeRel, type RelPath } from '../fsx/rootdir.js';
+import { RPMDB_TMP_PREFIX } from '../store/names.js';
 import type { InstalledPackage, PackageListing, PackageSource, SourceInputs } from './types.js';
 
 const DB_DIRS: RelPath[] = ['var/lib/rpm', 'usr/lib/sysimage/rpm'];
@@ -111,7 +112,7 @@ export class RpmSource implements PackageSource {
 
   async list(names: string[] | 'all'): Promise<PackageListing> {
     await checkRpm(this.rpmBin);
-    const tmp = await fsp.mkdtemp(path.join(os.tmpdir(), 'vunify-rpmdb-'));
+    const tmp = await fsp.mkdtemp(path.join(os.tmpdir(), RPMDB_TMP_PREFIX));
     try {
       for (const name of this.db.files) {
         const src = await this.root.openFile(`${this.db.dir}/${name}`);

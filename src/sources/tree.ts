@@ -6,6 +6,7 @@ import picomatch from 'picomatch';
 import { RootDir, UnsafePathError, display, type RelPath } from '../fsx/rootdir.js';
 import { DT_DIR, DT_REG, DT_UNKNOWN, forEachDirent, readDirents } from '../fsx/sys.js';
 import { VunifyError, isErrno } from '../errors.js';
+import { TMP_PREFIX } from '../store/names.js';
 
 /**
  * In the spirit of util-vserver's vhashify defaults: configuration, state, homes, pseudo
@@ -55,7 +56,7 @@ export function readExcludeFile(file: string): string[] {
 }
 
 /** The start of every temporary name vunify makes in a server's folder (apply.ts). */
-export const TMP_PREFIX = '.vunify-tmp.';
+export { TMP_PREFIX };
 
 /** What a walk saw besides files: the folders it read, and mount points it left alone. */
 export interface WalkSeen {

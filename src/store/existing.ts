@@ -3,7 +3,7 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { takeLock } from '../lock.js';
-import { DEFAULT_DB } from '../paths.js';
+import { DEFAULT_DB } from './names.js';
 import { VunifyError } from '../errors.js';
 import { Index } from './index-db.js';
 

@@ -24,53 +24,16 @@ import type { Database, Key, RootDatabase } from 'lmdb';
 import { VunifyError, oneLine } from '../errors.js';
 import type { RelPath } from '../fsx/rootdir.js';
 import { quickPath } from './quick-file.js';
+import { FAILED_MARK_SUFFIX, LMDB_DATA_FILE, LMDB_LOCK_SUFFIX, brokenPath, failedMarkPath, upgradePath } from './names.js';
+import type { FileRecord, LinkRecord } from '../model.js';
+
+export type { FileRecord, LinkRecord } from '../model.js';
 
 // lmdb's CommonJS build is one bundled file: 15-18 ms to load here, its ES modules 24 ms.
 const require = createRequire(import.meta.url);
 const { open } = require('lmdb') as typeof import('lmdb');
 
 export const SCHEMA_VERSION = 2;
-
-export interface FileRecord {
-  dev: string;
-  ino: string;
-  size: number;
-  mode: number; // st_mode, type bits included
-  uid: number;
-  gid: number;
-  mtimeNs: string;
-  ctimeNs: string;
-  nlink: number;
-  /** BLAKE3 hex of the content; '' while not read (no file of the same size to pair with). */
-  hash: string;
-  /** BLAKE3 hex of the sorted extended attributes, '' when there are none. */
-  xattrs: string;
-  /** The package that lists the file, when known. */
-  pkg?: string;
-}
-
-/** What a server file was before vunify replaced it with a link: enough for an exact undo. */
-export interface LinkRecord {
-  refRoot: string;
-  refPath: RelPath;
-  dev: string;
-  ino: string; // the shared inode
-  mode: number;
-  uid: number;
-  gid: number;
-  atimeNs: string;
-  mtimeNs: string;
-  xattrs: Record<string, string>; // name -> base64
-  size: number;
-  pkg?: string;
-  /** BLAKE3 of the shared content, as compared when linking (verify checks against it). */
-  hash?: string;
-  /** Inode flags undo puts back (lsattr's d, A...; apply.ts KEPT_FLAGS), when any were set. */
-  flags?: number;
-  /** 'reflink': the server file kept its own inode (dev, ino: its own) and got the reference's extents. */
-  method?: 'reflink';
-  linkedAt: string;
-}
 
 export interface InodeRecord {
   root: string;
@@ -127,8 +90,6 @@ async function commitDetail(err: unknown): Promise<unknown> {
  * 500,000 files: a freelist assertion inside LMDB). The failure is marked in a file beside
  * the index so the next run stops at open, where --rebuild-index can move both aside.
  */
-const failedMarkPath = (dbPath: string) => `${dbPath}.write-failed`;
-
 function failedMark(dbPath: string): string | null {
   try {
     return fs.readFileSync(failedMarkPath(dbPath), 'utf8').trim().split('\n')[0] || 'no reason recorded';
@@ -151,7 +112,7 @@ function checkLmdbFile(dbPath: string): void {
   }
   let data: string;
   try {
-    data = fs.statSync(dbPath).isDirectory() ? path.join(dbPath, 'data.mdb') : dbPath;
+    data = fs.statSync(dbPath).isDirectory() ? path.join(dbPath, LMDB_DATA_FILE) : dbPath;
   } catch {
     return; // a new index
   }
@@ -319,9 +280,6 @@ function filesystemFull(dbPath: string): boolean {
   }
 }
 
-/** Where an upgrade from schema 1 writes the new index before it replaces the old. */
-const upgradePath = (dbPath: string) => `${dbPath}.upgrade`;
-
 export class Index {
   /** Root paths by number and back; numbers are never reused. */
   private ids = new Map<string, number>();
@@ -359,8 +317,8 @@ export class Index {
       return await Index.openOnce(dbPath, opts.upgrade ?? false);
     } catch (err) {
       if (!opts.rebuild || !(err instanceof VunifyError)) throw err;
-      const aside = `${dbPath}.broken-${new Date().toISOString().replace(/[:.]/g, '-')}`;
-      for (const suffix of ['', '-lock', '.write-failed']) {
+      const aside = brokenPath(dbPath, new Date());
+      for (const suffix of ['', LMDB_LOCK_SUFFIX, FAILED_MARK_SUFFIX]) {
         if (fs.existsSync(dbPath + suffix)) fs.renameSync(dbPath + suffix, aside + suffix);
       }
       return Index.openOnce(dbPath, false);
@@ -388,7 +346,7 @@ export class Index {
           await Index.upgradeFrom1(dbPath, env);
         } catch (err) {
           // The old data file is only replaced by the last rename: until then it is whole.
-          for (const f of [upgradePath(dbPath), `${upgradePath(dbPath)}-lock`]) fs.rmSync(f, { force: true });
+          for (const f of [upgradePath(dbPath), upgradePath(dbPath) + LMDB_LOCK_SUFFIX]) fs.rmSync(f, { force: true });
           throw new VunifyError('INDEX', `upgrading the index from schema 1 failed (${oneLine(err)}); the index is as it was: fix the cause (space?) and run again`, dbPath, { cause: err });
         }
         const index = await Index.openOnce(dbPath, false);
@@ -424,7 +382,7 @@ export class Index {
    */
   private static async upgradeFrom1(dbPath: string, old: RootDatabase): Promise<void> {
     const tmp = upgradePath(dbPath);
-    for (const f of [tmp, `${tmp}-lock`]) fs.rmSync(f, { force: true });
+    for (const f of [tmp, tmp + LMDB_LOCK_SUFFIX]) fs.rmSync(f, { force: true });
     const next = await Index.openOnce(tmp, false);
     try {
       const raw = <V>(name: string) => old.openDB<V, Key>({ name });
@@ -458,9 +416,9 @@ export class Index {
       await next.close();
     }
     await old.close();
-    const data = fs.statSync(dbPath).isDirectory() ? path.join(dbPath, 'data.mdb') : dbPath;
+    const data = fs.statSync(dbPath).isDirectory() ? path.join(dbPath, LMDB_DATA_FILE) : dbPath;
     fs.renameSync(tmp, data);
-    fs.rmSync(`${tmp}-lock`, { force: true });
+    fs.rmSync(tmp + LMDB_LOCK_SUFFIX, { force: true });
     // The quick file names the index by its path's inode, which a folder index keeps: it
     // described the old file (its transaction id above all), so it goes.
     fs.rmSync(quickPath(dbPath), { force: true });
@@ -768,7 +726,7 @@ export class Index {
   /** Bytes of the index's data file on disk (0 when there is none). */
   static fileSize(dbPath: string): number {
     try {
-      const file = fs.statSync(dbPath).isDirectory() ? path.join(dbPath, 'data.mdb') : dbPath;
+      const file = fs.statSync(dbPath).isDirectory() ? path.join(dbPath, LMDB_DATA_FILE) : dbPath;
       return fs.statSync(file).size;
     } catch {
       return 0;

@@ -4,6 +4,7 @@
 // farm gives. A checksum guards against a torn write; anything unreadable counts as no file.
 import crypto from 'node:crypto';
 import fs from 'node:fs';
+import { quickPath, quickTmpPath } from './names.js';
 
 // Q2: inodes in check order, each with a name in its folder (Q1 files are not read: a full run).
 const MAGIC = Buffer.from('VUNIFYQ2');
@@ -15,7 +16,7 @@ export interface QuickFolder { depth: number; name: string }
 
 /**
  * listings: one digest of every folder's listing, in order. inputs: package database files
- * and their state (see quick.ts, fileSignature).
+ * and their state (see quick/inodes.ts, fileSignature).
  */
 export interface QuickRoot {
   path: string; ino: string; folders: QuickFolder[]; listings: string; inputs: Array<[string, string]>;
@@ -47,7 +48,7 @@ export interface QuickHeader {
  */
 export interface QuickState { header: QuickHeader; inodes: Uint32Array; perFolder: Uint32Array; names: Buffer; nameEnds: Uint32Array }
 
-export const quickPath = (dbPath: string) => `${dbPath}.quick`;
+export { quickPath };
 
 export function readQuick(dbPath: string): QuickState | null {
   let buf: Buffer;
@@ -99,7 +100,7 @@ export function writeQuick(dbPath: string, state: QuickState): void {
     ...table(state.inodes, INODE_WORDS), ...table(state.perFolder, 1), ...table(state.nameEnds, 1), state.names,
   ]);
   const sum = crypto.createHash('sha256').update(body).digest();
-  const tmp = `${quickPath(dbPath)}.tmp-${process.pid}`;
+  const tmp = quickTmpPath(dbPath, process.pid);
   try {
     fs.writeFileSync(tmp, Buffer.concat([body, sum]), { mode: 0o600 });
     fs.renameSync(tmp, quickPath(dbPath));

@@ -151,7 +151,7 @@ export const breaks = [
   },
   {
     id: 'quick-ignores-ctime', claim: 'A quick rescan never reports a stale outcome', test: 'test/quick.test.ts', only: 'a rescan after unify is quick|a changed file',
-    edits: [{ file: 'src/quick.ts', from: '    b.readUInt32LE(L!.ctime) === a[at + 8] && b.readUInt32LE(L!.ctime + 4) === a[at + 9] &&\n    b.readUInt32LE(L!.ctime + 8) === a[at + 10] && b.readUInt32LE(L!.ctime + 12) === a[at + 11];', to: '    true;' }],
+    edits: [{ file: 'src/quick/inodes.ts', from: '    b.readUInt32LE(L!.ctime) === a[at + 8] && b.readUInt32LE(L!.ctime + 4) === a[at + 9] &&\n    b.readUInt32LE(L!.ctime + 8) === a[at + 10] && b.readUInt32LE(L!.ctime + 12) === a[at + 11];', to: '    true;' }],
   },
   {
     id: 'undo-without-lease', claim: 'No write in one vserver reaches another, not even for a microsecond', test: 'test/isolation.test.ts', only: 'undone',

@@ -3,9 +3,10 @@
 import { spawnSync } from 'node:child_process';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { makeRpmFarm, removeFarm } from './rpmfarm.js';
+import { makeRpmFarm, removeFarm } from '../test/builders/rpmfarm.js';
 
-const cli = fileURLToPath(new URL('../cli.js', import.meta.url));
+// Compiled by tsconfig.scripts.json to build/scripts/demo.js; the CLI is the package's own dist/cli.js.
+const cli = fileURLToPath(new URL('../../dist/cli.js', import.meta.url));
 const keep = process.argv.includes('--keep');
 
 function show(title: string, cmd: string, args: string[], env: NodeJS.ProcessEnv): number {

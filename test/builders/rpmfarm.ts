@@ -1,5 +1,6 @@
 // Builds a real RPM-based vserver farm (noarch test packages installed by the host's rpm
-// into bare roots) for tests and the demo. Needs root, rpm and rpmbuild (Debian: apt-get install rpm).
+// into bare roots) for tests and the demo (scripts/demo.ts). Needs root, rpm and rpmbuild
+// (Debian: apt-get install rpm).
 import * as fs from 'node:fs';
 import * as fsp from 'node:fs/promises';
 import * as os from 'node:os';

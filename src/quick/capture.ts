@@ -1,0 +1,243 @@
+// The capture: after a complete unify that left nothing to do, the quick file that lets
+// the next run check the farm instead of rescanning it.
+import crypto from 'node:crypto';
+import fs from 'node:fs';
+import { lastKeyMemo, splitRel, type RelPath } from '../fsx/rootdir.js';
+import { DT_DIR, DT_REG, DT_UNKNOWN, forEachDirent, rawStat, readDirents, statRawAt } from '../fsx/sys.js';
+import type { FileLine, Report } from '../report.js';
+import { INODE_WORDS, writeQuick, type QuickFolder, type QuickHeader, type QuickRoot } from '../store/quick-file.js';
+import { fingerprint, indexId, mountsDigest, type QuickOptions } from './check.js';
+import {
+  folderOrder, recordWords, sameSlot, statWords, walkFolders, type CaptureRecord, type CaptureRecordSig,
+} from './inodes.js';
+
+/** Records by path: a Map, or a view over the run's own maps. */
+export interface RecordView {
+  get(rel: RelPath): CaptureRecord | undefined;
+  readonly size: number;
+  [Symbol.iterator](): Iterator<[RelPath, CaptureRecord]>;
+}
+
+export interface CaptureRoot {
+  path: string;
+  rootFd: number;
+  /** Folders to record (their ancestors are added). */
+  folders: Iterable<RelPath>;
+  /** Final records of the candidates that are files: their inodes go into the table. */
+  files: RecordView;
+  /** Package database folders: every regular file in them goes into the table as it is now. */
+  inputs: RelPath[];
+  /** Package database files and their state when the run read the database (fileSignature). */
+  inputFiles: Array<[RelPath, string]>;
+  /**
+   * Tree mode: the walk's view. A regular file or folder that is not excluded and that the
+   * run did not see means the farm changed under the run: no capture then.
+   */
+  tree?: { seen: (rel: RelPath) => boolean; folders: Set<RelPath>; skipped: Set<RelPath>; excluded: (rel: RelPath) => boolean };
+  /** The names in a folder the survey found unchanged, with their inodes (its listing is the walk's). */
+  listedIn?: (dir: RelPath) => Map<string, number> | undefined;
+  /** Listings read earlier in the run (the tree walk), used for folders not in `touched`. */
+  listings?: Map<RelPath, Buffer>;
+  touched?: Set<RelPath>;
+}
+
+/**
+ * Records the farm as a complete run left it, with the report a rescan gives. Returns why
+ * nothing was recorded, or null when it was. The run's records must match the disk: a file
+ * changed since the run looked at it leaves no quick file, and the next rescan runs in full.
+ */
+export function captureQuick(
+  opts: QuickOptions,
+  dbPath: string,
+  txn: number,
+  dev: string,
+  roots: CaptureRoot[],
+  report: Report,
+  notable: FileLine[],
+): string | null {
+  const words: number[] = [];
+  const slot = new Map<number, number>();
+  const firstRec = new Map<number, CaptureRecordSig>(); // slot -> the record its words came from
+  // Per slot: its root, folder (index in the root's folders) and a name there to stat it by.
+  const slotAt: Array<{ r: number; fi: number; name: string }> = [];
+  const perRoot: number[][] = []; // per root, per folder: its inodes (filled below)
+  const devN = BigInt(dev);
+  const w = new Uint32Array(INODE_WORDS);
+  const qroots: QuickRoot[] = [];
+  /** A new slot for an inode whose words are in w; returns its offset in words. */
+  const addSlot = (ino: number, r: number, fi: number, name: string): number => {
+    const at = words.length;
+    slotAt.push({ r, fi, name });
+    slot.set(ino, at);
+    for (const x of w) words.push(x);
+    return at;
+  };
+  for (const root of roots) {
+    const r = qroots.length;
+    const order = folderOrder([...root.folders, ...root.inputs]);
+    const folders: QuickFolder[] = [];
+    const folderIdx = new Map<RelPath, number>();
+    const listings = crypto.createHash('sha1');
+    const inputs = new Set(root.inputs);
+    let why: string | null = null;
+    let matched = 0;
+    const fail = (reason: string) => { why ??= reason; return false; };
+    // One table slot per inode: the first record of it gives the words (what the run decided
+    // on: if the disk differs by now, the next check sees it); other names must agree.
+    const take = (rec: CaptureRecord, ino: number, p: RelPath, fi: number, name: string): boolean => {
+      const at = slot.get(ino);
+      if (at === undefined) {
+        recordWords(rec, ino, w);
+        firstRec.set(addSlot(ino, r, fi, name), rec);
+        return true;
+      }
+      const first = firstRec.get(at);
+      if (first === rec || (first && first.size === rec.size && first.mtimeNs === rec.mtimeNs && first.ctimeNs === rec.ctimeNs)) return true;
+      recordWords(rec, ino, w);
+      return sameSlot(words, at, w) || fail(`/${p} changed`);
+    };
+    // Folders whose listing the walk read are taken as the walk saw them; their records are
+    // matched to it below. Folders this run changed, and package database folders, are read
+    // again and checked entry by entry.
+    const walked = new Map<RelPath, Buffer>();
+    const reread = new Set<RelPath>();
+    walkFolders(root.rootFd, order, (f, fd) => {
+      const dir = f.rel;
+      const earlier = root.touched?.has(dir) ? undefined : root.listings?.get(dir);
+      const dfd = earlier ? 0 : fd();
+      if (dfd < 0) return 'missing';
+      const dents = earlier ?? readDirents(dfd, f.depth === 0);
+      if (!dents) return fail(`cannot list /${dir}`);
+      const fi = folders.length;
+      folders.push({ depth: f.depth, name: f.name });
+      folderIdx.set(dir, fi);
+      listings.update(dents);
+      const inInputs = inputs.has(dir);
+      if (earlier && !inInputs) {
+        walked.set(dir, earlier);
+        return true;
+      }
+      reread.add(dir);
+      const prefix = dir === '' ? '' : `${dir}/`;
+      return forEachDirent(dents, (ino, type, nameOff, nameEnd) => {
+        const name = dents.toString('latin1', nameOff, nameEnd);
+        const p = prefix + name;
+        if (type === DT_UNKNOWN) return fail(`no file type in the listing of /${dir}`);
+        const rec = type === DT_DIR ? undefined : root.files.get(p);
+        if (rec) {
+          if (rec.ino !== String(ino) || rec.dev !== dev) return fail(`/${p} was replaced`);
+          matched++;
+          return take(rec, ino, p, fi, name);
+        }
+        if (inInputs && type === DT_REG) {
+          // A database file is stat'ed: its words are as it is now.
+          if (slot.has(ino)) return true;
+          const dfd2 = fd();
+          if (dfd2 < 0 || !statRawAt(dfd2, dents.subarray(nameOff, nameEnd + 1))) return fail(`cannot stat /${p}`);
+          if (rawStat.buf.readBigUInt64LE(0) !== devN) return fail(`/${p} is on another filesystem`);
+          statWords(w, 0);
+          addSlot(ino, r, fi, name);
+        } else if (root.tree && !excludedHere(root.tree, dir, p)) {
+          const t = root.tree;
+          if (type === DT_REG && !t.seen(p)) return fail(`/${p} appeared`);
+          if (type === DT_DIR && !t.folders.has(p) && !t.skipped.has(p)) return fail(`/${p}/ appeared`);
+        }
+        return true;
+      });
+    }, true, true);
+    if (why) return why;
+    // Records in walked folders: a name the survey found with this inode is as the listing
+    // says; any other is looked up in its folder's listing (a file replaced after the walk
+    // read it has another inode there).
+    const named = new Map<RelPath, Map<string, number>>();
+    const listedIno = (dir: RelPath, name: string): number | undefined => {
+      let m = named.get(dir);
+      if (!m) {
+        const dents = walked.get(dir)!;
+        const mm = new Map<string, number>();
+        forEachDirent(dents, (ino, type, nameOff, nameEnd) => {
+          if (type === DT_REG) mm.set(dents.toString('latin1', nameOff, nameEnd), ino);
+          return true;
+        });
+        named.set(dir, (m = mm));
+      }
+      return m.get(name);
+    };
+    // Records come mostly grouped by folder (scanned in sorted order, settled in the walk's).
+    const folderOf = lastKeyMemo((dir) => ({
+      walked: !reread.has(dir) && walked.has(dir), fi: folderIdx.get(dir) ?? -1, surveyed: root.listedIn?.(dir),
+    }));
+    for (const [p, rec] of root.files) {
+      const { dir, name } = splitRel(p);
+      const f = folderOf(dir);
+      if (!f.walked) continue; // checked above, or not found: counted below
+      const ino = Number(rec.ino);
+      if (rec.dev !== dev) return `/${p} was replaced`;
+      if (f.surveyed?.get(name) !== ino && listedIno(dir, name) !== ino) return `/${p} was replaced`;
+      matched++;
+      if (!take(rec, ino, p, f.fi, name)) return why;
+    }
+    if (!why && matched !== root.files.size) why = `${root.files.size - matched} file(s) of ${root.path} were not found again`;
+    if (why) return why;
+    perRoot.push(new Array<number>(folders.length).fill(0));
+    qroots.push({
+      path: root.path, ino: String(fs.fstatSync(root.rootFd).ino), folders, listings: listings.digest('base64'),
+      inputs: root.inputFiles, records: root.tree ? root.files.size : undefined,
+    });
+  }
+  const id = indexId(dbPath);
+  if (!id) return 'no index file';
+  const header: QuickHeader = {
+    fingerprint: fingerprint(opts, roots.map((r) => r.path)),
+    index: id,
+    mounts: mountsDigest(roots.map((r) => r.path)),
+    dev,
+    createdAt: new Date().toISOString(),
+    txn,
+    roots: qroots,
+    report: { ...report, durationMs: 0 },
+    notable,
+  };
+  // The check's order: root by root, folder by folder (counted, then placed: no sort).
+  const n = slotAt.length;
+  let nameBytes = 0;
+  for (const a of slotAt) {
+    perRoot[a.r][a.fi]++;
+    nameBytes += a.name.length + 1;
+  }
+  const perFolder = Uint32Array.from(perRoot.flat());
+  const start = new Uint32Array(perFolder.length); // first slot of each folder in the new order
+  for (let k = 1; k < start.length; k++) start[k] = start[k - 1] + perFolder[k - 1];
+  const base: number[] = []; // each root's first folder in perFolder
+  for (let r = 0, k = 0; r < perRoot.length; k += perRoot[r].length, r++) base.push(k);
+  const at = new Uint32Array(n); // old slot -> new slot
+  const next = start.slice();
+  for (let i = 0; i < n; i++) at[i] = next[base[slotAt[i].r] + slotAt[i].fi]++;
+  const src = Uint32Array.from(words);
+  const inodes = new Uint32Array(words.length);
+  for (let i = 0; i < n; i++) inodes.set(src.subarray(i * INODE_WORDS, (i + 1) * INODE_WORDS), at[i] * INODE_WORDS);
+  const byNew = new Array<string>(n);
+  for (let i = 0; i < n; i++) byNew[at[i]] = slotAt[i].name;
+  const names = Buffer.alloc(nameBytes); // zeroed: each name's NUL is already there
+  const nameEnds = new Uint32Array(n);
+  let off = 0;
+  for (let j = 0; j < n; j++) {
+    off += names.write(byNew[j], off, 'latin1');
+    nameEnds[j] = off++;
+  }
+  writeQuick(dbPath, { header, inodes, perFolder, names, nameEnds });
+  return null;
+}
+
+/**
+ * Excluded, itself or through a folder above it: the walk never enters an excluded folder,
+ * so its contents were never seen (a package database's folder, listed for its inputs, can
+ * sit below one: var/lib/dpkg under /var).
+ */
+function excludedHere(tree: { excluded: (rel: RelPath) => boolean }, dir: RelPath, p: RelPath): boolean {
+  if (tree.excluded(p)) return true;
+  for (let d = dir; d !== ''; d = d.includes('/') ? d.slice(0, d.lastIndexOf('/')) : '') {
+    if (tree.excluded(d)) return true;
+  }
+  return false;
+}
