@@ -84,8 +84,10 @@ async function scanAll(p: Prepared, opts: CommonOptions, report: Report, complet
  * Reads only what the plan needs, cheapest test first (as fclones does): a server file that
  * already shares the reference's inode, or whose twin at the same path has its size and
  * metadata, needs no hash now (apply compares the bytes, and hashes in the same pass).
- * Other server files are hashed only when some reference file has their size, and so are
- * those reference files: the content index then finds twins at other paths.
+ * Other server files are hashed only when some reference file has their size and their
+ * metadata (mode, owner, mtime, xattrs: what a link would share), and so are those reference
+ * files: the content index then finds twins at other paths. With --pool, server files whose
+ * size another server's candidate has are hashed too, to pair them.
  */
 async function hashForPlan(p: Prepared, opts: CommonOptions, report: Report, complete: boolean): Promise<void> {
   const refBySize = new Map<number, RelPath[]>();
@@ -97,6 +99,7 @@ async function hashForPlan(p: Prepared, opts: CommonOptions, report: Report, com
   }
   const needRef = new Set<RelPath>();
   const needSrv: RelPath[][] = [];
+  const refRec = (k: RelPath) => (p.refPlan.entries.get(k) as { rec: FileRecord }).rec;
   // With a pool: server files the reference does not take, for pairing among the servers.
   const pooling = p.farm.poolPath !== null;
   const poolable: Array<Array<[RelPath, number, boolean]>> = [];
@@ -120,10 +123,12 @@ async function hashForPlan(p: Prepared, opts: CommonOptions, report: Report, com
           continue;
         }
       }
-      const partners = refBySize.get(e.rec.size);
-      if (!partners) continue;
+      // Only partners it could be linked to: a hard link shares metadata, so one that differs
+      // in it is no partner, and its bytes need not be read (reflink shares extents only).
+      const partners = refBySize.get(e.rec.size)?.filter((r) => opts.method === 'reflink' || metadataDiff(refRec(r), e.rec).length === 0);
+      if (!partners?.length) continue;
       if (e.rec.hash === '') need.push(k);
-      for (const r of partners) if ((p.refPlan.entries.get(r) as { rec: FileRecord }).rec.hash === '') needRef.add(r);
+      for (const r of partners) if (refRec(r).hash === '') needRef.add(r);
     }
     needSrv.push(need);
   }

@@ -150,7 +150,7 @@ export function formatText(r: Report): string {
 /** CSV: one row per server and a total row; with listed files, one row per file instead. */
 export function formatCsv(r: Report): string {
   if (r.files) return toCsv(['server', 'action', 'path', 'detail'], r.files.map((f) => [f.server, f.action, f.path, f.detail ?? '']));
-  const head = ['server', 'unified', 'alreadyUnified', 'pooled', 'alreadyPooled', 'restored', 'diskSaved', 'bytesSaved', 'filesHashed', 'bytesHashed', ...SKIP_REASONS.map((k) => `skipped.${k}`)];
-  const row = (name: string, c: Counters) => [name, c.unified, c.alreadyUnified, c.pooled, c.alreadyPooled, c.restored, c.diskSaved, c.bytesSaved, c.filesHashed, c.bytesHashed, ...SKIP_REASONS.map((k) => c.skipped[k])];
+  const head = ['server', 'unified', 'alreadyUnified', 'restored', 'diskSaved', 'bytesSaved', 'filesHashed', 'bytesHashed', ...SKIP_REASONS.map((k) => `skipped.${k}`), 'pooled', 'alreadyPooled'];
+  const row = (name: string, c: Counters) => [name, c.unified, c.alreadyUnified, c.restored, c.diskSaved, c.bytesSaved, c.filesHashed, c.bytesHashed, ...SKIP_REASONS.map((k) => c.skipped[k]), c.pooled, c.alreadyPooled];
   return toCsv(head, [...Object.entries(r.servers).map(([n, c]) => row(n, c)), row('total', r.totals)]);
 }
