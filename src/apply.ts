@@ -150,6 +150,8 @@ type Group = Array<Extract<Decision, { kind: 'link' | 'already' }>>;
 interface Verified { d: LinkDecision; st1: StatLite; rec: LinkRecord; tmp: string }
 interface GroupState {
   ours: boolean; wasImmutable: boolean; refHash: string; verified: Verified[];
+  /** The reference's hash is among this chunk's learned records already. */
+  refLearned?: boolean;
   /** The reference as compared: any change after that (its ctime moves) voids the group. */
   refStat: fs.BigIntStats; refXattrs: Xattrs;
 }
@@ -355,7 +357,7 @@ async function verifyGroup(
       }
       for (const d of links) {
         const hasher = state.refHash === '' ? new Blake3Hasher() : undefined;
-        const v = await verifyOne(d, ref, refXattrs, refFlags & KEPT_FLAGS, hasher, ctx, learned, refBytes).catch((err) => skip('error', oneLine(err)));
+        const v = await verifyOne(d, ref, refXattrs, refFlags & KEPT_FLAGS, hasher, ctx, learned, refBytes, state).catch((err) => skip('error', oneLine(err)));
         bytes.add(d.srv.size);
         if ('kind' in v) { outcomes.set(d, v); continue; }
         if (hasher) state.refHash = hasher.digest('hex');
@@ -401,7 +403,7 @@ function keepInodesWhole(links: LinkDecision[], state: GroupState, outcomes: Map
 
 async function verifyOne(
   d: LinkDecision, ref: OpenedFile, refXattrs: Xattrs, refFlags: number, hasher: Blake3Hasher | undefined, ctx: ApplyContext,
-  learned: Array<[string, RelPath, FileRecord]>, refBytes?: Buffer,
+  learned: Array<[string, RelPath, FileRecord]>, refBytes?: Buffer, group?: GroupState,
 ): Promise<Verified | Outcome> {
   const srvRootPath = ctx.serverRoots.get(d.server)!;
   const { dir, name } = splitRel(d.path);
@@ -436,7 +438,12 @@ async function verifyOne(
       if (!cmp.same) {
         // Record both hashes, so that the next run knows without reading again.
         if (d.srv.hash === '') learned.push([srvRootPath, d.path, { ...d.srv, hash: (await hashFd(srv.fd)).hash }]);
-        if (d.ref.hash === '') learned.push([ctx.refRoot, d.refPath, { ...d.ref, hash: (await hashFd(ref.fd)).hash }]);
+        // The reference's hash once per group: held bytes or an earlier mismatch may know it.
+        if (d.ref.hash === '' && !group?.refLearned) {
+          const refHash = group?.refHash || (await hashFd(ref.fd)).hash;
+          if (group) Object.assign(group, { refHash, refLearned: true });
+          learned.push([ctx.refRoot, d.refPath, { ...d.ref, hash: refHash }]);
+        }
         return skip('contentDiffers', 'the bytes differ');
       }
       return {

@@ -73,9 +73,14 @@ describe('incremental rescans', () => {
   });
 
   it('a changed file in one server is the only one read again', async () => {
-    // 42 bytes, like the reference's README: a size partner, so it must be read.
+    // 42 bytes, like the reference's README, and its mode, owner and mtime: a size partner
+    // a link could share metadata with, so it must be read.
     const text = 'not the README, but just as long: 42 bytes\n'.slice(0, 41) + '\n';
-    fs.writeFileSync(path.join(farm.root('s1'), 'usr/share/vu/empty'), text);
+    const p = path.join(farm.root('s1'), 'usr/share/vu/empty');
+    const readme = fs.statSync(path.join(farm.root('ref'), 'usr/share/doc/vu-base/README'));
+    fs.writeFileSync(p, text);
+    fs.chmodSync(p, readme.mode & 0o7777);
+    fs.utimesSync(p, readme.atime, readme.mtime);
     const r = json('scan', 'ref', 's1', 's2', '--', ...PKGS);
     expect(hashed(r)).toEqual({ ref: 0, s1: 1, s2: 0 });
     expect(r.totals.bytesHashed).toBe(42);
@@ -124,7 +129,7 @@ describe('incremental rescans', () => {
   it('gc keeps a consistent index, and a deleted server leaves it on the next run', async () => {
     const g = vunify(['gc', '--json'], env);
     expect(g.status, g.stderr).toBe(0);
-    expect(JSON.parse(g.stdout).steps.map((s: { name: string }) => s.name)).toEqual(['vanished roots', 'vanished files', 'stale link records', 'stale attribute records', 'compact']);
+    expect(JSON.parse(g.stdout).steps.map((s: { name: string }) => s.name)).toEqual(['vanished roots', 'vanished files', 'stale link records', 'stale attribute records', 'unused pool entries', 'compact']);
     await expectIndexMatchesDisk();
     const rep = JSON.parse(vunify(['report', '--json'], env).stdout);
     expect(rep.reference).toBe('ref');
