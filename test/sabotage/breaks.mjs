@@ -172,4 +172,17 @@ export const breaks = [
     id: 'names-as-utf8', claim: 'Odd names', test: 'test/names.test.ts', only: 'in tree mode',
     edits: [{ file: 'src/fsx/rootdir.ts', from: "Buffer.from(name, 'latin1')]);", to: "Buffer.from(name, 'utf8')]);" }],
   },
+  // Issue 21: the pool.
+  {
+    id: 'pool-inside-root', claim: 'The pool (`--pool`) is no tenant\'s, and its sharing is as safe as the reference\'s', test: 'test/pool.test.ts', only: 'refuses a pool folder',
+    edits: [{ file: 'src/prepare.ts', from: '      checkPoolApart(poolPath, opened);', to: '      void checkPoolApart;' }],
+  },
+  {
+    id: 'pool-drops-used-entries', claim: 'The pool (`--pool`) is no tenant\'s, and its sharing is as safe as the reference\'s', test: 'test/pool.test.ts', only: 'one immutable pool inode',
+    edits: [{ file: 'src/pool/store.ts', from: "if (!st.isFile() || st.nlink !== 1n) return;", to: 'if (!st.isFile()) return;' }],
+  },
+  {
+    id: 'pool-tmps-left-by-recover', claim: 'The pool (`--pool`) is no tenant\'s, and its sharing is as safe as the reference\'s', test: 'test/pool.test.ts', only: 'killed at any point',
+    edits: [{ file: 'src/recover.ts', from: 'if (pool) report.temporariesRemoved += dropPoolTmps(pool);', to: 'void dropPoolTmps;' }],
+  },
 ];
