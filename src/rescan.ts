@@ -1,0 +1,130 @@
+// What a run takes over from the quick rescan's survey, and what it leaves for the next
+// quick rescan: the pipeline's side of src/quick/ (which never imports the pipeline).
+import type { ApplyContext } from './apply.js';
+import { lastKeyMemo, splitRel, type RelPath } from './fsx/rootdir.js';
+import type { FileRecord, UnifyFlags } from './model.js';
+import { rootsOf, type Prepared } from './prepare.js';
+import { captureQuick, type CaptureRoot } from './quick/capture.js';
+import { inputsDigest } from './quick/inodes.js';
+import { surveyRecord } from './quick/survey.js';
+import type { FileLine, Report } from './report.js';
+
+/**
+ * A server file that has the reference's inode at the same path, both unchanged since the
+ * last complete unify (the survey), both candidates and not config, non-empty: plan would
+ * say 'already', and apply has nothing to do for it (its inode carries vunify's attribute,
+ * when it should). It is counted and left out of the scan and the plan, which then cost in
+ * proportion to what changed.
+ */
+export function settleFromSurvey(p: Prepared, needAttribute: boolean): void {
+  const sv = p.farm.survey;
+  const refDirs = sv?.roots.get(p.refPlan.root);
+  if (!sv || !refDirs) return;
+  const ours = needAttribute ? p.farm.index.inodeNumbersOn(sv.dev) : null; // inodes that carry vunify's attribute
+  for (const sp of p.serverPlans) {
+    const dirs = sv.roots.get(sp.root);
+    if (!dirs) continue;
+    const settled = new Map<RelPath, number>();
+    // In tree mode candidates come in the walk's order, folder by folder (package listings
+    // come in their own order: still correct).
+    const here = lastKeyMemo((dir) => dirs.get(dir));
+    const there = lastKeyMemo((dir) => refDirs.get(dir));
+    for (const [k, own] of sp.owned) {
+      if (own.config) continue;
+      const refOwn = p.refPlan.owned.get(k);
+      if (!refOwn || refOwn.config) continue;
+      const { dir, name } = splitRel(k);
+      const ino = here(dir)?.get(name);
+      if (ino === undefined || there(dir)?.get(name) !== ino) continue;
+      if (ours && !ours.has(ino)) continue;
+      settled.set(k, ino);
+    }
+    for (const k of settled.keys()) sp.owned.delete(k);
+    p.settled.set(sp.name, settled);
+  }
+}
+
+/**
+ * Keeps the records in memory as apply writes them: into the file's entry when it has one
+ * (the scanned record then goes with the decisions, which also hold it), else into p.written.
+ */
+export function trackWrites(p: Prepared): void {
+  const entriesOf = new Map(rootsOf(p).map(([root, pr]) => [root.dir.path, pr.entries]));
+  p.farm.index.trackFiles((root, rel, rec) => {
+    const e = entriesOf.get(root)?.get(rel);
+    const aside = p.written.get(root);
+    if (rec && e?.kind === 'file') {
+      e.rec = rec;
+      aside?.delete(rel); // a removal before it no longer holds
+    } else (aside ?? p.written.set(root, new Map()).get(root)!).set(rel, rec);
+  });
+}
+
+/**
+ * After a complete run, records the farm for the quick rescan, with the report a rescan of
+ * the unchanged farm gives: what this run linked is then already unified, and nothing is
+ * read. A run that left work (a failure, a file changed under way, a link limit) records
+ * nothing. Returns why not, or null.
+ */
+export function captureAfter(p: Prepared, opts: UnifyFlags, report: Report, notable: FileLine[], ctx: ApplyContext, txn: number): string | null {
+  const t = report.totals;
+  if (report.errors.length || t.skipped.changed || t.skipped.error || t.skipped.linkLimit || ctx.secondCopies?.size) {
+    return 'the run left work for the next one';
+  }
+  const roots: CaptureRoot[] = [];
+  for (const [root, pr] of rootsOf(p)) {
+    const s = p.seen.get(root.dir.path)!;
+    if (inputsDigest(root.dir.rootFd, s.inputs) !== s.inputsDigest) return `the package database of ${root.name} changed during the run`;
+    // The records as the run left them: as scanned, or as written since (into the entries,
+    // see trackWrites). A view, not a copy: the capture is this run's peak of memory.
+    const writtenHere = p.written.get(root.dir.path);
+    const settled = p.settled.get(pr.name);
+    let count = settled?.size ?? 0;
+    for (const [k, e] of pr.entries) {
+      if (e.kind !== 'file') continue;
+      if (writtenHere?.get(k) === null) return `the record of /${k} was dropped`;
+      count++;
+    }
+    const settledRecord = (k: RelPath, ino: number) => writtenHere?.get(k) ?? surveyRecord(p.farm.survey!, ino) as FileRecord;
+    const records: CaptureRoot['files'] = {
+      size: count,
+      get: (k) => {
+        const e = pr.entries.get(k);
+        if (e) return e.kind === 'file' ? e.rec : undefined;
+        const ino = settled?.get(k);
+        return ino === undefined ? undefined : settledRecord(k, ino);
+      },
+      *[Symbol.iterator]() {
+        for (const [k, e] of pr.entries) if (e.kind === 'file') yield [k, e.rec];
+        for (const [k, ino] of settled ?? []) yield [k, settledRecord(k, ino)];
+      },
+    };
+    const folders = s.walk ? s.walk.folders : new Set([...pr.owned.keys(), ...(settled?.keys() ?? [])].map((k) => splitRel(k).dir));
+    const touched = new Set<RelPath>();
+    for (const k of ctx.touchedDirs ?? []) if (k.startsWith(`${root.dir.path}\0`)) touched.add(k.slice(root.dir.path.length + 1));
+    roots.push({
+      path: root.dir.path, rootFd: root.dir.rootFd, folders, files: records, inputs: s.inputs.folders, inputFiles: s.inputFiles,
+      // The walk's listings, for folders this run did not change: what its decisions saw.
+      listings: s.walk?.listings, touched,
+      tree: s.walk && p.excluded ? { seen: (k) => pr.owned.has(k) || (settled?.has(k) ?? false), folders: s.walk.folders, skipped: s.walk.skipped, excluded: p.excluded } : undefined,
+      listedIn: p.farm.survey ? (dir) => p.farm.survey!.roots.get(root.dir.path)?.get(dir) : undefined,
+    });
+  }
+  const next: Report = structuredClone({ ...report, files: undefined });
+  delete next.files;
+  if (next.pool) Object.assign(next.pool, { entriesCreated: 0, bytesWritten: 0, diskWritten: 0 });
+  next.reference.filesHashed = 0;
+  next.reference.bytesHashed = 0;
+  for (const c of [...Object.values(next.servers), next.totals]) {
+    c.alreadyUnified += c.unified;
+    c.unified = 0;
+    c.alreadyPooled += c.pooled;
+    c.pooled = 0;
+    c.bytesSaved = 0;
+    c.diskSaved = 0;
+    c.filesHashed = 0;
+    c.bytesHashed = 0;
+  }
+  return captureQuick(opts, p.farm.index.path, txn, String(p.farm.ref.dir.dev), roots, next, notable);
+}
+
