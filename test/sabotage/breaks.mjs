@@ -4,23 +4,23 @@
 // then fail (`only`: vitest's -t filter, to run just the tests that matter).
 // Issue 22's break 4: the inode is recorded as vunify's only after the attribute is set.
 const recordedLate = [
-  { file: 'src/apply.ts', from: 'if (ctx.immutable && !st.ours && !st.wasImmutable) {', to: 'if (ctx.immutable && !st.ours && !st.wasImmutable && false) {' },
-  { file: 'src/apply.ts', from: '            setImmutable(ref.fd, true);\n            faultPoint();\n', to: "            setImmutable(ref.fd, true);\n            faultPoint();\n            if (!state.ours && !state.wasImmutable) await ctx.index.putInode(r.dev, r.ino, { root: ctx.refRoot, path: first.refPath, setAt: new Date().toISOString() });\n" },
+  { file: 'src/apply/link.ts', from: 'if (ctx.immutable && !st.ours && !st.wasImmutable) {', to: 'if (ctx.immutable && !st.ours && !st.wasImmutable && false) {' },
+  { file: 'src/apply/link.ts', from: '            setImmutable(ref.fd, true);\n            faultPoint();\n', to: "            setImmutable(ref.fd, true);\n            faultPoint();\n            if (!state.ours && !state.wasImmutable) await ctx.index.putInode(r.dev, r.ino, { root: ctx.refRoot, path: first.refPath, setAt: new Date().toISOString() });\n" },
 ];
 
 export const breaks = [
   // The breaks of issue 22 that the suite used to miss.
   {
     id: 'undo-times-seconds', claim: 'Undo is exact', test: 'test/exact-undo.test.ts',
-    edits: [{ file: 'src/apply.ts', from: 'setTimesNs(out.fd, want.atimeNs, want.mtimeNs);', to: 'setTimesNs(out.fd, want.atimeNs / 1_000_000_000n * 1_000_000_000n, want.mtimeNs / 1_000_000_000n * 1_000_000_000n);' }],
+    edits: [{ file: 'src/apply/common.ts', from: 'setTimesNs(fd, want.atimeNs, want.mtimeNs);', to: 'setTimesNs(fd, want.atimeNs / 1_000_000_000n * 1_000_000_000n, want.mtimeNs / 1_000_000_000n * 1_000_000_000n);' }],
   },
   {
     id: 'undo-xattrs-from-shared', claim: 'Undo is exact', test: 'test/exact-undo.test.ts',
-    edits: [{ file: 'src/apply.ts', from: "xattrs: Object.fromEntries(Object.entries(useRec.xattrs).map(([k, v]) => [k, Buffer.from(v, 'base64')])) as Xattrs,", to: 'xattrs: readXattrs(cur.fd),' }],
+    edits: [{ file: 'src/apply/undo.ts', from: "xattrs: Object.fromEntries(Object.entries(useRec.xattrs).map(([k, v]) => [k, Buffer.from(v, 'base64')])) as Xattrs,", to: 'xattrs: readXattrs(cur.fd),' }],
   },
   {
     id: 'no-byte-compare', claim: 'A link is made only between identical files', test: 'test/stale-record.test.ts',
-    edits: [{ file: 'src/apply.ts', from: 'if (!cmp.same) {', to: 'if (cmp.same && false) {' }],
+    edits: [{ file: 'src/apply/link.ts', from: 'if (!cmp.same) {', to: 'if (cmp.same && false) {' }],
   },
   { id: 'inode-recorded-after-attribute', claim: 'A shared inode is never left writable', test: 'test/attributes.test.ts', only: 'kill -9', edits: recordedLate },
   { id: 'inode-recorded-after-attribute-2', claim: 'Nothing is lost in a crash', test: 'test/crash.test.ts', only: 'unify killed', edits: recordedLate },
@@ -38,7 +38,7 @@ export const breaks = [
   },
   {
     id: 'link-over-foreign-immutable-ref', claim: 'Only attributes vunify set are cleared', test: 'test/limits.test.ts', only: 'immutable before vunify',
-    edits: [{ file: 'src/apply.ts', from: 'if (wasImmutable && !ours) {', to: 'if (wasImmutable && !ours && false) {' }],
+    edits: [{ file: 'src/apply/link.ts', from: 'if (wasImmutable && !ours) {', to: 'if (wasImmutable && !ours && false) {' }],
   },
   {
     id: 'upgrade-drops-links', claim: 'An index upgrade loses nothing', test: 'test/index-upgrade-fixture.test.ts',
@@ -67,15 +67,15 @@ export const breaks = [
   // More, on the invariants of docs/safety.md.
   {
     id: 'no-read-lease', claim: 'No write in one vserver reaches another, not even for a microsecond', test: 'test/isolation.test.ts', only: 'on tmp, in s1:',
-    edits: [{ file: 'src/apply.ts', from: '    takeReadLease(fd);\n', to: '\n' }],
+    edits: [{ file: 'src/apply/guard.ts', from: '    takeReadLease(fd);\n', to: '\n' }],
   },
   {
     id: 'no-private-copies', claim: 'No write in one vserver reaches another, not even for a microsecond', test: 'test/isolation.test.ts', only: 'on xfs, in s1:',
-    edits: [{ file: 'src/apply.ts', from: 'await evictGroup(g, ref, state, ctx, outcomes, updates);', to: 'void evictGroup;' }],
+    edits: [{ file: 'src/apply/link.ts', from: 'await evictGroup(g, ref, state, ctx, outcomes, updates);', to: 'void evictGroup;' }],
   },
   {
     id: 'no-statx-attribute-check', claim: 'A shared inode is never left writable', test: 'test/attributes.test.ts', only: 'went missing',
-    edits: [{ file: 'src/apply.ts', from: 'return now !== null && String(now.ino) === r.ino && now.immutable;', to: 'return now !== null && String(now.ino) === r.ino;' }],
+    edits: [{ file: 'src/apply/link.ts', from: 'return now !== null && String(now.ino) === r.ino && now.immutable;', to: 'return now !== null && String(now.ino) === r.ino;' }],
   },
   {
     id: 'walk-takes-tmp-names', claim: 'No run leaves a name that was not there before', test: 'test/tmp-names.test.ts',
@@ -87,15 +87,15 @@ export const breaks = [
   },
   {
     id: 'no-flags-comparison', claim: 'Inode flags travel with files', test: 'test/attributes.test.ts', only: 'inode flags',
-    edits: [{ file: 'src/apply.ts', from: 'if ((srvFlags & KEPT_FLAGS) !== refFlags) return', to: 'if ((srvFlags & KEPT_FLAGS) !== refFlags && false) return' }],
+    edits: [{ file: 'src/apply/link.ts', from: 'if ((srvFlags & KEPT_FLAGS) !== refFlags) return', to: 'if ((srvFlags & KEPT_FLAGS) !== refFlags && false) return' }],
   },
   {
     id: 'no-signature-check-before-rename', claim: 'A file written after its comparison is not replaced', test: 'test/race.test.ts',
-    edits: [{ file: 'src/apply.ts', from: "if (!st2 || !sameSignatureStats(v.st1, st2)) return skip('changed', 'written after it was compared');", to: 'void st2;' }],
+    edits: [{ file: 'src/apply/link.ts', from: "if (!st2 || !sameSignatureStats(v.st1, st2)) return skip('changed', 'written after it was compared');", to: 'void st2;' }],
   },
   {
     id: 'link-over-foreign-immutable-server', claim: 'Only attributes vunify set are cleared', test: 'test/limits.test.ts', only: 'immutable before vunify',
-    edits: [{ file: 'src/apply.ts', from: "if (srvFlags & FS_IMMUTABLE_FL) return skip('immutable',", to: "if (srvFlags & FS_IMMUTABLE_FL && false) return skip('immutable'," }],
+    edits: [{ file: 'src/apply/link.ts', from: "if (srvFlags & FS_IMMUTABLE_FL) return skip('immutable',", to: "if (srvFlags & FS_IMMUTABLE_FL && false) return skip('immutable'," }],
   },
   {
     id: 'folders-followed', claim: 'No symlink below a server root is followed', test: 'test/hostile.test.ts', only: 'are never followed',
@@ -103,15 +103,15 @@ export const breaks = [
   },
   {
     id: 'unlink-before-rename', claim: 'A path never disappears', test: 'test/crash.test.ts', only: 'unify killed',
-    edits: [{ file: 'src/apply.ts', from: '      afterTmpLink();\n      faultPoint();\n', to: '      afterTmpLink();\n      fs.unlinkSync(at(dfd, name));\n      faultPoint();\n' }],
+    edits: [{ file: 'src/apply/link.ts', from: '      afterTmpLink();\n      faultPoint();\n', to: '      afterTmpLink();\n      fs.unlinkSync(at(dfd, name));\n      faultPoint();\n' }],
   },
   {
     id: 'no-second-copy-on-emlink', claim: 'Link limits', test: 'test/limits.test.ts', only: 'EMLINK',
-    edits: [{ file: 'src/apply.ts', from: "if (isErrno(err, 'EMLINK')) return skip(", to: "if (isErrno(err, 'EMLINK') && false) return skip(" }],
+    edits: [{ file: 'src/apply/link.ts', from: "if (isErrno(err, 'EMLINK')) return skip(", to: "if (isErrno(err, 'EMLINK') && false) return skip(" }],
   },
   {
     id: 'undo-leaves-lone-immutable', claim: 'Undo leaves no lone immutable file', test: 'test/attributes.test.ts', only: 'another index',
-    edits: [{ file: 'src/apply.ts', from: 'if (now.nlink > 1n) setImmutable(cur.fd, true);', to: 'if (now.nlink > 0n) setImmutable(cur.fd, true);' }],
+    edits: [{ file: 'src/apply/undo.ts', from: 'if (now.nlink > 1n) setImmutable(cur.fd, true);', to: 'if (now.nlink > 0n) setImmutable(cur.fd, true);' }],
   },
   {
     id: 'read-only-not-said-once', claim: 'A read-only farm is said once', test: 'test/cli-habits.test.ts', only: 'read-only',
@@ -155,11 +155,11 @@ export const breaks = [
   },
   {
     id: 'undo-without-lease', claim: 'No write in one vserver reaches another, not even for a microsecond', test: 'test/isolation.test.ts', only: 'undone',
-    edits: [{ file: 'src/apply.ts', from: 'const held = group.every((it) => it.reflink) ? null : holdUndoGroup(group, ctx);', to: 'const held = null as OpenedFile | null | \'inUse\' | \'none\';' }],
+    edits: [{ file: 'src/apply/undo.ts', from: 'const held = group.every((it) => it.reflink) ? null : holdUndoGroup(group, ctx);', to: 'const held = null as OpenedFile | null | \'inUse\' | \'none\';' }],
   },
   {
     id: 'second-copy-unchecked', claim: 'No write in one vserver reaches another, not even for a microsecond', test: 'test/limits.test.ts', only: 'second shared copy written',
-    edits: [{ file: 'src/apply.ts', from: "if (!sameSig(sigOf(fs.fstatSync(file.fd, { bigint: true })), sig)) throw", to: "if (!sameSig(sigOf(fs.fstatSync(file.fd, { bigint: true })), sig) && false) throw" }],
+    edits: [{ file: 'src/apply/link.ts', from: "if (!sameSig(sigOf(fs.fstatSync(file.fd, { bigint: true })), sig)) throw", to: "if (!sameSig(sigOf(fs.fstatSync(file.fd, { bigint: true })), sig) && false) throw" }],
   },
   {
     id: 'lease-refusal-misnamed', claim: 'No write in one vserver reaches another, not even for a microsecond', test: 'test/attributes.test.ts', only: 'held open',
