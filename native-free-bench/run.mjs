@@ -199,6 +199,11 @@ function fsLine(x) {
 }
 
 const loadavg = () => { try { return fs.readFileSync('/proc/loadavg', 'utf8').trim(); } catch { return null; } };
+/** Pressure stall information: the share of the last 10 s some task waited for CPU, for IO. */
+const pressure = () => {
+  const some = (r) => { try { return Number(/some avg10=([\d.]+)/.exec(fs.readFileSync(`/proc/pressure/${r}`, 'utf8'))[1]); } catch { return null; } };
+  return { cpuSome10: some('cpu'), ioSome10: some('io') };
+};
 
 /** Empty the page cache (and dentries, inodes) after writing back dirty pages: a cold cache. */
 function dropCaches() {
@@ -257,6 +262,7 @@ function timedRun(cmd, args, { tree = false, stdout = 'ignore', cwd } = {}) {
     let peak = null;
     let t1 = null;
     const load = loadavg();
+    const psi = pressure();
     const t0 = process.hrtime.bigint();
     const child = spawn(cmd, args, { stdio: ['ignore', stdio1, 'pipe'], cwd });
     const sample = () => {
@@ -284,6 +290,7 @@ function timedRun(cmd, args, { tree = false, stdout = 'ignore', cwd } = {}) {
         seconds: Number(end - t0) / 1e9,
         peakRssKB: peak,
         loadavg: load,
+        pressure: psi,
         exitCode: code,
         signal,
         stdout: Buffer.concat(chunks).toString('utf8'),
@@ -452,6 +459,7 @@ async function main() {
   fs.mkdirSync(workDir, { recursive: true });
   const fsInfo = fsInfoOf(workDir);
   const loadStart = loadavg();
+  const pressureStart = pressure();
   progress(`filesystem: ${fsLine(fsInfo)}`);
   progress(`load average: ${loadStart}`);
   if (groups.has('vunify') && immutable) {
@@ -499,7 +507,7 @@ async function main() {
   const active = (id) => byId.get(id).status === 'pending';
   const record = (id, r, extra = {}) => {
     const c = byId.get(id);
-    const entry = { seconds: r.seconds, peakRssKB: r.peakRssKB, exitCode: r.exitCode, loadavg: r.loadavg, ...extra };
+    const entry = { seconds: r.seconds, peakRssKB: r.peakRssKB, exitCode: r.exitCode, loadavg: r.loadavg, pressure: r.pressure, ...extra };
     if (r.exitCode !== 0) entry.stderrTail = r.stderrTail.slice(-2000);
     c.runs.push(entry);
     return entry;
@@ -746,6 +754,8 @@ async function main() {
       fs: fsInfo,
       loadavgStart: loadStart,
       loadavgEnd: loadavg(),
+      pressureStart,
+      pressureEnd: pressure(),
     },
     vunify: { cli, version: vunifyVersion, git: git.status === 0 ? git.stdout.trim() : null, immutable },
     peers: peerInfo,
@@ -800,7 +810,8 @@ function renderText(r) {
   out.push(`farm: profile ${f.params.profile}, ${f.params.servers} roots x ${f.params.filesPerServer} files = ${f.files} files, ${fmtBytes(f.bytes)} `
     + `(${f.largeFiles} large), seed ${f.params.seed}; server variants: ${Object.entries(f.serverVariants).map(([k, v]) => `${k} ${v}`).join(', ')}`);
   out.push(`filesystem: ${fsLine(m.fs)}`);
-  out.push(`load average: ${m.loadavgStart} at the start, ${m.loadavgEnd} at the end (every run's is in the JSON)`);
+  const ps = (x) => (x && x.cpuSome10 != null ? `; pressure (some, avg10) cpu ${x.cpuSome10}% io ${x.ioSome10}%` : '');
+  out.push(`load average: ${m.loadavgStart}${ps(m.pressureStart)} at the start; ${m.loadavgEnd}${ps(m.pressureEnd)} at the end (every run's is in the JSON)`);
   out.push(`runs: ${r.options.runs} per contender (medians), warm cache, a fresh cp -a copy per run${r.options.inPlace ? ' (vunify: --in-place, on the farm itself)' : ''}; `
     + `cold pass ${r.options.cold ? 'on (one copy; sync + drop_caches before each COLD row)' : 'off'}; vunify ${r.vunify.immutable ? 'with' : 'WITHOUT (--no-immutable)'} immutable`);
   out.push('');
