@@ -854,6 +854,14 @@ function renderText(r) {
     out.push(`  first unify (max of read and replace): ${v(fl.firstUnify)}; stat walk ${v(fl.stat)}`);
     const cold = r.contenders.find((c) => c.id === 'vunify.firstCold');
     if (cold?.status === 'ok' && fl.readCold) out.push(`  cold first unify / cold cat 8 at a time: ${(cold.medianSeconds / fl.readCold).toFixed(2)}x`);
+    // A floor above a whole tool's run means the machine changed between the two (other load):
+    // they were measured minutes apart, so neither figure bounds the other.
+    for (const id of ['hardlink.first', 'jdupes.first', 'rdfind.first', 'vunify.first']) {
+      const c = r.contenders.find((x) => x.id === id);
+      if (c?.status === 'ok' && fl.firstUnify != null && c.medianSeconds < fl.firstUnify) {
+        out.push(`  WARNING: ${id} (${v(c.medianSeconds)}) took less than the first-unify floor (${v(fl.firstUnify)}): the load changed between them; compare only figures measured close together`);
+      }
+    }
   }
   const mm = r.memory;
   if (mm && mm.rows.some((x) => x.peakRssMB != null)) {
