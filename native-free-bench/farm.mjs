@@ -34,6 +34,19 @@ export const PROFILES = {
     smallMin: 512, smallMax: 16 * KiB,
     largeFraction: 0, largeMin: 512 * KiB, largeMax: 8 * MiB,
   },
+  // The memory profiles (issue 18's peak-RSS targets): many small files (512 B-4 KiB, one
+  // block each), quick to write and to copy. 10 roots x 25,000 = 250,000 files (~0.6 GB) and
+  // 10 roots x 100,000 = 1,000,000 files (~2.3 GB).
+  quarter: {
+    servers: 10, filesPerServer: 25000,
+    smallMin: 512, smallMax: 4 * KiB,
+    largeFraction: 0, largeMin: 512 * KiB, largeMax: 8 * MiB,
+  },
+  million: {
+    servers: 10, filesPerServer: 100000,
+    smallMin: 512, smallMax: 4 * KiB,
+    largeFraction: 0, largeMin: 512 * KiB, largeMax: 8 * MiB,
+  },
 };
 
 export const VARIANT_FRACTIONS = { oneByte: 0.03, mode: 0.02, owner: 0.02, unique: 0.03 };
