@@ -2,7 +2,7 @@
 // no cleanup of any kind) at the Nth change point of apply, so tests can prove that
 // `vunify recover` finishes or rolls back whatever was under way. Unset, it costs a compare.
 import { execSync } from 'node:child_process';
-import { appendFileSync, copyFileSync, fstatSync, readFileSync, renameSync, statSync, utimesSync, writeFileSync } from 'node:fs';
+import { appendFileSync, closeSync, copyFileSync, fstatSync, openSync, readFileSync, readSync, renameSync, statSync, utimesSync, writeFileSync, writeSync } from 'node:fs';
 
 const after = Number(process.env.VUNIFY_FAULT_AFTER ?? 0);
 let passed = 0;
@@ -18,6 +18,29 @@ export function faultPoint(): void {
 export function afterVerify(): void {
   const p = process.env.VUNIFY_TEST_WRITE_AFTER_VERIFY;
   if (p) appendFileSync(p, 'x');
+}
+
+/**
+ * Test-only: VUNIFY_TEST_WRITE_BEFORE_POOL_COPY=PATH rewrites PATH's first byte (same size,
+ * same mtime) once, right before the first pool entry is copied: a tenant writing its file
+ * while the pool copies it.
+ */
+let poolCopyWritten = false;
+export function beforePoolCopy(): void {
+  const p = process.env.VUNIFY_TEST_WRITE_BEFORE_POOL_COPY;
+  if (!p || poolCopyWritten) return;
+  poolCopyWritten = true;
+  const st = statSync(p);
+  const fd = openSync(p, 'r+');
+  try {
+    const b = Buffer.alloc(1);
+    readSync(fd, b, 0, 1, 0);
+    b[0] ^= 0xff;
+    writeSync(fd, b, 0, 1, 0);
+  } finally {
+    closeSync(fd);
+  }
+  utimesSync(p, st.atime, st.mtime);
 }
 
 /**

@@ -245,3 +245,45 @@ describe('--pool in tree mode: a folder only the servers have', () => {
     expect(lsattrHasImmutable(path.join(troot('s1'), 'opt/app/same.bin'))).toBe(false);
   });
 });
+
+describe('--pool: a tenant writing its file while the pool copies it', () => {
+  let tb: string;
+  const troot = (s: string) => path.join(tb, 'vs', s);
+  const tenv = () => ({ VUNIFY_VSERVERS_DIR: path.join(tb, 'vs'), VUNIFY_DB: path.join(tb, 'index'), VUNIFY_LOCK_DIR: path.join(tb, 'locks') });
+  const ARGS = ['--pool', '--all-files', '--no-default-excludes', 'ref', 's1', 's2', 's3'];
+
+  beforeAll(() => {
+    tb = fs.mkdtempSync(path.join(os.tmpdir(), 'vunify-poolcopy-'));
+    fs.mkdirSync(path.join(troot('ref'), 'usr'), { recursive: true });
+    fs.writeFileSync(path.join(troot('ref'), 'usr/own'), 'the reference\'s own\n');
+    for (const s of ['s1', 's2', 's3']) {
+      fs.mkdirSync(path.join(troot(s), 'opt/app'), { recursive: true });
+      fs.writeFileSync(path.join(troot(s), 'opt/app/one.bin'), Buffer.alloc(50000, 5));
+      fs.utimesSync(path.join(troot(s), 'opt/app/one.bin'), 1_700_000_000, 1_700_000_000);
+    }
+  });
+  afterAll(async () => {
+    if (tb) await removeFarm(tb);
+  });
+
+  it('keeps no entry of bytes that are not the hash\'s: the tenant\'s file keeps its write, the others share another copy', () => {
+    const s1 = path.join(troot('s1'), 'opt/app/one.bin');
+    const r = vunify(['unify', ...ARGS, '--json', '-v'], { ...tenv(), VUNIFY_TEST_WRITE_BEFORE_POOL_COPY: s1 });
+    expect([0, 1], r.stderr).toContain(r.status);
+    const rep = JSON.parse(r.stdout);
+    expect(rep.servers.s1.pooled).toBe(0);
+    expect(rep.servers.s2.pooled + rep.servers.s3.pooled).toBe(2);
+    // s1's file has its write (first byte flipped) and is private; s2 and s3 share the entry.
+    const b = fs.readFileSync(s1);
+    expect(b[0]).toBe(5 ^ 0xff);
+    expect(fs.lstatSync(s1).nlink).toBe(1);
+    const p = path.join(tb, 'vs', '.vunify-pool');
+    const entries = fs.readdirSync(p).flatMap((hh) => fs.readdirSync(path.join(p, hh)).map((n) => path.join(p, hh, n)));
+    expect(entries).toHaveLength(1);
+    expect(fs.readFileSync(entries[0]).equals(Buffer.alloc(50000, 5))).toBe(true);
+    expect(fs.lstatSync(entries[0]).ino).toBe(fs.lstatSync(path.join(troot('s2'), 'opt/app/one.bin')).ino);
+    expect(fs.readdirSync(p).filter((n) => n.startsWith('.vunify-tmp'))).toEqual([]);
+    expect(attributeSweep(path.join(tb, 'vs'))).toEqual({ writableShared: [], loneImmutable: [] });
+  });
+});
+

@@ -13,7 +13,7 @@ import { KEPT_FLAGS, flagsOf, setMetadata } from '../apply.js';
 import { recordOf, xattrDigest } from '../scan.js';
 import { TMP_PREFIX } from '../sources/tree.js';
 import type { FileRecord, Index } from '../store/index-db.js';
-import { faultPoint } from '../fault.js';
+import { beforePoolCopy, faultPoint } from '../fault.js';
 
 export { POOL_DIR_NAME, poolDirOf } from '../paths.js';
 
@@ -74,6 +74,7 @@ export async function createEntry(pool: RootDir, rel: RelPath, src: { dir: RootD
     const xattrs = readXattrs(f.fd);
     if (xattrDigest(xattrs) !== src.rec.xattrs) return { kind: 'changed', detail: 'extended attributes changed since scanned' };
     const flags = flagsOf(f.fd) & KEPT_FLAGS;
+    beforePoolCopy();
     try { fs.mkdirSync(RootDir.at(pool.rootFd, hh), { mode: 0o700 }); } catch (err) { if (!isErrno(err, 'EEXIST')) throw err; }
     const tmp = `${TMP_PREFIX}pool.${process.pid}.${++tmpCounter}`;
     const tmpPath = RootDir.at(pool.rootFd, tmp);
