@@ -144,6 +144,12 @@ describe('--pool on an RPM farm whose reference lacks a package', () => {
       expect(r.stderr.trim().split('\n')).toHaveLength(1);
       expect(r.stderr).toMatch(msg);
     }
+    const open = path.join(base, 'open-pool');
+    fs.mkdirSync(open, { mode: 0o755 });
+    fs.chmodSync(open, 0o755);
+    const o = run('unify', '--pool-dir', open, '--all-packages', 'ref', ...SERVERS);
+    expect(o.status).toBe(2);
+    expect(o.stderr).toMatch(/must belong to vunify's user and be reachable by no one else \(mode 755/);
     fs.symlinkSync(pool(), path.join(base, 'pool-link'));
     const r = run('unify', '--pool-dir', path.join(base, 'pool-link'), '--all-packages', 'ref', ...SERVERS);
     expect(r.status).toBe(2);

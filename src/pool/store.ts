@@ -36,6 +36,9 @@ export async function openPool(dir: string, create: boolean): Promise<RootDir | 
     }
   } else if (!st.isDirectory()) {
     throw new VunifyError('BAD_POOL', st.isSymbolicLink() ? 'is a symlink; the pool must be a real folder' : 'is not a folder', dir);
+  } else if (st.uid !== process.geteuid?.() || (st.mode & 0o077) !== 0) {
+    // Entries carry the tenants' owners and modes: no other host user may reach them.
+    throw new VunifyError('BAD_POOL', `must belong to vunify's user and be reachable by no one else (mode ${(st.mode & 0o777).toString(8)}, owner ${st.uid}; chmod 700)`, dir);
   }
   return RootDir.open(dir);
 }
