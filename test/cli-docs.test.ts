@@ -3,7 +3,7 @@
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { afterAll, describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { buildProgram, commandFirst } from '../src/cli-program.js';
 import { clearImmutableTree } from './builders/rpmfarm.js';
 import { vunify } from './helpers/tree.js';
@@ -53,8 +53,10 @@ describe('the command line', () => {
     expect(commandFirst(['ref', 'scan'])).toEqual(['ref', 'scan']); // a server named like a command
   });
 
-  const base = fs.mkdtempSync(path.join(os.tmpdir(), 'vunify-csv-'));
-  afterAll(() => { clearImmutableTree(base); fs.rmSync(base, { recursive: true, force: true }); });
+  // Made in beforeAll: a run filtered to other tests (-t) runs no hook here, and leaves nothing.
+  let base = '';
+  beforeAll(() => { base = fs.mkdtempSync(path.join(os.tmpdir(), 'vunify-csv-')); });
+  afterAll(() => { if (!base) return; clearImmutableTree(base); fs.rmSync(base, { recursive: true, force: true }); });
   it('prints CSV reports, per server and per file', () => {
     for (const t of ['a', 'b']) {
       fs.mkdirSync(path.join(base, t, 'usr/x'), { recursive: true });
