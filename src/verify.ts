@@ -119,14 +119,14 @@ async function verifyPool(root: string, index: Index, sample: number | undefined
     const strays: RelPath[] = [];
     const entries = [...poolEntries(pool, strays)];
     for (const rel of strays) drift({ root, path: rel }, 'not a pool entry');
-    const chosen = sample === undefined ? null : new Set(entries.map((e) => e.rel).sort(() => randomInt(3) - 1).slice(0, sample));
-    for (const e of entries) {
+    const sampled = chooseSample(entries.length, sample);
+    for (const [i, e] of entries.entries()) {
       const at = { root, path: e.rel };
       const names = Number(e.st.nlink) - 1;
       const known = links.get(e.rel) ?? 0;
       if (names === 0) drift(at, 'unused pool entry');
       else if (names !== known) drift(at, 'pool links differ', `${names} server name(s), ${known} link record(s)`);
-      if (chosen && !chosen.has(e.rel)) continue;
+      if (!sampled(i)) continue;
       try {
         const f = await pool.openFile(e.rel);
         try {
@@ -309,7 +309,7 @@ async function verifyWith(index: Index, dbPath: string, opts: VerifyOptions, sta
 
     for (const { root, rec } of index.allRoots()) {
       if (rec.lastRole !== 'pool') continue;
-      const counted = await verifyPool(root, index, opts.sample, drift);
+      const counted = await verifyPool(root, index, opts.full ? undefined : opts.sample, drift);
       contentChecked += counted;
     }
     drifts.sort((a, b) => cmp(a.server, b.server) || cmp(a.root, b.root) || cmp(a.path, b.path) || cmp(a.reason, b.reason));

@@ -10,9 +10,9 @@ const pool: Buffer[] = [];
 const take = () => pool.pop() ?? Buffer.allocUnsafeSlow(CHUNK);
 const give = (...bufs: Buffer[]) => { for (const b of bufs) if (pool.length < 16) pool.push(b); };
 
-function readAt(fd: number, buf: Buffer, pos: number): Promise<number> {
+function readAt(fd: number, buf: Buffer, pos: number, len = buf.length): Promise<number> {
   return new Promise((res, rej) =>
-    fs.read(fd, buf, 0, buf.length, pos, (err, n) => (err ? rej(err) : res(n))),
+    fs.read(fd, buf, 0, len, pos, (err, n) => (err ? rej(err) : res(n))),
   );
 }
 
@@ -68,13 +68,16 @@ function writeAt(fd: number, buf: Buffer, off: number, len: number, pos: number)
   );
 }
 
-/** Copies every byte of src into dst (both open fds), from offset 0; returns the length. */
-export async function copyFd(src: number, dst: number): Promise<number> {
+/**
+ * Copies every byte of src into dst (both open fds), from offset 0, or at most `limit` bytes
+ * (a file a tenant keeps appending to then cannot make the copy endless); returns the length.
+ */
+export async function copyFd(src: number, dst: number, limit = Infinity): Promise<number> {
   const buf = take();
   let pos = 0;
   try {
     for (;;) {
-      const n = await readAt(src, buf, pos);
+      const n = pos < limit ? await readAt(src, buf, pos, Math.min(buf.length, limit - pos)) : 0;
       if (n === 0) return pos;
       for (let off = 0; off < n; ) off += await writeAt(dst, buf, off, n - off, pos + off);
       pos += n;

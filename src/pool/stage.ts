@@ -55,8 +55,7 @@ export async function poolStage(
           created.push(g.name);
           report.entriesCreated++;
           report.bytesWritten += c.rec.size;
-          const st = entryStat(pool!, g.name);
-          report.diskWritten += st ? Number(st.blocks) * 512 : 0;
+          report.diskWritten += c.disk;
         }
       } catch (err) {
         ctx.problems.push({ root: farm.poolPath, path: g.name, reason: `cannot write the pool entry: ${oneLine(err)}` });
@@ -96,6 +95,6 @@ export async function poolStage(
 export function sweepAfterUndo(p: Prepared): PoolReport | null {
   const pool = p.farm.pool;
   if (!pool || p.farm.poolPath === null) return null;
-  const dropped = dropUnusedEntries(pool);
-  return { dir: p.farm.poolPath, entriesCreated: 0, bytesWritten: 0, diskWritten: 0, entriesRemoved: dropped.entries, diskFreed: dropped.disk, ...poolUsage(pool) };
+  const { entries, disk, left } = dropUnusedEntries(pool);
+  return { dir: p.farm.poolPath, entriesCreated: 0, bytesWritten: 0, diskWritten: 0, entriesRemoved: entries, diskFreed: disk, ...left! };
 }

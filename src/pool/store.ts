@@ -6,7 +6,7 @@
 // Temporary copies are written at POOL's top level, so a run's start finds them with one readdir.
 import fs from 'node:fs';
 import { VunifyError, isErrno, oneLine } from '../errors.js';
-import { hashFd } from '../fsx/content.js';
+import { copyFd, hashFd } from '../fsx/content.js';
 import { RootDir, splitRel, type RelPath } from '../fsx/rootdir.js';
 import { readXattrs, setImmutable, syncFilesystem } from '../fsx/sys.js';
 import { KEPT_FLAGS, flagsOf, setMetadata } from '../apply.js';
@@ -55,8 +55,8 @@ export function entryStat(pool: RootDir, rel: RelPath): fs.BigIntStats | null {
 
 let tmpCounter = 0;
 
-/** A kept flag set on a folder a file is made in passes on to it: put back from the source. */
-export type Created = { kind: 'created'; rec: FileRecord } | { kind: 'exists'; rec: FileRecord } | { kind: 'changed'; detail: string };
+/** A new entry (with its disk blocks, in bytes), one found at its name, or a source that changed. */
+export type Created = { kind: 'created'; rec: FileRecord; disk: number } | { kind: 'exists'; rec: FileRecord } | { kind: 'changed'; detail: string };
 
 /**
  * Writes the pool entry `rel` as a copy of a server file that was scanned as `rec`: the
@@ -66,8 +66,6 @@ export type Created = { kind: 'created'; rec: FileRecord } | { kind: 'exists'; r
  */
 export async function createEntry(pool: RootDir, rel: RelPath, src: { dir: RootDir; path: RelPath; rec: FileRecord }): Promise<Created> {
   const { dir: hh, name } = splitRel(rel);
-  const existing = entryStat(pool, rel);
-  if (existing) return existing.isFile() ? { kind: 'exists', rec: recordOf(existing, src.rec.hash, src.rec.xattrs) } : { kind: 'changed', detail: 'the pool holds something else at its name' };
   const f = await src.dir.openFile(src.path);
   try {
     const s = f.stat;
@@ -86,7 +84,8 @@ export async function createEntry(pool: RootDir, rel: RelPath, src: { dir: RootD
     let kept = false;
     let ok = false;
     try {
-      const n = await copyAtMost(f.fd, fd, src.rec.size + 1);
+      // One byte over the scanned size already voids the copy: no need to read on.
+      const n = await copyFd(f.fd, fd, src.rec.size + 1);
       // The tenant may write its file while it is copied: the copy itself must have the content.
       const h = await hashFd(fd);
       if (n !== src.rec.size || h.hash !== src.rec.hash) return { kind: 'changed', detail: 'changed while copied to the pool' };
@@ -108,29 +107,13 @@ export async function createEntry(pool: RootDir, rel: RelPath, src: { dir: RootD
       // After the unlink: it moves the inode's ctime, which apply compares.
       const st = ok && kept ? fs.fstatSync(fd, { bigint: true }) : null;
       fs.closeSync(fd);
-      if (st) return { kind: 'created', rec: recordOf(st, src.rec.hash, src.rec.xattrs) };
+      if (st) return { kind: 'created', rec: recordOf(st, src.rec.hash, src.rec.xattrs), disk: Number(st.blocks) * 512 };
     }
     const now = entryStat(pool, rel);
     return now?.isFile() ? { kind: 'exists', rec: recordOf(now, src.rec.hash, src.rec.xattrs) } : { kind: 'changed', detail: 'the pool holds something else at its name' };
   } finally {
     await f.close();
   }
-}
-
-/**
- * Copies up to `limit` bytes: a tenant that keeps appending to its file cannot make the
- * pool copy without end (one byte over the scanned size already voids the copy).
- */
-async function copyAtMost(src: number, dst: number, limit: number): Promise<number> {
-  const buf = Buffer.allocUnsafe(Math.min(limit, 1 << 20));
-  let pos = 0;
-  while (pos < limit) {
-    const n = await new Promise<number>((res, rej) => fs.read(src, buf, 0, Math.min(buf.length, limit - pos), pos, (e, k) => (e ? rej(e) : res(k))));
-    if (n === 0) break;
-    for (let off = 0; off < n;) off += await new Promise<number>((res, rej) => fs.write(dst, buf, off, n - off, pos + off, (e, k) => (e ? rej(e) : res(k))));
-    pos += n;
-  }
-  return pos;
 }
 
 /** Temporary copies a killed run left at the pool's top level: removed (the pool lock is held). */
@@ -173,33 +156,42 @@ export function poolUsage(pool: RootDir): { entries: number; bytes: number; disk
   return u;
 }
 
+type Usage = { entries: number; bytes: number; disk: number };
+
 /**
  * Removes entries no server uses any more (one name left: the pool's), attribute first, and
- * folders left empty. `only`: just these entries (the ones a run made); else every entry.
+ * folders left empty. `only`: just these entries (the ones a run made); else every entry, and
+ * then `left` says what the pool still holds (the same walk).
  */
-export function dropUnusedEntries(pool: RootDir, only?: Iterable<RelPath>): { entries: number; bytes: number; disk: number } {
-  const out = { entries: 0, bytes: 0, disk: 0 };
-  const names = only ? [...only] : [...poolEntries(pool)].map((e) => e.rel);
+export function dropUnusedEntries(pool: RootDir, only?: Iterable<RelPath>): Usage & { left?: Usage } {
+  const out: Usage & { left?: Usage } = { entries: 0, bytes: 0, disk: 0 };
+  const left: Usage = { entries: 0, bytes: 0, disk: 0 };
+  const add = (u: Usage, st: fs.BigIntStats) => { u.entries++; u.bytes += Number(st.size); u.disk += Number(st.blocks) * 512; };
   const folders = new Set<string>();
-  for (const rel of names) {
+  const drop = (rel: RelPath): fs.BigIntStats | null => {
     const { dir: hh, name } = splitRel(rel);
-    pool.withDirSync(hh, (dfd) => {
+    return pool.withDirSync(hh, (dfd) => {
       const p = RootDir.at(dfd, name);
       let fd: number;
-      try { fd = fs.openSync(p, fs.constants.O_RDONLY | fs.constants.O_NOFOLLOW); } catch (err) { if (isErrno(err, 'ENOENT', 'ELOOP')) return; throw err; }
+      try { fd = fs.openSync(p, fs.constants.O_RDONLY | fs.constants.O_NOFOLLOW); } catch (err) { if (isErrno(err, 'ENOENT', 'ELOOP')) return null; throw err; }
       try {
         const st = fs.fstatSync(fd, { bigint: true });
-        if (!st.isFile() || st.nlink !== 1n) return;
+        if (!st.isFile() || st.nlink !== 1n) return null;
         setImmutable(fd, false);
         fs.unlinkSync(p);
-        out.entries++;
-        out.bytes += Number(st.size);
-        out.disk += Number(st.blocks) * 512;
+        add(out, st);
         folders.add(hh);
+        return st;
       } finally {
         fs.closeSync(fd);
       }
     });
+  };
+  if (only) {
+    for (const rel of only) drop(rel);
+  } else {
+    for (const e of [...poolEntries(pool)]) if (e.st.nlink !== 1n || !drop(e.rel)) add(left, e.st);
+    out.left = left;
   }
   for (const hh of folders) {
     try { fs.rmdirSync(RootDir.at(pool.rootFd, hh)); } catch (err) { if (!isErrno(err, 'ENOTEMPTY', 'EEXIST', 'ENOENT')) throw err; }

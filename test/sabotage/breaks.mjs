@@ -179,7 +179,7 @@ export const breaks = [
   },
   {
     id: 'pool-drops-used-entries', claim: 'The pool (`--pool`) is no tenant\'s, and its sharing is as safe as the reference\'s', test: 'test/pool.test.ts', only: 'one immutable pool inode',
-    edits: [{ file: 'src/pool/store.ts', from: "if (!st.isFile() || st.nlink !== 1n) return;", to: 'if (!st.isFile()) return;' }],
+    edits: [{ file: 'src/pool/store.ts', from: "if (!st.isFile() || st.nlink !== 1n) return null;", to: 'if (!st.isFile()) return null;' }],
   },
   {
     id: 'pool-tmps-left-by-recover', claim: 'The pool (`--pool`) is no tenant\'s, and its sharing is as safe as the reference\'s', test: 'test/pool.test.ts', only: 'killed at any point',
