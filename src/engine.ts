@@ -11,6 +11,7 @@ import { quickReport } from './quick/check.js';
 import { applyReflinks } from './reflink.js';
 import { filesystemsOf } from './fsx/reflink.js';
 import { poolStage, sweepAfterUndo } from './pool/stage.js';
+import { poolEntries } from './pool/store.js';
 import type { CommonOptions, UnifyFlags } from './model.js';
 import { refByHash, scanAll } from './scan-farm.js';
 import { captureAfter, settleFromSurvey, trackWrites } from './rescan.js';
@@ -127,6 +128,9 @@ export async function undo(opts: CommonOptions): Promise<Report> {
       const st = await farm.ref.dir.lstat(k).catch(() => null);
       if (st?.isFile()) refInodes.set(`${st.dev}:${st.ino}`, k);
     }
+    // Pool entries likewise (--pool): a server file on one is shared, even under a name
+    // its link record does not have (a folder renamed in the vserver since).
+    const poolInodes = new Set(farm.pool ? [...poolEntries(farm.pool)].map((e) => `${e.st.dev}:${e.st.ino}`) : []);
     for (const s of farm.servers) {
       const sp = p.serverPlans.find((x) => x.name === s.name)!;
       for (const k of candidatePaths(sp)) {
@@ -138,7 +142,8 @@ export async function undo(opts: CommonOptions): Promise<Report> {
         const linkedByUs = mine && !rec.method && st.nlink > 1n;
         // Reflinked: its own inode, found by the index alone; given private extents again.
         const reflinked = mine && rec.method === 'reflink' && !sharesRef;
-        if (sharesRef || linkedByUs || reflinked) {
+        const pooled = st.nlink > 1n && poolInodes.has(`${st.dev}:${st.ino}`);
+        if (sharesRef || linkedByUs || reflinked || pooled) {
           const refPath = refInodes.get(`${st.dev}:${st.ino}`);
           items.push({ server: s.name, path: k, pkg: sp.owned.get(k)!.pkg, dev: String(st.dev), ino: String(st.ino), refPath, reflink: reflinked || undefined });
         }

@@ -249,7 +249,23 @@ describe('--pool in tree mode: a folder only the servers have', () => {
     expect(fs.readdirSync(p)).toEqual([]);
     expect(fs.lstatSync(path.join(troot('s1'), 'opt/app/same.bin')).nlink).toBe(1);
     expect(lsattrHasImmutable(path.join(troot('s1'), 'opt/app/same.bin'))).toBe(false);
-  });
+    });
+
+  it('undo finds a pooled file by its inode after its tenant renamed the folder', () => {
+    expect(vunify(['unify', ...ARGS], tenv()).status).toBe(0);
+    const moved = path.join(troot('s1'), 'opt/moved');
+    fs.renameSync(path.join(troot('s1'), 'opt/app'), moved);
+    fs.mkdirSync(path.join(troot('s1'), 'opt/app'));
+    expect(fs.lstatSync(path.join(moved, 'same.bin')).nlink).toBe(3);
+    const un = vunify(['undo', ...ARGS, '--json'], tenv());
+    expect(un.status, un.stderr).toBe(0);
+    const st = fs.lstatSync(path.join(moved, 'same.bin'));
+    expect(st.nlink).toBe(1);
+    expect(lsattrHasImmutable(path.join(moved, 'same.bin'))).toBe(false);
+    expect(st.mtimeMs).toBe(1_700_000_000_000);
+    expect(fs.readdirSync(path.join(tb, 'vs', '.vunify-pool'))).toEqual([]);
+    expect(attributeSweep(path.join(tb, 'vs'))).toEqual({ writableShared: [], loneImmutable: [] });
+});
 });
 
 describe('--pool: a tenant writing its file while the pool copies it', () => {
