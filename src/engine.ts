@@ -12,8 +12,9 @@ import { applyReflinks } from './reflink.js';
 import { filesystemsOf } from './fsx/reflink.js';
 import { poolStage, sweepAfterUndo } from './pool/stage.js';
 import { poolEntries } from './pool/store.js';
-import type { CommonOptions, UnifyFlags } from './model.js';
-import { refByHash, scanAll } from './scan-farm.js';
+import type { CommonOptions, PlanRoot, ScanEntry, UnifyFlags } from './model.js';
+import { dropVanished, refByHash, scanAll, scanReference, scanSlice } from './scan-farm.js';
+import { cutSlices, sliceFiles } from './slices.js';
 import { captureAfter, settleFromSurvey, trackWrites } from './rescan.js';
 import { finish, newReport, predictSavings, readCounter, rootNames, shouldList, tally } from './tally.js';
 
@@ -57,27 +58,17 @@ export async function unify(opts: UnifyOptions): Promise<Report> {
       settleFromSurvey(p, immutable && !dryRun);
       lap(`settled: ${[...p.settled.values()].reduce((a, m) => a + m.size, 0)} files unchanged and unified since the last complete run`);
     } else lap('prepare');
-    await scanAll(p, opts, report, dryRun);
-    lap('scan+hash');
-    const decisions = plan({ reference: p.refPlan, servers: p.serverPlans, refByHash: refByHash(p), tree: p.tree, method: opts.method });
-    lap('plan');
-    opts.onPlan?.(decisions, p);
     const ctx = applyContext(p, immutable, opts.concurrency);
     ctx.trace = opts.trace;
     ctx.progress = opts.progress;
     ctx.read = readCounter(p, report);
     ctx.touchedDirs = new Set();
-    // What apply re-records; before it, the entries in memory are the records.
-    if (!dryRun) trackWrites(p);
-    const shared = reflink ? await applyReflinks(decisions, ctx, dryRun) : null;
-    const refOutcomes = shared ?? (dryRun ? null : await applyLinks(decisions, ctx));
-    // The pool takes what the reference could not (it replaces those skips in decisions).
-    const pooled = await poolStage(p, decisions, ctx, dryRun);
-    lap('pool');
-    if (pooled) report.pool = pooled.report;
-    const outcomes = refOutcomes && pooled ? new Map([...refOutcomes, ...pooled.outcomes]) : refOutcomes;
-    const predicted = dryRun && !shared ? predictSavings(p, decisions) : null;
-    const { files, notable } = tally(decisions, outcomes, predicted, report, dryRun, opts.verbose);
+    // The pool pairs files across the whole farm, a saved plan holds every decision, and a
+    // reflink run is rare: those take the farm at once; other runs go a slice at a time.
+    const sliced = !reflink && p.farm.poolPath === null && !opts.onPlan;
+    const { files, notable } = sliced
+      ? await unifySlices(p, opts, report, ctx, dryRun, lap)
+      : await unifyWhole(p, opts, report, ctx, dryRun, reflink, lap);
     for (const [server, settled] of p.settled) report.servers[server].alreadyUnified += settled.size;
     if (opts.verbose) report.files = files;
     const done = finish(report, started, ctx, rootNames(p));
@@ -93,6 +84,88 @@ export async function unify(opts: UnifyOptions): Promise<Report> {
     await closeFarm(p.farm);
     opts.trace?.('index closed', performance.now() - t0);
   }
+}
+
+type Lap = (phase: string) => void;
+type Listed = { files: FileLine[]; notable: FileLine[] };
+
+/** The whole farm at once: every record and decision in memory (see unifySlices). */
+async function unifyWhole(p: Prepared, opts: UnifyOptions, report: Report, ctx: ApplyContext, dryRun: boolean, reflink: boolean, lap: Lap): Promise<Listed> {
+  await scanAll(p, opts, report, dryRun);
+  lap('scan+hash');
+  const decisions = plan({ reference: p.refPlan, servers: p.serverPlans, refByHash: refByHash(p), tree: p.tree, method: opts.method });
+  lap('plan');
+  opts.onPlan?.(decisions, p);
+  // What apply re-records; before it, the entries in memory are the records.
+  if (!dryRun) trackWrites(p);
+  const shared = reflink ? await applyReflinks(decisions, ctx, dryRun) : null;
+  const refOutcomes = shared ?? (dryRun ? null : await applyLinks(decisions, ctx));
+  // The pool takes what the reference could not (it replaces those skips in decisions).
+  const pooled = await poolStage(p, decisions, ctx, dryRun);
+  lap('pool');
+  if (pooled) report.pool = pooled.report;
+  const outcomes = refOutcomes && pooled ? new Map([...refOutcomes, ...pooled.outcomes]) : refOutcomes;
+  const predicted = dryRun && !shared ? predictSavings(p, decisions) : null;
+  return tally(decisions, outcomes, predicted, report, dryRun, opts.verbose);
+}
+
+/**
+ * A slice at a time (slices.ts): the reference is scanned whole and stays; then for each
+ * slice of folders, every server's files there are scanned, hashed, planned, linked and
+ * counted, and their records and decisions let go. Files with other names come last,
+ * together. Server records are read back from the index for the quick file.
+ */
+async function unifySlices(p: Prepared, opts: UnifyOptions, report: Report, ctx: ApplyContext, dryRun: boolean, lap: Lap): Promise<Listed> {
+  // Config files too: the plan says why they stay private (the scan leaves them out).
+  const serverPaths = p.serverPlans.map((sp) => [...sp.owned.keys()]);
+  const run = await scanReference(p, opts, p.serverPlans.reduce((a, sp) => a + candidatePaths(sp).length, 0));
+  lap('scan reference');
+  const slices = cutSlices([...p.refPlan.owned.keys()], serverPaths, sliceFiles());
+  serverPaths.length = 0;
+  const deferred: RelPath[][] = p.serverPlans.map(() => []);
+  slices.push({ refPaths: [], serverPaths: deferred });
+  const live = new Map<string, Map<RelPath, ScanEntry>>([[p.refPlan.root, p.refPlan.entries]]);
+  p.sliced = true;
+  const out: Listed = { files: [], notable: [] };
+  // Index pages a slice reads or writes (the write thread's too) leave this process's memory
+  // ten times a second, as well as after each slice: they come back on the next touch.
+  const release = setInterval(() => p.farm.index.releaseMapped(), 100);
+  try {
+    for (let n = 0; n < slices.length; n++) {
+      const slice = slices[n];
+      slices[n] = { refPaths: [], serverPaths: [] }; // let go of the slice's lists
+      const last = n === slices.length - 1;
+      const views: PlanRoot[] = p.serverPlans.map((sp, i) => ({
+        name: sp.name, root: sp.root, installed: sp.installed, entries: new Map(),
+        owned: new Map(slice.serverPaths[i].map((k) => [k, sp.owned.get(k)!])),
+      }));
+      await scanSlice(p, opts, report, dryRun, run, views, last ? null : deferred);
+      for (const v of views) live.set(v.root, v.entries);
+      const decisions = plan({
+        reference: p.refPlan, servers: views, refByHash: refByHash(p), tree: p.tree, method: opts.method, refPaths: slice.refPaths,
+      });
+      // What apply re-records (as unifyWhole does; the scan's own writes are not tracked).
+      if (!dryRun) trackWrites(p, live);
+      const outcomes = dryRun ? null : await applyLinks(decisions, ctx);
+      p.farm.index.trackFiles(null);
+      const predicted = dryRun ? predictSavings(p, decisions) : null;
+      const listed = tally(decisions, outcomes, predicted, report, dryRun, opts.verbose);
+      for (const f of listed.files) out.files.push(f);
+      for (const f of listed.notable) out.notable.push(f);
+      for (const v of views) live.delete(v.root);
+      p.farm.index.releaseMapped();
+      lap(`slice ${n + 1} of ${slices.length}${last ? ' (files with other names)' : ''}: ${views.reduce((a, v) => a + v.owned.size, 0)} server files, ${decisions.length} decisions`);
+    }
+    await dropVanished(p, opts, run);
+  } finally {
+    clearInterval(release);
+  }
+  lap('vanished records');
+  // One server's lines together, as the whole-farm order gives them.
+  const order = new Map(p.serverPlans.map((sp, i) => [sp.name, i]));
+  const missingFirst = (f: FileLine) => (f.action === 'skip:packageMissing' ? 0 : 1);
+  out.files.sort((a, b) => order.get(a.server)! - order.get(b.server)! || missingFirst(a) - missingFirst(b) || (a.path < b.path ? -1 : a.path > b.path ? 1 : 0));
+  return out;
 }
 
 /** Refreshes the index for the packages' files of every root; links nothing. */

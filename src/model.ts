@@ -151,6 +151,8 @@ export interface PlanInput {
   tree?: boolean;
   /** reflink: each server file keeps its inode, so its metadata need not match. */
   method?: 'link' | 'reflink';
+  /** The reference paths whose packageMissing lines this plan gives (a slice's); default all. */
+  refPaths?: RelPath[];
 }
 
 interface Base { server: string; path: RelPath; pkg: string }

@@ -29,7 +29,7 @@ const fileOf = (e: ScanEntry | undefined): FileRecord | null => (e?.kind === 'fi
 export function plan(input: PlanInput): Decision[] {
   const { reference: ref, servers } = input;
   const out: Decision[] = [];
-  const refPaths = [...ref.owned.keys()].sort();
+  const refPaths = [...(input.refPaths ?? ref.owned.keys())].sort();
   const refCandidate = (p: RelPath) => {
     const o = ref.owned.get(p);
     return o !== undefined && !o.config ? fileOf(ref.entries.get(p)) : null;

@@ -269,6 +269,8 @@ export interface Prepared {
    */
   written: Map<string, Map<RelPath, FileRecord | null>>;
   excluded?: Excluder;
+  /** The servers went a slice at a time: their entries are gone, their records are the index's. */
+  sliced?: boolean;
 }
 
 export async function prepare(opts: CommonOptions, needImmutable: boolean, changesFarm = false, survey = false): Promise<Prepared> {

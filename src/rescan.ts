@@ -2,9 +2,9 @@
 // quick rescan: the pipeline's side of src/quick/ (which never imports the pipeline).
 import type { ApplyContext } from './apply.js';
 import { lastKeyMemo, splitRel, type RelPath } from './fsx/rootdir.js';
-import type { FileRecord, UnifyFlags } from './model.js';
+import type { FileRecord, PlanRoot, ScanEntry, UnifyFlags } from './model.js';
 import { rootsOf, type Prepared } from './prepare.js';
-import { captureQuick, type CaptureRoot } from './quick/capture.js';
+import { captureQuick, type CaptureRoot, type RecordView } from './quick/capture.js';
 import { inputsDigest } from './quick/inodes.js';
 import { surveyRecord } from './quick/survey.js';
 import type { FileLine, Report } from './report.js';
@@ -48,8 +48,9 @@ export function settleFromSurvey(p: Prepared, needAttribute: boolean): void {
  * Keeps the records in memory as apply writes them: into the file's entry when it has one
  * (the scanned record then goes with the decisions, which also hold it), else into p.written.
  */
-export function trackWrites(p: Prepared): void {
-  const entriesOf = new Map(rootsOf(p).map(([root, pr]) => [root.dir.path, pr.entries]));
+export function trackWrites(p: Prepared, live?: Map<string, Map<RelPath, ScanEntry>>): void {
+  // A sliced run passes the entries it holds now (by root), and tracks each slice's apply only.
+  const entriesOf = live ?? new Map(rootsOf(p).map(([root, pr]) => [root.dir.path, pr.entries]));
   p.farm.index.trackFiles((root, rel, rec) => {
     const e = entriesOf.get(root)?.get(rel);
     const aside = p.written.get(root);
@@ -72,33 +73,14 @@ export function captureAfter(p: Prepared, opts: UnifyFlags, report: Report, nota
     return 'the run left work for the next one';
   }
   const roots: CaptureRoot[] = [];
-  for (const [root, pr] of rootsOf(p)) {
+  for (const [root, pr, role] of rootsOf(p)) {
     const s = p.seen.get(root.dir.path)!;
     if (inputsDigest(root.dir.rootFd, s.inputs) !== s.inputsDigest) return `the package database of ${root.name} changed during the run`;
-    // The records as the run left them: as scanned, or as written since (into the entries,
-    // see trackWrites). A view, not a copy: the capture is this run's peak of memory.
     const writtenHere = p.written.get(root.dir.path);
     const settled = p.settled.get(pr.name);
-    let count = settled?.size ?? 0;
-    for (const [k, e] of pr.entries) {
-      if (e.kind !== 'file') continue;
-      if (writtenHere?.get(k) === null) return `the record of /${k} was dropped`;
-      count++;
-    }
     const settledRecord = (k: RelPath, ino: number) => writtenHere?.get(k) ?? surveyRecord(p.farm.survey!, ino) as FileRecord;
-    const records: CaptureRoot['files'] = {
-      size: count,
-      get: (k) => {
-        const e = pr.entries.get(k);
-        if (e) return e.kind === 'file' ? e.rec : undefined;
-        const ino = settled?.get(k);
-        return ino === undefined ? undefined : settledRecord(k, ino);
-      },
-      *[Symbol.iterator]() {
-        for (const [k, e] of pr.entries) if (e.kind === 'file') yield [k, e.rec];
-        for (const [k, ino] of settled ?? []) yield [k, settledRecord(k, ino)];
-      },
-    };
+    const records = role === 'server' && p.sliced ? indexView(p, root.dir.path, pr, settled, settledRecord) : entriesView(pr, writtenHere, settled, settledRecord);
+    if (typeof records === 'string') return records;
     const folders = s.walk ? s.walk.folders : new Set([...pr.owned.keys(), ...(settled?.keys() ?? [])].map((k) => splitRel(k).dir));
     const touched = new Set<RelPath>();
     for (const k of ctx.touchedDirs ?? []) if (k.startsWith(`${root.dir.path}\0`)) touched.add(k.slice(root.dir.path.length + 1));
@@ -128,3 +110,67 @@ export function captureAfter(p: Prepared, opts: UnifyFlags, report: Report, nota
   return captureQuick(opts, p.farm.index.path, txn, String(p.farm.ref.dir.dev), roots, next, notable);
 }
 
+
+type SettledRecord = (k: RelPath, ino: number) => FileRecord;
+
+/**
+ * The records as the run left them: as scanned, or as written since (into the entries, see
+ * trackWrites). A view, not a copy: the capture is a whole-farm run's peak of memory. A string: why there is no capture.
+ */
+function entriesView(
+  pr: PlanRoot, writtenHere: Map<RelPath, FileRecord | null> | undefined, settled: Map<RelPath, number> | undefined, settledRecord: SettledRecord,
+): RecordView | string {
+  let count = settled?.size ?? 0;
+  for (const [k, e] of pr.entries) {
+    if (e.kind !== 'file') continue;
+    if (writtenHere?.get(k) === null) return `the record of /${k} was dropped`;
+    count++;
+  }
+  return {
+    size: count,
+    get: (k) => {
+      const e = pr.entries.get(k);
+      if (e) return e.kind === 'file' ? e.rec : undefined;
+      const ino = settled?.get(k);
+      return ino === undefined ? undefined : settledRecord(k, ino);
+    },
+    *[Symbol.iterator]() {
+      for (const [k, e] of pr.entries) if (e.kind === 'file') yield [k, e.rec];
+      for (const [k, ino] of settled ?? []) yield [k, settledRecord(k, ino)];
+    },
+  };
+}
+
+/**
+ * A sliced run's server records: the index's, read as the capture asks (the run wrote
+ * every record it scanned or changed there, and awaited the writes).
+ */
+function indexView(p: Prepared, rootPath: string, pr: PlanRoot, settled: Map<RelPath, number> | undefined, settledRecord: SettledRecord): RecordView | string {
+  const index = p.farm.index;
+  // The index pages read go out of this process's memory as the reads move on.
+  let reads = 0;
+  const getFile = (k: RelPath) => {
+    if (++reads % 2048 === 0) index.releaseMapped();
+    return index.getFile(rootPath, k);
+  };
+  let count = settled?.size ?? 0;
+  for (const k of pr.owned.keys()) {
+    if (p.written.get(rootPath)?.get(k) === null) return `the record of /${k} was dropped`;
+    if (getFile(k)) count++;
+  }
+  return {
+    size: count,
+    get: (k) => {
+      if (pr.owned.has(k)) return getFile(k);
+      const ino = settled?.get(k);
+      return ino === undefined ? undefined : settledRecord(k, ino);
+    },
+    *[Symbol.iterator]() {
+      for (const k of pr.owned.keys()) {
+        const rec = getFile(k);
+        if (rec) yield [k, rec];
+      }
+      for (const [k, ino] of settled ?? []) yield [k, settledRecord(k, ino)];
+    },
+  };
+}

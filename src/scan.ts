@@ -13,7 +13,11 @@ import type { Index } from './store/index-db.js';
 
 export type { ScanEntry } from './model.js';
 
-export interface ScanStats { filesHashed: number; bytesHashed: number; filesStatted: number; vanishedSearch?: 'skipped' }
+export interface ScanStats {
+  filesHashed: number; bytesHashed: number; filesStatted: number; vanishedSearch?: 'skipped';
+  /** Sparse scans: how many of the paths had a record before the scan. */
+  recordsFound?: number;
+}
 
 export function xattrDigest(x: Xattrs): string {
   const names = Object.keys(x).sort();
@@ -126,7 +130,10 @@ export async function scanRoot(
     for (const rel of paths) {
       const rec = index.getFile(root.path, rel);
       if (rec) known.set(rel, rec);
+      // Each lookup maps index pages (and their neighbours) into this process: let them go.
+      if (known.size % 2048 === 2047) index.releaseMapped();
     }
+    stats.recordsFound = known.size;
   } else {
     for (const f of index.filesOf(root.path)) known.set(f.path, f.rec);
   }

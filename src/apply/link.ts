@@ -153,6 +153,7 @@ export async function linkChunk(
     ctx.index.putFiles(updates),
     ctx.index.journalDone(synced ? journal.filter((e) => e.op !== 'link' || !stuck.has(e.tmp)) : []),
   ]);
+  ctx.index.releaseMapped();
   lap('records');
   // The decisions live to the end of the run (the report): a linked one takes the records
   // just written, so the scanned ones, of every server copy, can go now.

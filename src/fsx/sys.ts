@@ -2,6 +2,7 @@
 // and nanosecond timestamps. koffi ships prebuilt binaries inside its npm package, so
 // no compiler or download is needed. Everything here works on file descriptors, never
 // on paths, so a symlink swapped in by a vserver's root cannot redirect it.
+import fs from 'node:fs';
 import { createRequire } from 'node:module';
 import os from 'node:os';
 
@@ -406,4 +407,32 @@ export function immutableAt(dirFd: number, name: string): { ino: bigint; immutab
   const mask = statxBuf.readBigUInt64LE(56);
   if ((mask & BigInt(STATX_ATTR_IMMUTABLE)) === 0n) throw new Error('statx: this filesystem does not report the immutable attribute');
   return { ino: statxBuf.readBigUInt64LE(32), immutable: (attrs & BigInt(STATX_ATTR_IMMUTABLE)) !== 0n, nlink: statxBuf.readUInt32LE(16) };
+}
+
+const cMadvise = libc.func('int madvise(uintptr_t addr, size_t length, int advice)');
+const MADV_DONTNEED = 4;
+
+/**
+ * Drops this process's page mappings of a mapped file (the index's LMDB map): the pages stay
+ * in the page cache and come back on the next touch, but stop counting in this process's
+ * resident memory, which otherwise grows with every index page a run has read. Returns the
+ * bytes of mappings advised (0 when the file is not mapped).
+ */
+export function releaseMappedFile(file: string): number {
+  let maps: string;
+  try {
+    maps = fs.readFileSync('/proc/self/maps', 'latin1');
+  } catch {
+    return 0;
+  }
+  let total = 0;
+  for (const line of maps.split('\n')) {
+    // start-end perms offset dev inode   pathname
+    const m = /^([0-9a-f]+)-([0-9a-f]+) \S+ \S+ \S+ \d+\s+(.*)$/.exec(line);
+    if (!m || m[3] !== file) continue;
+    const start = BigInt(`0x${m[1]}`);
+    const len = BigInt(`0x${m[2]}`) - start;
+    if (cMadvise(start, len, MADV_DONTNEED) === 0) total += Number(len);
+  }
+  return total;
 }

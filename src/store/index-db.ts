@@ -22,6 +22,7 @@ import path from 'node:path';
 import { createRequire } from 'node:module';
 import type { Database, Key, RootDatabase } from 'lmdb';
 import { VunifyError, oneLine } from '../errors.js';
+import { releaseMappedFile } from '../fsx/sys.js';
 import type { RelPath } from '../fsx/rootdir.js';
 import { quickPath } from './quick-file.js';
 import { FAILED_MARK_SUFFIX, LMDB_DATA_FILE, LMDB_LOCK_SUFFIX, brokenPath, failedMarkPath, upgradePath } from './names.js';
@@ -545,8 +546,8 @@ export class Index {
     return row && this.read(() => fileRecord(row));
   }
 
-  /** Tells sink of every file record written from now on (null: removed), in order; see putFiles. */
-  trackFiles(sink: (root: string, rel: RelPath, rec: FileRecord | null) => void): void {
+  /** Tells sink of every file record written from now on (null: removed), in order, until told null; see putFiles. */
+  trackFiles(sink: ((root: string, rel: RelPath, rec: FileRecord | null) => void) | null): void {
     this.tracked = sink;
   }
   private tracked: ((root: string, rel: RelPath, rec: FileRecord | null) => void) | null = null;
@@ -736,6 +737,15 @@ export class Index {
   /** Writes a compacted copy of the index to dest (LMDB copy with compaction). */
   async compactTo(dest: string): Promise<void> {
     await this.env.backup(dest, true);
+  }
+
+  /**
+   * Stops counting the index pages read so far in this process's resident memory (they stay
+   * in the page cache): a run releases them after each slice, so its peak does not grow with
+   * the index. Returns the bytes of mapping released.
+   */
+  releaseMapped(): number {
+    return releaseMappedFile(path.join(this.path, LMDB_DATA_FILE));
   }
 
   /** The id of the last committed write transaction: it moves with every write. */
