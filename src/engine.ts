@@ -197,9 +197,13 @@ export async function undo(opts: CommonOptions): Promise<Report> {
     // Reference inodes of the packages' files: a server file that shares one is a link,
     // whether or not the index remembers making it.
     const refInodes = new Map<string, RelPath>();
+    const refNames = new Map<string, number>();
     for (const k of candidatePaths(p.refPlan)) {
       const st = await farm.ref.dir.lstat(k).catch(() => null);
-      if (st?.isFile()) refInodes.set(`${st.dev}:${st.ino}`, k);
+      if (!st?.isFile()) continue;
+      const key = `${st.dev}:${st.ino}`;
+      refInodes.set(key, k);
+      refNames.set(key, (refNames.get(key) ?? 0) + 1);
     }
     // Pool entries likewise (--pool): a server file on one is shared, even under a name
     // its link record does not have (a folder renamed in the vserver since).
@@ -218,7 +222,10 @@ export async function undo(opts: CommonOptions): Promise<Report> {
         const pooled = st.nlink > 1n && poolInodes.has(`${st.dev}:${st.ino}`);
         if (sharesRef || linkedByUs || reflinked || pooled) {
           const refPath = refInodes.get(`${st.dev}:${st.ino}`);
-          items.push({ server: s.name, path: k, pkg: sp.owned.get(k)!.pkg, dev: String(st.dev), ino: String(st.ino), refPath, reflink: reflinked || undefined });
+          items.push({
+            server: s.name, path: k, pkg: sp.owned.get(k)!.pkg, dev: String(st.dev), ino: String(st.ino), refPath,
+            reflink: reflinked || undefined, refNames: refNames.get(`${st.dev}:${st.ino}`),
+          });
         }
       }
     }

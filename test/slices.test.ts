@@ -9,7 +9,7 @@ import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { cutSlices } from '../src/slices.js';
 import { buildDeb, installDebs, makeDpkgRoot } from './builders/dpkgfarm.js';
-import { snapshot, vunify } from './helpers/tree.js';
+import { attributeSweep, lsattrHasImmutable, snapshot, vunify } from './helpers/tree.js';
 
 describe('cutSlices', () => {
   it('keeps folders whole, in order, every path once, about size server files each', () => {
@@ -35,7 +35,6 @@ afterAll(() => {
     if (name.endsWith('.idx') || name.endsWith('.quick') || name.endsWith('-lock') || name === 'debs') continue;
     vunify(['undo', '--all-files', '--no-default-excludes', '--vservers-dir', path.join(base, name), '--db', path.join(base, `${name}.idx`), 'ref', 's1', 's2']);
   }
-  // A reference inode with two names of its own keeps the attribute after undo (nlink 2).
   spawnSync('chattr', ['-R', '-i', base]);
   fs.rmSync(base, { recursive: true, force: true });
 });
@@ -122,6 +121,13 @@ describe('a tree farm in slices', () => {
     const full = unify(sliced, 4, '--full');
     expect(full.rep.totals.alreadyUnified).toBe(b.rep.totals.unified);
     expect(full.rep.totals.unified).toBe(0);
+    // Undo leaves no immutable file, the reference's inode with two names of its own included.
+    const undo = vunify(['undo', '--json', '--all-files', '--no-default-excludes', '--vservers-dir', sliced, '--db', `${sliced}.idx`, 'ref', 's1', 's2']);
+    expect(undo.status, undo.stderr).toBe(0);
+    expect(JSON.parse(undo.stdout).totals.restored).toBe(b.rep.totals.unified);
+    // (The reference's own two names of one inode are its business: writable, as before unify.)
+    expect(attributeSweep(sliced)).toEqual({ writableShared: ['ref/f2/h1', 'ref/f9/h2'], loneImmutable: [] });
+    expect(lsattrHasImmutable(path.join(sliced, 'ref/f2/h1'))).toBe(false);
   });
 
   it('a dry run in slices predicts what the whole-farm dry run predicts', () => {

@@ -22,6 +22,8 @@ export interface UndoItem {
   server: string; path: RelPath; pkg: string; dev: string; ino: string; refPath?: RelPath; tmp?: string;
   /** Reflinked (its own inode): the copy takes the file's current metadata, and no attribute is involved. */
   reflink?: boolean;
+  /** Names the shared inode has in the reference's own candidates (a package may ship one inode twice); default 1. */
+  refNames?: number;
 }
 
 /** Puts private copies back, one shared inode at a time. */
@@ -200,10 +202,11 @@ export async function undoOne(it: UndoItem, ctx: ApplyContext): Promise<Outcome>
       } finally {
         if (wasImmutable) {
           const now = await fstat(cur.fd, { bigint: true });
-          // Still shared: the attribute goes back on. Alone now, it stays off, whichever
-          // index (or tool) set it: an inode shared across roots got it to protect the
-          // sharing, and a lone immutable file would stop its own package manager.
-          if (now.nlink > 1n) setImmutable(cur.fd, true);
+          // Still shared: the attribute goes back on. Alone now (its only names the
+          // reference's own), it stays off, whichever index (or tool) set it: an inode shared
+          // across roots got it to protect the sharing, and a lone immutable file would stop
+          // its own package manager.
+          if (now.nlink > BigInt(it.refNames ?? 1)) setImmutable(cur.fd, true);
           else if (ctx.index.getInode(it.dev, it.ino) !== undefined) await ctx.index.removeInode(it.dev, it.ino);
         }
       }

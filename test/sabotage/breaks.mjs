@@ -189,4 +189,21 @@ export const breaks = [
     id: 'pool-copy-unchecked', claim: 'The pool (`--pool`) is no tenant\'s, and its sharing is as safe as the reference\'s', test: 'test/pool.test.ts', only: 'while the pool copies',
     edits: [{ file: 'src/pool/store.ts', from: 'if (n !== src.rec.size || h.hash !== src.rec.hash) return', to: 'if (n !== src.rec.size || (h.hash !== src.rec.hash && false)) return' }],
   },
+  // Issue 18's slices: what a run in slices must keep of the whole-farm run.
+  {
+    id: 'slices-no-deferral', claim: '(test/slices.test.ts: an inode with names in two slices is planned whole)', test: 'test/slices.test.ts', only: 'links what the whole-farm run links',
+    edits: [{ file: 'src/scan-farm.ts', from: '    if (deferred) {\n      for (const [k, e] of v.entries) {', to: '    if (deferred && process.pid < 0) {\n      for (const [k, e] of v.entries) {' }],
+  },
+  {
+    id: 'slices-vanished-kept', claim: '(test/slices.test.ts: files gone since lose their records after the last slice)', test: 'test/slices.test.ts', only: 'drops the records',
+    edits: [{ file: 'src/scan-farm.ts', from: 'if (rec && covers(rec, rel)) gone.push([root.dir.path, rel, null]);', to: 'if (rec && covers(rec, rel) && process.pid < 0) gone.push([root.dir.path, rel, null]);' }],
+  },
+  {
+    id: 'slices-missing-each-slice', claim: '(test/slices.test.ts: packageMissing is counted once)', test: 'test/slices.test.ts', only: 'dpkg farm',
+    edits: [{ file: 'src/plan.ts', from: 'const refPaths = [...(input.refPaths ?? ref.owned.keys())].sort();', to: 'const refPaths = [...ref.owned.keys()].sort();' }],
+  },
+  {
+    id: 'undo-ref-own-names', claim: 'Undo leaves no lone immutable file', test: 'test/slices.test.ts', only: 'links what the whole-farm run links',
+    edits: [{ file: 'src/apply/undo.ts', from: 'if (now.nlink > BigInt(it.refNames ?? 1)) setImmutable(cur.fd, true);', to: 'if (now.nlink > 1n) setImmutable(cur.fd, true);' }],
+  },
 ];
