@@ -153,24 +153,29 @@ function indexView(p: Prepared, rootPath: string, pr: PlanRoot, settled: Map<Rel
     if (++reads % 2048 === 0) index.releaseMapped();
     return index.getFile(rootPath, k);
   };
-  let count = settled?.size ?? 0;
-  for (const k of pr.owned.keys()) {
-    if (p.written.get(rootPath)?.get(k) === null) return `the record of /${k} was dropped`;
-    if (getFile(k)) count++;
-  }
-  return {
-    size: count,
+  for (const [k, rec] of p.written.get(rootPath) ?? []) if (rec === null && pr.owned.has(k)) return `the record of /${k} was dropped`;
+  // The count comes from the iteration, which the capture makes before it asks (one lookup
+  // a record, not two); asked first, it iterates.
+  let count = -1;
+  const view: RecordView = {
+    get size() {
+      if (count < 0) for (const _ of view) { /* counts */ }
+      return count;
+    },
     get: (k) => {
       if (pr.owned.has(k)) return getFile(k);
       const ino = settled?.get(k);
       return ino === undefined ? undefined : settledRecord(k, ino);
     },
     *[Symbol.iterator]() {
+      let n = 0;
       for (const k of pr.owned.keys()) {
         const rec = getFile(k);
-        if (rec) yield [k, rec];
+        if (rec) { n++; yield [k, rec]; }
       }
-      for (const [k, ino] of settled ?? []) yield [k, settledRecord(k, ino)];
+      for (const [k, ino] of settled ?? []) { n++; yield [k, settledRecord(k, ino)]; }
+      count = n;
     },
   };
+  return view;
 }
