@@ -111,7 +111,7 @@ export const breaks = [
   },
   {
     id: 'undo-leaves-lone-immutable', claim: 'Undo leaves no lone immutable file', test: 'test/attributes.test.ts', only: 'another index',
-    edits: [{ file: 'src/apply/undo.ts', from: 'if (now.nlink > 1n) setImmutable(cur.fd, true);', to: 'if (now.nlink > 0n) setImmutable(cur.fd, true);' }],
+    edits: [{ file: 'src/apply/undo.ts', from: 'if (now.nlink > BigInt(it.refNames ?? 1)) setImmutable(cur.fd, true);', to: 'if (now.nlink > 0n) setImmutable(cur.fd, true);' }],
   },
   {
     id: 'read-only-not-said-once', claim: 'A read-only farm is said once', test: 'test/cli-habits.test.ts', only: 'read-only',
