@@ -233,7 +233,12 @@ export async function closeFarm(f: Farm): Promise<void> {
   f.rootLocks?.release();
 }
 
-export function ownedOf(listing: PackageListing): { owned: Map<RelPath, Owned>; installed: Set<string> } {
+/**
+ * The files of a listing by path. refPaths: the reference's paths, each to itself; a path equal
+ * to one takes the reference's string (the roots of a farm mostly hold the same paths, and
+ * each root's own copies of them were most of the candidate lists' memory).
+ */
+export function ownedOf(listing: PackageListing, refPaths?: Map<RelPath, RelPath>): { owned: Map<RelPath, Owned>; installed: Set<string> } {
   const owned = new Map<RelPath, Owned>();
   const installed = new Set<string>();
   for (const p of listing.packages) {
@@ -242,7 +247,7 @@ export function ownedOf(listing: PackageListing): { owned: Map<RelPath, Owned>; 
       if (f.ghost) continue;
       const prev = owned.get(f.path);
       // A path listed by two packages counts as config when either says so.
-      owned.set(f.path, { pkg: prev?.pkg ?? p.name, config: f.config || (prev?.config ?? false) });
+      owned.set(refPaths?.get(f.path) ?? f.path, { pkg: prev?.pkg ?? p.name, config: f.config || (prev?.config ?? false) });
     }
   }
   return { owned, installed };
@@ -327,8 +332,8 @@ async function preparePackages(farm: Farm, opts: CommonOptions): Promise<Prepare
     }
     if (listing.rejectedPaths) n.push(`${listing.rejectedPaths} unsafe path(s) in the package database ignored`);
     notes.set(s.name, n);
-    const o = ownedOf(listing);
-    serverPlans.push({ name: s.name, root: s.dir.path, entries: new Map(), owned: internedKeys(o.owned, refPaths), installed: o.installed });
+    const o = ownedOf(listing, refPaths);
+    serverPlans.push({ name: s.name, root: s.dir.path, entries: new Map(), owned: o.owned, installed: o.installed });
   }
   return {
     farm, packages, notes, serverPlans, tree: false, seen: new Map(), written: new Map(), settled: new Map(),
@@ -345,7 +350,7 @@ async function prepareTree(farm: Farm, opts: CommonOptions, seen: Prepared['seen
   ];
   const exclude = makeExcluder(patterns);
   const notes = new Map<string, string[]>();
-  const planOf = async (r: Root): Promise<PlanRoot> => {
+  const planOf = async (r: Root, refPaths?: Map<RelPath, RelPath>): Promise<PlanRoot> => {
     const walk: WalkSeen = { folders: new Set(), skipped: new Set(), listings: new Map() };
     const t0 = performance.now();
     const files = await walkTree(r.dir, exclude, walk, farm.survey?.listings.get(r.dir.path));
@@ -353,35 +358,20 @@ async function prepareTree(farm: Farm, opts: CommonOptions, seen: Prepared['seen
     seen.get(r.dir.path)!.walk = walk;
     const known = r.source ? ownedOf(await r.source.list('all')).owned : new Map<RelPath, Owned>();
     const owned = new Map<RelPath, Owned>();
-    for (const f of files) owned.set(f, known.get(f) ?? UNOWNED); // one shared object: farms have millions of files
+    for (const f of files) owned.set(refPaths?.get(f) ?? f, known.get(f) ?? UNOWNED); // one shared object: farms have millions of files
     return { name: r.name, root: r.dir.path, entries: new Map(), owned, installed: new Set() };
   };
   const refPlan = await planOf(farm.ref);
   const refPaths = pathTable(refPlan.owned);
   const serverPlans: PlanRoot[] = [];
-  for (const s of farm.servers) {
-    const sp = await planOf(s);
-    sp.owned = internedKeys(sp.owned, refPaths);
-    serverPlans.push(sp);
-  }
+  for (const s of farm.servers) serverPlans.push(await planOf(s, refPaths));
   afterWalk();
   return { farm, packages: [], notes, serverPlans, refPlan, tree: true, seen, written: new Map(), settled: new Map(), excluded: exclude };
 }
 
-/** The reference's paths, each to itself: the string object servers' equal paths can share. */
+/** The reference's paths, each to itself: the string object servers' equal paths can share (ownedOf). */
 function pathTable(refOwned: Map<RelPath, Owned>): Map<RelPath, RelPath> {
   return new Map([...refOwned.keys()].map((k) => [k, k]));
-}
-
-/**
- * The same map with keys that equal a reference path replaced by the reference's string: a
- * farm's roots mostly hold the same paths, and each root's own copies of them were most of
- * the candidate lists' memory (about 56 bytes a path).
- */
-function internedKeys(owned: Map<RelPath, Owned>, refPaths: Map<RelPath, RelPath>): Map<RelPath, Owned> {
-  const out = new Map<RelPath, Owned>();
-  for (const [k, o] of owned) out.set(refPaths.get(k) ?? k, o);
-  return out;
 }
 
 /** The package name given to tree-mode files that no package database lists. */

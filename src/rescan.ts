@@ -147,12 +147,7 @@ function entriesView(
  */
 function indexView(p: Prepared, rootPath: string, pr: PlanRoot, settled: Map<RelPath, number> | undefined, settledRecord: SettledRecord): RecordView | string {
   const index = p.farm.index;
-  // The index pages read go out of this process's memory as the reads move on.
-  let reads = 0;
-  const getFile = (k: RelPath) => {
-    if (++reads % 2048 === 0) index.releaseMapped();
-    return index.getFile(rootPath, k);
-  };
+  const getFile = (k: RelPath) => index.getFile(rootPath, k);
   for (const [k, rec] of p.written.get(rootPath) ?? []) if (rec === null && pr.owned.has(k)) return `the record of /${k} was dropped`;
   // The count comes from the iteration, which the capture makes before it asks (one lookup
   // a record, not two); asked first, it iterates.

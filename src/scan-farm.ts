@@ -53,11 +53,7 @@ async function scanWhole(p: Prepared, opts: CommonOptions, run: ScanRun, root: R
   const paths = candidatePaths(pr);
   const settled = role === 'server' ? p.settled.get(pr.name) : undefined;
   const survey = farm.survey; // null with --full (see quickDisabled)
-  // Tree mode, and no run wrote to the index since the capture: its records of this root are
-  // the capture's candidates, so if the scanned paths' records and the settled files add up
-  // to the capture's count, none of its files vanished (a name the survey vouches for had
-  // that inode at the capture: a new name moves the inode's ctime).
-  const captured = p.tree && survey?.txn !== undefined && survey.txn === farm.txnAtOpen ? survey.rootRecords.get(root.dir.path) : undefined;
+  const captured = capturedRecords(p, root);
   const entries = await scanRoot(root.dir, paths, farm.index, stats, {
     inodes: run.inodes, covers: coverOf(p, opts, settled), pkgOf: (k) => pr.owned.get(k)?.pkg, onFile: () => run.counter.add(1),
     sparse: (settled?.size ?? 0) > paths.length, keep: settled ? (k) => settled.has(k) : undefined,
@@ -67,6 +63,17 @@ async function scanWhole(p: Prepared, opts: CommonOptions, run: ScanRun, root: R
   opts.trace?.(`scan ${root.name}: ${paths.length} paths, ${stats.filesStatted} stat'ed${stats.vanishedSearch ? ', no search for vanished files needed' : ''}`, Date.now() - started);
   putRootScanned(p, run, root, pr.name, role, Date.now() - started);
   return entries;
+}
+
+/**
+ * Tree mode, and no run wrote to the index since the capture: its records of this root are
+ * the capture's candidates, so if the scanned paths' records and the settled files add up to
+ * the capture's count (returned here), none of its files vanished (a name the survey vouches
+ * for had that inode at the capture: a new name moves the inode's ctime).
+ */
+function capturedRecords(p: Prepared, root: Root): number | undefined {
+  const { survey, txnAtOpen } = p.farm;
+  return p.tree && survey?.txn !== undefined && survey.txn === txnAtOpen ? survey.rootRecords.get(root.dir.path) : undefined;
 }
 
 function putRootScanned(p: Prepared, run: ScanRun, root: Root, name: string, role: 'reference' | 'server', ms: number): void {
@@ -85,7 +92,6 @@ type SlicedScan = ScanRun & { serverMs: number[]; recordsFound: number[] };
 export async function scanReference(p: Prepared, opts: CommonOptions, serverFiles: number): Promise<SlicedScan> {
   const run = scanRun(p, opts, candidatePaths(p.refPlan).length + serverFiles);
   p.refPlan.entries = await scanWhole(p, opts, run, p.farm.ref, p.refPlan, 'reference');
-  p.farm.index.releaseMapped();
   return { ...run, serverMs: p.serverPlans.map(() => 0), recordsFound: p.serverPlans.map(() => 0) };
 }
 
@@ -118,16 +124,14 @@ export async function scanSlice(
         v.entries.delete(k);
         v.owned.delete(k);
       }
+      // Deferred paths are scanned again in the last slice: their records are counted once.
+      run.recordsFound[i] += stats.recordsFound ?? 0;
     }
-    // Deferred paths are scanned again in the last slice: their records are counted once.
-    if (deferred) run.recordsFound[i] += stats.recordsFound ?? 0;
     run.serverMs[i] += Date.now() - started;
-    farm.index.releaseMapped();
   }
   await Promise.all(run.writes);
   run.writes.length = 0;
   await hashForPlan(p, views, opts, report, complete);
-  farm.index.releaseMapped();
 }
 
 /** After the last slice: each server's records of files no longer candidates are dropped. */
@@ -139,17 +143,13 @@ export async function dropVanished(p: Prepared, opts: CommonOptions, run: Sliced
     const settled = p.settled.get(sp.name);
     const covers = coverOf(p, opts, settled);
     const gone: Array<[string, RelPath, null]> = [];
-    // As scanWhole: when the records found and the settled files add up to the capture's count, none vanished.
-    const captured = p.tree && farm.survey?.txn !== undefined && farm.survey.txn === farm.txnAtOpen ? farm.survey.rootRecords.get(root.dir.path) : undefined;
+    const captured = capturedRecords(p, root);
     const noneGone = captured !== undefined && run.recordsFound[i] === captured - (settled?.size ?? 0);
-    let n = 0;
     for (const rel of noneGone ? [] : farm.index.filePathsOf(root.dir.path)) {
-      if (++n % 2048 === 0) farm.index.releaseMapped();
       if (sp.owned.has(rel) || settled?.has(rel)) continue;
       const rec = farm.index.getFile(root.dir.path, rel);
       if (rec && covers(rec, rel)) gone.push([root.dir.path, rel, null]);
     }
-    farm.index.releaseMapped();
     const put = farm.index.putFiles(gone);
     put.catch(() => undefined);
     run.writes.push(put);

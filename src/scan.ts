@@ -130,8 +130,6 @@ export async function scanRoot(
     for (const rel of paths) {
       const rec = index.getFile(root.path, rel);
       if (rec) known.set(rel, rec);
-      // Each lookup maps index pages (and their neighbours) into this process: let them go.
-      if (known.size % 2048 === 2047) index.releaseMapped();
     }
     stats.recordsFound = known.size;
   } else {

@@ -529,6 +529,7 @@ export class Index {
           it ??= range()[Symbol.iterator]();
           const r = it.next();
           if (r.done) { done = true; return; }
+          this.pageRead();
           out = map(r.value);
         } catch (err) {
           throw this.damaged(err);
@@ -541,6 +542,7 @@ export class Index {
   }
 
   getFile(root: string, rel: RelPath): FileRecord | undefined {
+    this.pageRead();
     const id = this.rid(root, false);
     const row = id === undefined ? undefined : this.read(() => rowAt(this.files, pathKey(id, rel), rel));
     return row && this.read(() => fileRecord(row));
@@ -745,7 +747,18 @@ export class Index {
    * the index. Returns the bytes of mapping released.
    */
   releaseMapped(): number {
+    this.reads = 0;
     return releaseMappedFile(path.join(this.path, LMDB_DATA_FILE));
+  }
+
+  private reads = 0;
+  /**
+   * Counts a record read (a lookup or a range's item): every 2,048, the pages read so far are
+   * released. A read maps its page and the kernel maps up to 64 KiB around it, so a loop of
+   * lookups would otherwise map much of the index before the run's next release.
+   */
+  private pageRead(): void {
+    if (++this.reads >= 2048) this.releaseMapped();
   }
 
   /** The id of the last committed write transaction: it moves with every write. */
