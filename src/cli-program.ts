@@ -129,7 +129,7 @@ function trace(phase: string, ms: number): void {
     const kb = (k: string) => Number(new RegExp(`${k}:\\s+(\\d+)`).exec(st)?.[1] ?? 0) * 1024;
     split = ` = anon ${mb(kb('RssAnon'))} + file ${mb(kb('RssFile'))}`;
   } catch { /* not Linux */ }
-  process.stderr.write(`vunify: trace: ${phase} ${ms.toFixed(0)} ms (rss ${mb(m.rss)}${split}; heap ${mb(m.heapUsed)} of ${mb(m.heapTotal)}, buffers ${mb(m.arrayBuffers)})\n`);
+  process.stderr.write(`vunify: trace: ${phase} ${ms.toFixed(0)} ms, at ${process.uptime().toFixed(1)} s (rss ${mb(m.rss)}${split}; heap ${mb(m.heapUsed)} of ${mb(m.heapTotal)}, buffers ${mb(m.arrayBuffers)})\n`);
 }
 
 let bars: ReturnType<typeof terminalProgress> | null = null;

@@ -55,21 +55,30 @@ export function captureQuick(
   report: Report,
   notable: FileLine[],
 ): string | null {
-  const words: number[] = [];
+  // Typed tables, grown by doubling: a slot costs 56 bytes here, not an object and 12 boxed
+  // numbers (the capture is a whole-farm pass, at the end of the run's peak).
+  let words = new Uint32Array(INODE_WORDS * 1024);
+  let slotR = new Uint32Array(1024); // per slot: its root,
+  let slotFi = new Uint32Array(1024); // its folder (index in the root's folders),
+  const slotName: string[] = []; // and a name there to stat it by
+  let n = 0;
   const slot = new Map<number, number>();
   const firstRec = new Map<number, CaptureRecordSig>(); // slot -> the record its words came from
-  // Per slot: its root, folder (index in the root's folders) and a name there to stat it by.
-  const slotAt: Array<{ r: number; fi: number; name: string }> = [];
   const perRoot: number[][] = []; // per root, per folder: its inodes (filled below)
   const devN = BigInt(dev);
   const w = new Uint32Array(INODE_WORDS);
   const qroots: QuickRoot[] = [];
+  const grown = (t: Uint32Array) => { const g = new Uint32Array(t.length * 2); g.set(t); return g; };
   /** A new slot for an inode whose words are in w; returns its offset in words. */
   const addSlot = (ino: number, r: number, fi: number, name: string): number => {
-    const at = words.length;
-    slotAt.push({ r, fi, name });
+    if (n === slotR.length) { slotR = grown(slotR); slotFi = grown(slotFi); words = grown(words); }
+    const at = n * INODE_WORDS;
+    slotR[n] = r;
+    slotFi[n] = fi;
+    slotName.push(name);
+    words.set(w, at);
+    n++;
     slot.set(ino, at);
-    for (const x of w) words.push(x);
     return at;
   };
   for (const root of roots) {
@@ -199,11 +208,12 @@ export function captureQuick(
     notable,
   };
   // The check's order: root by root, folder by folder (counted, then placed: no sort).
-  const n = slotAt.length;
+  slot.clear();
+  firstRec.clear();
   let nameBytes = 0;
-  for (const a of slotAt) {
-    perRoot[a.r][a.fi]++;
-    nameBytes += a.name.length + 1;
+  for (let i = 0; i < n; i++) {
+    perRoot[slotR[i]][slotFi[i]]++;
+    nameBytes += slotName[i].length + 1;
   }
   const perFolder = Uint32Array.from(perRoot.flat());
   const start = new Uint32Array(perFolder.length); // first slot of each folder in the new order
@@ -212,19 +222,18 @@ export function captureQuick(
   for (let r = 0, k = 0; r < perRoot.length; k += perRoot[r].length, r++) base.push(k);
   const at = new Uint32Array(n); // old slot -> new slot
   const next = start.slice();
-  for (let i = 0; i < n; i++) at[i] = next[base[slotAt[i].r] + slotAt[i].fi]++;
-  const src = Uint32Array.from(words);
-  const inodes = new Uint32Array(words.length);
-  for (let i = 0; i < n; i++) inodes.set(src.subarray(i * INODE_WORDS, (i + 1) * INODE_WORDS), at[i] * INODE_WORDS);
-  const byNew = new Array<string>(n);
-  for (let i = 0; i < n; i++) byNew[at[i]] = slotAt[i].name;
-  const names = Buffer.alloc(nameBytes); // zeroed: each name's NUL is already there
+  for (let i = 0; i < n; i++) at[i] = next[base[slotR[i]] + slotFi[i]]++;
+  slotFi = slotR = new Uint32Array(0);
+  const inodes = new Uint32Array(n * INODE_WORDS);
+  for (let i = 0; i < n; i++) inodes.set(words.subarray(i * INODE_WORDS, (i + 1) * INODE_WORDS), at[i] * INODE_WORDS);
+  words = new Uint32Array(0);
+  // Each name's end in the new order, then the names written straight to their places.
+  const len = new Uint32Array(n);
+  for (let i = 0; i < n; i++) len[at[i]] = slotName[i].length + 1;
   const nameEnds = new Uint32Array(n);
-  let off = 0;
-  for (let j = 0; j < n; j++) {
-    off += names.write(byNew[j], off, 'latin1');
-    nameEnds[j] = off++;
-  }
+  for (let j = 0, off = 0; j < n; j++) nameEnds[j] = (off += len[j]) - 1;
+  const names = Buffer.alloc(nameBytes); // zeroed: each name's NUL is already there
+  for (let i = 0; i < n; i++) names.write(slotName[i], nameEnds[at[i]] - slotName[i].length, 'latin1');
   writeQuick(dbPath, { header, inodes, perFolder, names, nameEnds });
   return null;
 }

@@ -90,22 +90,35 @@ export function readQuick(dbPath: string): QuickState | null {
   }
 }
 
-/** Written beside and renamed into place; no fsync: a lost or torn file only costs a full rescan. */
+/**
+ * Written beside, in pieces (no copy of the tables: this is at the end of the run's peak),
+ * and renamed into place; no fsync: a lost or torn file only costs a full rescan.
+ */
 export function writeQuick(dbPath: string, state: QuickState): void {
   const head = Buffer.from(JSON.stringify(state.header), 'utf8');
   const u32 = (v: number) => { const b = Buffer.alloc(4); b.writeUInt32LE(v); return b; };
   const table = (t: Uint32Array, words: number) => [u32(t.length / words), Buffer.from(t.buffer, t.byteOffset, t.byteLength)];
-  const body = Buffer.concat([
+  const parts = [
     MAGIC, u32(head.length), head,
     ...table(state.inodes, INODE_WORDS), ...table(state.perFolder, 1), ...table(state.nameEnds, 1), state.names,
-  ]);
-  const sum = crypto.createHash('sha256').update(body).digest();
+  ];
+  const sum = crypto.createHash('sha256');
   const tmp = quickTmpPath(dbPath, process.pid);
+  let fd = -1;
   try {
-    fs.writeFileSync(tmp, Buffer.concat([body, sum]), { mode: 0o600 });
+    fd = fs.openSync(tmp, 'w', 0o600);
+    const put = (b: Buffer) => { for (let o = 0; o < b.length;) o += fs.writeSync(fd, b, o); };
+    for (const part of parts) {
+      sum.update(part);
+      put(part);
+    }
+    put(sum.digest());
+    fs.closeSync(fd);
+    fd = -1;
     fs.renameSync(tmp, quickPath(dbPath));
   } catch {
     // A full disk must not fail a run that is done: without the file the next run is full.
+    if (fd >= 0) fs.closeSync(fd);
     fs.rmSync(tmp, { force: true });
   }
 }
