@@ -565,6 +565,8 @@ export class Index {
     const hashes = entries.map(([, , rec]) => (rec?.hash ? hashBytes(rec.hash) : null));
     await this.guard(this.env.transaction(() => {
       for (let i = 0; i < entries.length; i++) {
+        // Content entries are spread over the table by hash: each maps pages around it (fault-around).
+        if ((i & 255) === 255) this.releaseMapped();
         const [, rel, rec] = entries[i];
         const key = pathKey(ids[i], rel);
         const oldRow = rowAt(this.files, key, rel);
@@ -573,7 +575,10 @@ export class Index {
         if (rec) {
           this.files.put(key, stored(key, 4, rel, fileRow(rec)));
           const h = hashes[i];
-          if (h) {
+          // Written with the old row, in one transaction: a relinked file keeps its content,
+          // and rewriting the entry would copy a page of the content table (keyed by hash:
+          // a slice's records would copy most of it).
+          if (h && oldHash !== rec.hash) {
             const ckey = pathKey(ids[i], rel, h);
             this.content.put(ckey, keyPath(ckey, 36) === null ? rel : null);
           }
