@@ -560,7 +560,10 @@ async function main() {
   // /proc/sys/vm/drop_caches) before each of: cat 8 at a time, cat 1 at a time, vunify's first
   // unify. The same files in the same place on disk, minutes apart: the ratio is the figure.
   // vunify's own code (node, dist/, node_modules) is read cold too, as on a host's first run.
-  const vunifyArgs = (vs, db) => [cli, 'unify', '--all-files', '--no-default-excludes', '--db', db, '--vservers-dir', vs,
+  // Node's flags from the CLI's first line (#!/usr/bin/env -S node FLAGS): the installed
+  // command runs with them, so the bench does too.
+  const cliFlags = (/^#!\/usr\/bin\/env -S node(.*)$/m.exec(fs.readFileSync(cli, 'latin1').split('\n')[0])?.[1] ?? '').trim().split(/\s+/).filter(Boolean);
+  const vunifyArgs = (vs, db) => [...cliFlags, cli, 'unify', '--all-files', '--no-default-excludes', '--db', db, '--vservers-dir', vs,
     '--json', '-q', ...(immutable ? [] : ['--no-immutable']), ...servers];
   if (cold && (groups.has('vunify') || groups.has('floors'))) {
     const vs = freshCopy(farm, copyRoot, { warmUp: false });
@@ -581,7 +584,7 @@ async function main() {
     }
     if (groups.has('vunify')) {
       const args = vunifyArgs(vs, path.join(copyRoot, 'index'));
-      byId.get('vunify.firstCold').command = `sync; echo 3 > /proc/sys/vm/drop_caches; node ${path.relative(process.cwd(), cli) || cli} ${args.slice(1).join(' ')}`;
+      byId.get('vunify.firstCold').command = `sync; echo 3 > /proc/sys/vm/drop_caches; node ${args.join(' ').replace(cli, path.relative(process.cwd(), cli) || cli)}`;
       dropCaches();
       const res = await timedRun(process.execPath, args, { stdout: 'capture' });
       const e = record('vunify.firstCold', res, { totals: totalsOf(res.stdout) });
@@ -599,7 +602,7 @@ async function main() {
       if (inPlace) { vs = farm.vserversDir; warm(vs); liveCopies.add(farmDir); } else vs = freshCopy(farm, copyRoot);
       const db = inPlace ? path.join(farmDir, 'index') : path.join(copyRoot, 'index');
       const args = vunifyArgs(vs, db);
-      const shown = ['node', path.relative(process.cwd(), cli) || cli, ...args.slice(1)].join(' ');
+      const shown = ['node', ...args].join(' ').replace(cli, path.relative(process.cwd(), cli) || cli);
       for (const id of ['vunify.first', 'vunify.rescan', 'vunify.change']) byId.get(id).command = shown;
       byId.get('vunify.rescanFull').command = shown.replace(' unify ', ' unify --full ');
 
@@ -614,7 +617,9 @@ async function main() {
       progress(`vunify.rescan run ${r}: ${res.seconds.toFixed(3)} s (exit ${res.exitCode})`);
 
       // The same rescan without the quick path: what a rescan costs when anything changed.
-      res = await timedRun(process.execPath, [args[0], 'unify', '--full', ...args.slice(2)], { stdout: 'capture' });
+      const full = [...args];
+      full.splice(full.indexOf('unify') + 1, 0, '--full');
+      res = await timedRun(process.execPath, full, { stdout: 'capture' });
       record('vunify.rescanFull', res, { totals: totalsOf(res.stdout) });
       progress(`vunify.rescanFull run ${r}: ${res.seconds.toFixed(3)} s (exit ${res.exitCode})`);
 
