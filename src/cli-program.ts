@@ -1,7 +1,7 @@
 // The command line: parses options, calls the library, prints the report, maps errors
 // to one line and an exit code. `vunify REF SERVER... -- PKG...` stays the seed syntax.
 // cli.ts runs it; tests import the program from here.
-import { readFileSync } from 'node:fs';
+import { readFileSync, writeFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
 // The pipeline loads only when needed: a quick rescan of an unchanged farm needs none of it.
 import type { CommonOptions, UnifyOptions } from './engine.js';
@@ -116,7 +116,7 @@ async function runOptions(ref: string, servers: string[], flags: Flags, packages
   };
 }
 
-/** VUNIFY_TRACE=1: each phase's time, and the memory in use after it (resident; JS heap used of committed; live heap with node --expose-gc). */
+/** VUNIFY_TRACE=1: each phase's time, the memory in use after it (resident; JS heap used of committed; live heap with node --expose-gc) and the peak during it. */
 function trace(phase: string, ms: number): void {
   // Under node --expose-gc, the heap figure is what is alive, not what awaits collection.
   (globalThis as { gc?: () => void }).gc?.();
@@ -127,7 +127,9 @@ function trace(phase: string, ms: number): void {
   try {
     const st = readFileSync('/proc/self/status', 'utf8');
     const kb = (k: string) => Number(new RegExp(`${k}:\\s+(\\d+)`).exec(st)?.[1] ?? 0) * 1024;
-    split = ` = anon ${mb(kb('RssAnon'))} + file ${mb(kb('RssFile'))}`;
+    split = ` = anon ${mb(kb('RssAnon'))} + file ${mb(kb('RssFile'))}; peak ${mb(kb('VmHWM'))} during it`;
+    // The next line's peak is its phase's own (this resets VmHWM; only under VUNIFY_TRACE).
+    writeFileSync('/proc/self/clear_refs', '5');
   } catch { /* not Linux */ }
   process.stderr.write(`vunify: trace: ${phase} ${ms.toFixed(0)} ms, at ${process.uptime().toFixed(1)} s (rss ${mb(m.rss)}${split}; heap ${mb(m.heapUsed)} of ${mb(m.heapTotal)}, buffers ${mb(m.arrayBuffers)})\n`);
 }

@@ -75,6 +75,9 @@ export interface RootRecord {
 
 const LMDB_MAGIC = 0xbeefc0de;
 
+/** File records per write transaction (see putFiles). */
+const TXN_FILES = Number(process.env.VUNIFY_TXN_FILES) || 2048;
+
 /** lmdb-js rejects a failed commit's writes with a generic error; the cause comes on a
  * second promise, rejected in the same callback (or never). */
 async function commitDetail(err: unknown): Promise<unknown> {
@@ -556,6 +559,13 @@ export class Index {
 
   /** Writes many file records in one transaction, keeping the content index in step. */
   async putFiles(entries: Array<[root: string, rel: RelPath, rec: FileRecord | null]>): Promise<void> {
+    // A transaction holds a copy of each page it changes until it commits, and a slice's
+    // content entries land all over the content table (keyed by hash). Records are a cache
+    // checked against the disk, so a crash between two of these costs a re-read, not a link.
+    for (let i = 0; i < entries.length; i += TXN_FILES) await this.putFileRun(entries.slice(i, i + TXN_FILES));
+  }
+
+  private async putFileRun(entries: Array<[root: string, rel: RelPath, rec: FileRecord | null]>): Promise<void> {
     if (entries.length === 0) return;
     const t = this.tracked;
     if (t) for (const [root, rel, rec] of entries) t(root, rel, rec);
