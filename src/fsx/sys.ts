@@ -419,20 +419,47 @@ const MADV_DONTNEED = 4;
  * bytes of mappings advised (0 when the file is not mapped).
  */
 export function releaseMappedFile(file: string): number {
+  // Reading /proc/self/maps costs ~280 µs (it lists every mapping of the process); a run
+  // releases every few hundred index reads, so the file's ranges are kept and each is checked
+  // with one readlink of /proc/self/map_files (~17 µs in all) before it is advised: a range
+  // unmapped or reused since is never advised, and the maps are read again.
+  let ranges = mappedRanges.get(file);
+  if (ranges === undefined || ranges.length === 0 || !ranges.every((r) => stillMaps(r, file))) {
+    ranges = findMappings(file);
+    mappedRanges.set(file, ranges);
+  }
+  let total = 0;
+  for (const r of ranges) if (cMadvise(r.start, r.len, MADV_DONTNEED) === 0) total += Number(r.len);
+  return total;
+}
+
+interface MappedRange { start: bigint; len: bigint; name: string }
+const mappedRanges = new Map<string, MappedRange[]>();
+
+function findMappings(file: string): MappedRange[] {
   let maps: string;
   try {
     maps = fs.readFileSync('/proc/self/maps', 'latin1');
   } catch {
-    return 0;
+    return [];
   }
-  let total = 0;
+  const out: MappedRange[] = [];
   for (const line of maps.split('\n')) {
     // start-end perms offset dev inode   pathname
     const m = /^([0-9a-f]+)-([0-9a-f]+) \S+ \S+ \S+ \d+\s+(.*)$/.exec(line);
     if (!m || m[3] !== file) continue;
     const start = BigInt(`0x${m[1]}`);
-    const len = BigInt(`0x${m[2]}`) - start;
-    if (cMadvise(start, len, MADV_DONTNEED) === 0) total += Number(len);
+    const end = BigInt(`0x${m[2]}`);
+    // map_files names carry no zero padding, unlike the maps' addresses
+    out.push({ start, len: end - start, name: `${start.toString(16)}-${end.toString(16)}` });
   }
-  return total;
+  return out;
+}
+
+function stillMaps(r: MappedRange, file: string): boolean {
+  try {
+    return fs.readlinkSync(`/proc/self/map_files/${r.name}`, 'latin1') === file;
+  } catch {
+    return false; // unmapped, or map_files not readable (not root): read the maps again
+  }
 }
