@@ -799,8 +799,10 @@ export class Index {
   }
 
   /** Waits until every write so far is durable on disk. */
-  flush(): Promise<void> {
-    return this.waitFor(this.env.flushed);
+  async flush(): Promise<void> {
+    await this.waitFor(this.env.flushed);
+    // The commit (on lmdb-js's write thread) maps index pages none of this thread's reads count
+    this.releaseMapped();
   }
 
   async close(): Promise<void> {
