@@ -15,7 +15,7 @@ import type { Decision } from '../plan.js';
 import { sameSignatureStats } from '../scan.js';
 import { afterTmpLink, afterVerify, faultPoint } from '../fault.js';
 import { phaseCounter } from '../progress.js';
-import type { FileRecord, InodeRecord, JournalEntry } from '../store/index-db.js';
+import type { FileRecord, JournalEntry } from '../store/index-db.js';
 import {
   type ApplyContext, CHUNK_GROUPS, type Counter, type Group, type GroupState, HOLD_BYTES, KEPT_FLAGS,
   LINK_CONCURRENCY, type LinkDecision, type Outcome, type Sig, type Verified, at, dropTmp, flagsOf, fstat,
@@ -101,14 +101,14 @@ export async function linkChunk(
     // The attribute is cleared while links are added to an inode that has it.
     if (st.wasImmutable && st.verified.length > 0) journal.push({ op: 'flag', root: ctx.refRoot, path: g[0].refPath, dev: g[0].ref.dev, ino: g[0].ref.ino });
   }
+  for (const v of verified) void ctx.index.putLink(ctx.serverRoots.get(v.d.server)!, v.d.path, v.rec);
   // Inodes that may get the attribute are recorded as vunify's before it is set: a crash
   // in between must not leave an attribute that looks as if someone else had set it.
-  const inodes: Array<[string, string, InodeRecord]> = [];
   for (const [g, st] of states) {
-    if (ctx.immutable && !st.ours && !st.wasImmutable) inodes.push([g[0].ref.dev, g[0].ref.ino, { root: ctx.refRoot, path: g[0].refPath, setAt: new Date().toISOString() }]);
+    if (ctx.immutable && !st.ours && !st.wasImmutable) {
+      void ctx.index.putInode(g[0].ref.dev, g[0].ref.ino, { root: ctx.refRoot, path: g[0].refPath, setAt: new Date().toISOString() });
+    }
   }
-  // Written before the journal, and made durable by its flush.
-  void ctx.index.putLinks(verified.map((v) => [ctx.serverRoots.get(v.d.server)!, v.d.path, v.rec]), inodes);
   await ctx.index.journalAdd(journal);
   lap('journal');
   count.links = phaseCounter(ctx.progress, 'link', verified.length, 'files');

@@ -620,36 +620,12 @@ export class Index {
   }
 
   putLink(serverRoot: string, rel: RelPath, r: LinkRecord): Promise<boolean> {
-    const [key, value] = this.linkEntry(serverRoot, rel, r);
-    return this.guard(this.links.put(key, value));
-  }
-
-  private linkEntry(serverRoot: string, rel: RelPath, r: LinkRecord): [Buffer, Stored<LinkRow>] {
     const row: LinkRow = [this.rid(r.refRoot, true), r.refPath, r.dev, r.ino, r.mode, r.uid, r.gid, r.atimeNs, r.mtimeNs,
       r.xattrs, r.size, r.linkedAt, r.pkg ?? null, r.hash ?? null];
     if (r.flags || r.method) row.push(r.flags ?? 0);
     if (r.method) row.push(r.method);
     const key = pathKey(this.rid(serverRoot, true), rel);
-    return [key, stored(key, 4, rel, row)];
-  }
-
-  /**
-   * Writes link and inode records in one transaction run on this thread, releasing the
-   * mapped pages as putFiles does. Puts of their own would run on lmdb-js's write thread, whose
-   * page reads no release here reaches: in a rescan, a chunk's link records land all over a
-   * full links table, and the commit mapped 45-58 MB of it.
-   */
-  putLinks(links: Array<[serverRoot: string, rel: RelPath, rec: LinkRecord]>, inodes: Array<[dev: string, ino: string, rec: InodeRecord]>): Promise<void> {
-    if (links.length === 0 && inodes.length === 0) return Promise.resolve();
-    const rows = links.map(([root, rel, r]) => this.linkEntry(root, rel, r));
-    const inodeRows = inodes.map(([dev, ino, rec]): [string, InodeRow] => [`${dev}:${ino}`, [this.rid(rec.root, true), rec.path, rec.setAt]]);
-    return this.guard(this.env.transaction(() => {
-      for (let i = 0; i < rows.length; i++) {
-        if (i % PUT_RELEASE === PUT_RELEASE - 1) this.releaseMapped();
-        this.links.put(rows[i][0], rows[i][1]);
-      }
-      for (const [key, row] of inodeRows) this.inodes.put(key, row);
-    }).then(() => undefined)); // guarded last: a caller may not await it (a failure surfaces at the next flush)
+    return this.guard(this.links.put(key, stored(key, 4, rel, row)));
   }
 
   private linkRecord(a: LinkRow): LinkRecord {
