@@ -281,7 +281,7 @@ export async function hashFiles(
         const f = await root.openFile(rel);
         try {
           if (String(f.stat.ino) !== e.rec.ino || String(f.stat.ctimeNs) !== e.rec.ctimeNs) throw new Error('changed since scanned');
-          const r = await hashFd(f.fd);
+          const r = await hashFd(f.fd, e.rec.size);
           const after = await new Promise<fs.BigIntStats>((res, rej) => fs.fstat(f.fd, { bigint: true }, (er, s) => (er ? rej(er) : res(s))));
           if (!sameSignatureStats(after, f.stat) || r.bytes !== e.rec.size) throw new Error('changed while read');
           stats.filesHashed++;

@@ -294,10 +294,10 @@ export async function verifyOne(
       ctx.read?.(srvRootPath, d.path, Number(ss.size));
       if (!cmp.same) {
         // Record both hashes, so that the next run knows without reading again.
-        if (d.srv.hash === '') learned.push([srvRootPath, d.path, { ...d.srv, hash: (await hashFd(srv.fd)).hash }]);
+        if (d.srv.hash === '') learned.push([srvRootPath, d.path, { ...d.srv, hash: (await hashFd(srv.fd, Number(ss.size))).hash }]);
         // The reference's hash once per group: held bytes or an earlier mismatch may know it.
         if (d.ref.hash === '' && !group?.refLearned) {
-          const refHash = group?.refHash || (await hashFd(ref.fd)).hash;
+          const refHash = group?.refHash || (await hashFd(ref.fd, Number(rs.size))).hash;
           if (group) Object.assign(group, { refHash, refLearned: true });
           learned.push([ctx.refRoot, d.refPath, { ...d.ref, hash: refHash }]);
         }

@@ -180,6 +180,30 @@ export function linkFd(fd: number, dirFd: number, name: string): void {
   if (cLinkat(fd, '', dirFd, z, AT_EMPTY_PATH) < 0) throw sysError('linkat');
 }
 
+const Iovec = koffi.struct('vunify_iovec', { base: 'void *', len: 'size_t' });
+const cPreadv2 = libc.func('intptr_t preadv2(int fd, const vunify_iovec *iov, int iovcnt, int64_t offset, int flags)');
+const RWF_NOWAIT = 0x8;
+void Iovec;
+let nowaitWorks = true;
+
+/**
+ * Reads len bytes at pos into buf at off only if the page cache holds them (preadv2 with
+ * RWF_NOWAIT): the number read (0 at the end of the file), or -1 when the read would wait
+ * on the disk (or the kernel cannot tell: then never again).
+ */
+export function readCached(fd: number, buf: Buffer, off: number, len: number, pos: number): number {
+  if (!nowaitWorks) return -1;
+  const n = Number(cPreadv2(fd, { base: buf.subarray(off, off + len), len }, 1, pos, RWF_NOWAIT));
+  if (n >= 0) return n;
+  const code = sysError('preadv2').code;
+  if (code === 'EAGAIN') return -1;
+  if (code === 'EOPNOTSUPP' || code === 'EINVAL' || code === 'ENOSYS') {
+    nowaitWorks = false;
+    return -1;
+  }
+  throw sysError('preadv2');
+}
+
 /** The fields of struct stat that vunify uses (what fs.BigIntStats gives, without the cost). */
 export interface StatLite {
   dev: bigint; ino: bigint; mode: bigint; nlink: bigint; uid: bigint; gid: bigint; size: bigint;

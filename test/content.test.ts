@@ -1,0 +1,74 @@
+// Small files are read in place when the page cache holds them, and in libuv's pool when
+// not: both ways must give the same bytes, comparisons and hashes (src/fsx/content.ts).
+import crypto from 'node:crypto';
+import fs from 'node:fs';
+import { createRequire } from 'node:module';
+import os from 'node:os';
+import path from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { Blake3Hasher } from '../src/fsx/blake3.js';
+import { IN_PLACE_MAX, hashFd, readWhole, releaseWhole, sameAsBuffer, sameBytes } from '../src/fsx/content.js';
+import { readCached } from '../src/fsx/sys.js';
+
+const koffi = createRequire(import.meta.url)('koffi') as typeof import('koffi');
+const fadvise = koffi.load('libc.so.6').func('int posix_fadvise(int fd, int64_t offset, int64_t len, int advice)');
+const POSIX_FADV_DONTNEED = 4;
+
+let base: string;
+beforeAll(() => { base = fs.mkdtempSync(path.join(os.tmpdir(), 'vunify-content-')); });
+afterAll(() => fs.rmSync(base, { recursive: true, force: true }));
+
+const blake3 = (b: Buffer) => { const h = new Blake3Hasher(); h.update(b); return h.digest('hex'); };
+
+/** A file with these bytes, open for reading; `cold` evicts its pages from the cache first. */
+function fileWith(name: string, bytes: Buffer, cold = false): number {
+  const p = path.join(base, name);
+  fs.writeFileSync(p, bytes);
+  const fd = fs.openSync(p, 'r');
+  if (cold) {
+    fs.fsyncSync(fd); // dirty pages cannot be dropped
+    expect(fadvise(fd, 0, 0, POSIX_FADV_DONTNEED)).toBe(0);
+  }
+  return fd;
+}
+
+describe('reading small files in place (cached) and in the pool (not cached)', () => {
+  const content = crypto.randomBytes(IN_PLACE_MAX - 100);
+  const other = Buffer.from(content);
+  other[other.length - 1] ^= 1; // differs in the last byte only
+
+  it('reads a cached file in place, with the bytes the file holds', () => {
+    const fd = fileWith('warm', content);
+    const buf = Buffer.alloc(content.length + 10);
+    expect(readCached(fd, buf, 0, buf.length, 0)).toBe(content.length);
+    expect(buf.subarray(0, content.length).equals(content)).toBe(true);
+    expect(readCached(fd, buf, 5, 100, 1000)).toBe(100); // at an offset in the buffer and the file
+    expect(buf.subarray(5, 105).equals(content.subarray(1000, 1100))).toBe(true);
+    expect(readCached(fd, buf, 0, 10, content.length)).toBe(0); // end of file
+    fs.closeSync(fd);
+  });
+
+  /** a and b hold `content`, c holds `other`: every reader must tell them apart. */
+  async function expectRightAnswers(a: number, b: number, c: number) {
+    expect(await sameAsBuffer(b, content)).toBe(true);
+    expect(await sameAsBuffer(c, content)).toBe(false);
+    expect((await sameBytes(a, b, undefined, content.length)).same).toBe(true);
+    expect((await sameBytes(a, c, undefined, content.length)).same).toBe(false);
+    expect((await hashFd(c, other.length)).hash).toBe(blake3(other));
+    const whole = await readWhole(a, content.length);
+    expect(whole.equals(content)).toBe(true);
+    releaseWhole(whole);
+    for (const fd of [a, b, c]) fs.closeSync(fd);
+  }
+
+  it('compares and hashes cached files in place correctly', async () => {
+    await expectRightAnswers(fileWith('a-warm', content), fileWith('b-warm', content), fileWith('c-warm', other));
+  });
+
+  it('does not read a file that is not cached in place (-1), and the pool reads it right', async () => {
+    const fd = fileWith('cold', content, true);
+    expect(readCached(fd, Buffer.alloc(4096), 0, 4096, 0)).toBe(-1);
+    // The next small reads go through the pool: the same answers.
+    await expectRightAnswers(fileWith('a-cold', content, true), fd, fileWith('c-cold', other, true));
+  });
+});
