@@ -65,6 +65,22 @@ describe('reading small files in place (cached) and in the pool (not cached)', (
     await expectRightAnswers(fileWith('a-warm', content), fileWith('b-warm', content), fileWith('c-warm', other));
   });
 
+  it('a file cached only in part reads whole: two copies of the same bytes compare equal', async () => {
+    const a = fileWith('a-part', content);
+    const b = fileWith('b-part', content, true);
+    /** Only b's first 16 KiB in the cache (reading them brings more in: those go again). */
+    const halfCached = () => {
+      expect(fadvise(b, 0, 0, POSIX_FADV_DONTNEED)).toBe(0);
+      expect(fs.readSync(b, Buffer.alloc(16384), 0, 16384, 0)).toBe(16384);
+      expect(fadvise(b, 16384, 0, POSIX_FADV_DONTNEED)).toBe(0);
+    };
+    halfCached();
+    expect((await sameBytes(a, b, undefined, content.length)).same).toBe(true);
+    halfCached();
+    expect(readCached(b, Buffer.alloc(content.length), 0, content.length, 0)).toBe(16384); // what the compare met
+    for (const fd of [a, b]) fs.closeSync(fd);
+  });
+
   it('does not read a file that is not cached in place (-1), and the pool reads it right', async () => {
     const fd = fileWith('cold', content, true);
     expect(readCached(fd, Buffer.alloc(4096), 0, 4096, 0)).toBe(-1);

@@ -33,15 +33,26 @@ export const IN_PLACE_MAX = 64 << 10;
 const MISS_PAUSE = 256;
 let pauseLeft = 0;
 
-/** readAt, in place when `small` and the bytes are cached. */
+/**
+ * readAt, in place when `small` and the bytes are cached. Like pread on a file, it reads all
+ * of len unless the file ends first: an in-place read stops where the cached pages stop, so
+ * the rest is asked for again, and read in the pool if it is not cached (sameBytes takes two
+ * files' counts differing for their contents differing).
+ */
 function readSmall(fd: number, buf: Buffer, pos: number, small: boolean, len = buf.length, off = 0): Promise<number> | number {
+  let got = 0;
   if (small && pauseLeft > 0) pauseLeft--;
   else if (small) {
-    const n = readCached(fd, buf, off, len, pos);
-    if (n >= 0) return n;
+    for (;;) {
+      const n = readCached(fd, buf, off + got, len - got, pos + got);
+      if (n < 0) break;
+      got += n;
+      if (n === 0 || got === len) return got;
+    }
     pauseLeft = MISS_PAUSE;
   }
-  return off === 0 ? readAt(fd, buf, pos, len) : new Promise((res, rej) => fs.read(fd, buf, off, len, pos, (e, k) => (e ? rej(e) : res(k))));
+  const rest = new Promise<number>((res, rej) => fs.read(fd, buf, off + got, len - got, pos + got, (e, k) => (e ? rej(e) : res(k))));
+  return got === 0 ? rest : rest.then((k) => got + k);
 }
 
 /** BLAKE3 of the whole file behind fd, as hex; also returns the bytes read. */
