@@ -86,8 +86,8 @@ export function captureAfter(p: Prepared, opts: UnifyFlags, report: Report, nota
     for (const k of ctx.touchedDirs ?? []) if (k.startsWith(`${root.dir.path}\0`)) touched.add(k.slice(root.dir.path.length + 1));
     roots.push({
       path: root.dir.path, rootFd: root.dir.rootFd, folders, files: records, inputs: s.inputs.folders, inputFiles: s.inputFiles,
-      // The walk's listings, for folders this run did not change: what its decisions saw.
-      listings: s.walk?.listings, touched,
+      // The walk's digests, for folders this run did not change: what its decisions saw.
+      digests: s.walk?.digests, touched,
       tree: s.walk && p.excluded ? { seen: (k) => pr.owned.has(k) || (settled?.has(k) ?? false), folders: s.walk.folders, skipped: s.walk.skipped, excluded: p.excluded } : undefined,
       listedIn: p.farm.survey ? (dir) => p.farm.survey!.roots.get(root.dir.path)?.get(dir) : undefined,
     });

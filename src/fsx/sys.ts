@@ -2,6 +2,7 @@
 // and nanosecond timestamps. koffi ships prebuilt binaries inside its npm package, so
 // no compiler or download is needed. Everything here works on file descriptors, never
 // on paths, so a symlink swapped in by a vserver's root cannot redirect it.
+import crypto from 'node:crypto';
 import fs from 'node:fs';
 import { createRequire } from 'node:module';
 import os from 'node:os';
@@ -349,6 +350,9 @@ export function readDirents(fd: number, rewind = true): Buffer | null {
   }
   return dentsBuf.subarray(0, used);
 }
+
+/** What the tree walk and the quick file's capture compare a listing by (SHA-1: no tenant can make another listing match). */
+export const listingDigest = (dents: Buffer): string => crypto.createHash('sha1').update(dents).digest('base64');
 
 /** Calls fn for each entry of a getdents buffer except '.' and '..'; fn returns false to stop. */
 export function forEachDirent(buf: Buffer, fn: (ino: number, type: number, nameOff: number, nameEnd: number) => boolean): boolean {

@@ -3,7 +3,7 @@
 import crypto from 'node:crypto';
 import fs from 'node:fs';
 import { lastKeyMemo, splitRel, type RelPath } from '../fsx/rootdir.js';
-import { DT_DIR, DT_REG, DT_UNKNOWN, forEachDirent, rawStat, readDirents, statRawAt } from '../fsx/sys.js';
+import { DT_DIR, DT_REG, DT_UNKNOWN, forEachDirent, listingDigest, rawStat, readDirents, statRawAt } from '../fsx/sys.js';
 import type { FileLine, Report } from '../report.js';
 import { INODE_WORDS, writeQuick, type QuickFolder, type QuickHeader, type QuickRoot } from '../store/quick-file.js';
 import { fingerprint, indexId, mountsDigest, type QuickOptions } from './check.js';
@@ -36,8 +36,8 @@ export interface CaptureRoot {
   tree?: { seen: (rel: RelPath) => boolean; folders: Set<RelPath>; skipped: Set<RelPath>; excluded: (rel: RelPath) => boolean };
   /** The names in a folder the survey found unchanged, with their inodes (its listing is the walk's). */
   listedIn?: (dir: RelPath) => Map<string, number> | undefined;
-  /** Listings read earlier in the run (the tree walk), used for folders not in `touched`. */
-  listings?: Map<RelPath, Buffer>;
+  /** Digests of the listings the tree walk read (listingDigest), for folders not in `touched`. */
+  digests?: Map<RelPath, string>;
   touched?: Set<RelPath>;
 }
 
@@ -102,25 +102,27 @@ export function captureQuick(
       }
       return sameSlot(words, at, w) || fail(`/${p} changed`);
     };
-    // Folders whose listing the walk read are taken as the walk saw them; their records are
-    // matched to it below. Folders this run changed, and package database folders, are read
-    // again and checked entry by entry.
+    // Every folder is read again. One the walk read, this run did not change, and that is
+    // as the walk saw it (its digest) is taken whole: its records are matched to it below
+    // (one that changed since the walk leaves no quick file). Folders this run changed, and
+    // package database folders, are checked entry by entry.
     const walked = new Map<RelPath, Buffer>();
     const reread = new Set<RelPath>();
     walkFolders(root.rootFd, order, (f, fd) => {
       const dir = f.rel;
-      const earlier = root.touched?.has(dir) ? undefined : root.listings?.get(dir);
-      const dfd = earlier ? 0 : fd();
+      const earlier = root.touched?.has(dir) ? undefined : root.digests?.get(dir);
+      const dfd = fd();
       if (dfd < 0) return 'missing';
-      const dents = earlier ?? readDirents(dfd, f.depth === 0);
+      const dents = readDirents(dfd, f.depth === 0);
       if (!dents) return fail(`cannot list /${dir}`);
       const fi = folders.length;
       folders.push({ depth: f.depth, name: f.name });
       folderIdx.set(dir, fi);
       listings.update(dents);
       const inInputs = inputs.has(dir);
-      if (earlier && !inInputs) {
-        walked.set(dir, earlier);
+      if (earlier !== undefined && !inInputs) {
+        if (listingDigest(dents) !== earlier) return fail(`/${dir}/ changed during the run`);
+        walked.set(dir, Buffer.from(dents)); // readDirents's buffer is reused
         return true;
       }
       reread.add(dir);

@@ -4,7 +4,7 @@
 import fs from 'node:fs';
 import picomatch from 'picomatch';
 import { RootDir, UnsafePathError, display, type RelPath } from '../fsx/rootdir.js';
-import { DT_DIR, DT_REG, DT_UNKNOWN, forEachDirent, readDirents } from '../fsx/sys.js';
+import { DT_DIR, DT_REG, DT_UNKNOWN, forEachDirent, listingDigest, readDirents } from '../fsx/sys.js';
 import { VunifyError, isErrno } from '../errors.js';
 import { TMP_PREFIX } from '../store/names.js';
 
@@ -62,8 +62,12 @@ export { TMP_PREFIX };
 export interface WalkSeen {
   folders: Set<RelPath>;
   skipped: Set<RelPath>;
-  /** Each folder's getdents records as the walk read them (kept for the quick-rescan file). */
-  listings?: Map<RelPath, Buffer>;
+  /**
+   * A digest of each folder's getdents records as the walk read them: the quick-rescan
+   * capture reads the folder again and takes it only if it is what the walk saw (the
+   * listings themselves cost ~55 bytes a file to keep: 55 MB at 1,000,000 files).
+   */
+  digests?: Map<RelPath, string>;
 }
 
 /**
@@ -100,13 +104,13 @@ function readDir(root: RootDir, dfd: number, dir: RelPath, exclude: Excluder, fi
   }
   const dents = readDirents(dfd);
   if (!dents) throw new VunifyError('IO', 'cannot list the folder', display(`${root.path}/${dir}`));
-  takeListing(root, Buffer.from(dents), dir, exclude, files, queue, seen);
+  takeListing(root, dents, dir, exclude, files, queue, seen);
 }
 
-/** A folder's listing (kept, so it must be the caller's own buffer): its files and subfolders. */
+/** A folder's listing: its files and subfolders. */
 function takeListing(root: RootDir, dents: Buffer, dir: RelPath, exclude: Excluder, files: RelPath[], queue: RelPath[], seen?: WalkSeen): void {
   seen?.folders.add(dir);
-  seen?.listings?.set(dir, dents);
+  seen?.digests?.set(dir, listingDigest(dents));
   forEachDirent(dents, (_ino, type, nameOff, nameEnd) => {
     const name = dents.toString('latin1', nameOff, nameEnd);
     // vunify's own temporary names (a run under way, or one a read-only remount left) are never candidates.
