@@ -11,9 +11,9 @@ const pool: Buffer[] = [];
 const take = () => pool.pop() ?? Buffer.allocUnsafeSlow(CHUNK);
 const give = (...bufs: Buffer[]) => { for (const b of bufs) if (pool.length < 16) pool.push(b); };
 
-function readAt(fd: number, buf: Buffer, pos: number, len = buf.length): Promise<number> {
+function readAt(fd: number, buf: Buffer, pos: number, len = buf.length, off = 0): Promise<number> {
   return new Promise((res, rej) =>
-    fs.read(fd, buf, 0, len, pos, (err, n) => (err ? rej(err) : res(n))),
+    fs.read(fd, buf, off, len, pos, (err, n) => (err ? rej(err) : res(n))),
   );
 }
 
@@ -51,7 +51,7 @@ function readSmall(fd: number, buf: Buffer, pos: number, small: boolean, len = b
     }
     pauseLeft = MISS_PAUSE;
   }
-  const rest = new Promise<number>((res, rej) => fs.read(fd, buf, off + got, len - got, pos + got, (e, k) => (e ? rej(e) : res(k))));
+  const rest = readAt(fd, buf, pos + got, len - got, off + got);
   return got === 0 ? rest : rest.then((k) => got + k);
 }
 

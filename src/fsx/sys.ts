@@ -196,13 +196,13 @@ export function readCached(fd: number, buf: Buffer, off: number, len: number, po
   if (!nowaitWorks) return -1;
   const n = Number(cPreadv2(fd, { base: buf.subarray(off, off + len), len }, 1, pos, RWF_NOWAIT));
   if (n >= 0) return n;
-  const code = sysError('preadv2').code;
-  if (code === 'EAGAIN') return -1;
-  if (code === 'EOPNOTSUPP' || code === 'EINVAL' || code === 'ENOSYS') {
+  const err = sysError('preadv2');
+  if (err.code === 'EAGAIN') return -1;
+  if (err.code === 'EOPNOTSUPP' || err.code === 'EINVAL' || err.code === 'ENOSYS') {
     nowaitWorks = false;
     return -1;
   }
-  throw sysError('preadv2');
+  throw err;
 }
 
 /** The fields of struct stat that vunify uses (what fs.BigIntStats gives, without the cost). */
