@@ -160,9 +160,7 @@ function metaProblem(fd: number, size: number): string | null {
     if (!b) return null;
     const h = b.readUInt32LE(24) === LMDB_MAGIC ? 24 : b.readUInt32LE(16) === LMDB_MAGIC ? 16 : -1;
     if (h < 0) return null;
-    // MDB_db: md_pad, flags, depth, then branch, leaf and overflow page counts, entries, root.
-    const db = (at: number) => ({ pages: b.readBigUInt64LE(at + 8) + b.readBigUInt64LE(at + 16) + b.readBigUInt64LE(at + 24), root: b.readBigUInt64LE(at + 40) });
-    return { psize: b.readUInt32LE(h + 24), lastPg: b.readBigUInt64LE(h + 120), txnid: b.readBigUInt64LE(h + 128), dbs: [db(h + 24), db(h + 72)] };
+    return { h, psize: b.readUInt32LE(h + 24), lastPg: b.readBigUInt64LE(h + 120), txnid: b.readBigUInt64LE(h + 128), dbs: [dbAt(b, h + 24), dbAt(b, h + 72)] };
   };
   const m0 = meta(0);
   if (!m0) return 'not an LMDB file';
@@ -178,11 +176,45 @@ function metaProblem(fd: number, size: number): string | null {
   // lies beyond its end, or more pages are in use than it holds.
   const pages = BigInt(size) / BigInt(psize);
   const NONE = 0xffffffffffffffffn;
-  const inUse = 2n + m.dbs[0].pages + m.dbs[1].pages;
-  if (m.dbs.some((d) => d.root !== NONE && d.root >= pages) || inUse > pages) {
+  // The named tables (files, content, ...) count their pages apart from the main table's:
+  // their roots and counts are in its root page (one leaf: a handful of tables).
+  const main = m.dbs[1];
+  const rootPage = main.root !== NONE && main.root < pages && main.depth === 1 ? read(Number(main.root) * psize, psize) : null;
+  const dbs = [...m.dbs, ...(rootPage ? namedTables(rootPage, m.h) : [])];
+  const inUse = dbs.reduce((a, d) => a + d.pages, 2n);
+  if (dbs.some((d) => d.root !== NONE && d.root >= pages) || inUse > pages) {
     return `${size} bytes, but its last page ends at ${need}: truncated`;
   }
   return null;
+}
+
+/** An MDB_db at `at`: md_pad, md_flags, md_depth, then branch, leaf and overflow page counts, entries, root. */
+function dbAt(b: Buffer, at: number): { depth: number; pages: bigint; root: bigint } {
+  return { depth: b.readUInt16LE(at + 6), pages: b.readBigUInt64LE(at + 8) + b.readBigUInt64LE(at + 16) + b.readBigUInt64LE(at + 24), root: b.readBigUInt64LE(at + 40) };
+}
+
+/**
+ * The named tables in the main table's root leaf, in the page format lmdb-js writes (a
+ * 24-byte header, node offsets counted from its end); none for another format or a page
+ * that does not parse (the meta pages' own check still applies).
+ */
+function namedTables(page: Buffer, header: number): Array<{ depth: number; pages: bigint; root: bigint }> {
+  const P_LEAF = 0x02;
+  const F_SUBDATA = 0x02;
+  if (header !== 24 || (page.readUInt16LE(18) & P_LEAF) === 0) return [];
+  const keys = page.readUInt16LE(20) >> 1;
+  const out = [];
+  for (let i = 0; i < keys; i++) {
+    if (header + 2 * i + 2 > page.length) return [];
+    const at = page.readUInt16LE(header + 2 * i) + header;
+    if (at + 8 > page.length) return [];
+    const flags = page.readUInt16LE(at + 4);
+    const data = at + 8 + page.readUInt16LE(at + 6);
+    if (!(flags & F_SUBDATA)) continue;
+    if (data + 48 > page.length) return [];
+    out.push(dbAt(page, data));
+  }
+  return out;
 }
 
 // Reads every entry of every table and decodes every value: garbage inside a page can make
