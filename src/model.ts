@@ -129,12 +129,21 @@ export type SkipReason = (typeof SKIP_REASONS)[number];
 
 export interface Owned { pkg: string; config: boolean }
 
+/** A root's candidates by path: a Map, or the compact OwnedTable (owned-table.ts) a run keeps. */
+export interface OwnedPaths extends Iterable<[RelPath, Owned]> {
+  readonly size: number;
+  get(k: RelPath): Owned | undefined;
+  has(k: RelPath): boolean;
+  delete(k: RelPath): boolean;
+  keys(): Iterable<RelPath>;
+}
+
 export interface PlanRoot {
   name: string;
   root: string;
   entries: Map<RelPath, ScanEntry>;
   /** Files that the root's packages list, by path. */
-  owned: Map<RelPath, Owned>;
+  owned: OwnedPaths;
   /** Names of installed packages. */
   installed: Set<string>;
 }

@@ -3,7 +3,8 @@
 // database or walks its tree, and says which files of each root take part.
 import fs from 'node:fs';
 import path from 'node:path';
-import type { CommonOptions, Owned, PlanRoot } from './model.js';
+import type { CommonOptions, Owned, OwnedPaths, PlanRoot } from './model.js';
+import { OwnedTable } from './owned-table.js';
 import { VunifyError, isErrno, oneLine } from './errors.js';
 import { RootDir, type RelPath } from './fsx/rootdir.js';
 import { isReadOnly, isWithin, placeOf, sameId } from './fsx/mounts.js';
@@ -238,7 +239,7 @@ export async function closeFarm(f: Farm): Promise<void> {
  * to one takes the reference's string (the roots of a farm mostly hold the same paths, and
  * each root's own copies of them were most of the candidate lists' memory).
  */
-export function ownedOf(listing: PackageListing, refPaths?: Map<RelPath, RelPath>): { owned: Map<RelPath, Owned>; installed: Set<string> } {
+export function ownedOf(listing: PackageListing, refPaths?: Map<RelPath, RelPath>): { owned: OwnedTable; installed: Set<string> } {
   const owned = new Map<RelPath, Owned>();
   const installed = new Set<string>();
   for (const p of listing.packages) {
@@ -250,7 +251,7 @@ export function ownedOf(listing: PackageListing, refPaths?: Map<RelPath, RelPath
       owned.set(refPaths?.get(f.path) ?? f.path, { pkg: prev?.pkg ?? p.name, config: f.config || (prev?.config ?? false) });
     }
   }
-  return { owned, installed };
+  return { owned: OwnedTable.of(owned), installed };
 }
 
 export interface Prepared {
@@ -357,9 +358,10 @@ async function prepareTree(farm: Farm, opts: CommonOptions, seen: Prepared['seen
     farm.survey?.listings.delete(r.dir.path); // read once: the capture reads folders again
     opts.trace?.(`walk ${r.name}: ${walk.folders.size} folders, ${files.length} files`, performance.now() - t0);
     seen.get(r.dir.path)!.walk = walk;
-    const known = r.source ? ownedOf(await r.source.list('all')).owned : new Map<RelPath, Owned>();
-    const owned = new Map<RelPath, Owned>();
-    for (const f of files) owned.set(refPaths?.get(f) ?? f, known.get(f) ?? UNOWNED); // one shared object: farms have millions of files
+    const known = r.source ? ownedOf(await r.source.list('all')).owned : null;
+    // The walk's order is the table's; an equal path takes the reference's string.
+    for (let i = 0; i < files.length; i++) files[i] = refPaths?.get(files[i]) ?? files[i];
+    const owned = OwnedTable.sorted(files, (f) => known?.get(f) ?? UNOWNED);
     return { name: r.name, root: r.dir.path, entries: new Map(), owned, installed: new Set() };
   };
   const refPlan = await planOf(farm.ref);
@@ -371,7 +373,7 @@ async function prepareTree(farm: Farm, opts: CommonOptions, seen: Prepared['seen
 }
 
 /** The reference's paths, each to itself: the string object servers' equal paths can share (ownedOf). */
-function pathTable(refOwned: Map<RelPath, Owned>): Map<RelPath, RelPath> {
+function pathTable(refOwned: OwnedPaths): Map<RelPath, RelPath> {
   return new Map([...refOwned.keys()].map((k) => [k, k]));
 }
 
