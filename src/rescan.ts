@@ -73,13 +73,16 @@ export function captureAfter(p: Prepared, opts: UnifyFlags, report: Report, nota
     return 'the run left work for the next one';
   }
   const roots: CaptureRoot[] = [];
-  for (const [root, pr, role] of rootsOf(p)) {
+  // A sliced run reads every root's records back from the index, the reference's too: its
+  // records in memory (~300 bytes a file) can go before the capture's own tables are made.
+  if (p.sliced) p.refPlan.entries = new Map();
+  for (const [root, pr] of rootsOf(p)) {
     const s = p.seen.get(root.dir.path)!;
     if (inputsDigest(root.dir.rootFd, s.inputs) !== s.inputsDigest) return `the package database of ${root.name} changed during the run`;
     const writtenHere = p.written.get(root.dir.path);
     const settled = p.settled.get(pr.name);
     const settledRecord = (k: RelPath, ino: number) => writtenHere?.get(k) ?? surveyRecord(p.farm.survey!, ino) as FileRecord;
-    const records = role === 'server' && p.sliced ? indexView(p, root.dir.path, pr, settled, settledRecord) : entriesView(pr, writtenHere, settled, settledRecord);
+    const records = p.sliced ? indexView(p, root.dir.path, pr, settled, settledRecord) : entriesView(pr, writtenHere, settled, settledRecord);
     if (typeof records === 'string') return records;
     const folders = s.walk ? s.walk.folders : new Set([...pr.owned.keys(), ...(settled?.keys() ?? [])].map((k) => splitRel(k).dir));
     const touched = new Set<RelPath>();
@@ -142,7 +145,7 @@ function entriesView(
 }
 
 /**
- * A sliced run's server records: the index's, read as the capture asks (the run wrote
+ * A sliced run's records: the index's, read as the capture asks (the run wrote
  * every record it scanned or changed there, and awaited the writes).
  */
 function indexView(p: Prepared, rootPath: string, pr: PlanRoot, settled: Map<RelPath, number> | undefined, settledRecord: SettledRecord): RecordView | string {

@@ -8,7 +8,7 @@ import type { FileLine, Report } from '../report.js';
 import { INODE_WORDS, writeQuick, type QuickFolder, type QuickHeader, type QuickRoot } from '../store/quick-file.js';
 import { fingerprint, indexId, mountsDigest, type QuickOptions } from './check.js';
 import {
-  folderOrder, recordWords, sameSlot, statWords, walkFolders, type CaptureRecord,
+  folderOrder, permuteSlots, recordWords, sameSlot, statWords, walkFolders, type CaptureRecord,
 } from './inodes.js';
 
 /** Records by path: a Map, or a view over the run's own maps. */
@@ -157,23 +157,26 @@ export function captureQuick(
     // Records in walked folders: a name the survey found with this inode is as the listing
     // says; any other is looked up in its folder's listing (a file replaced after the walk
     // read it has another inode there).
-    const named = new Map<RelPath, Map<string, number>>();
-    const listedIno = (dir: RelPath, name: string): number | undefined => {
-      let m = named.get(dir);
-      if (!m) {
+    // One folder's names per depth: records come in path order, where a folder's files and
+    // its subfolders' interleave but a sibling at the same depth ends the folder for good.
+    const named: Array<{ dir: RelPath; names: Map<string, number> }> = [];
+    const listedIno = (dir: RelPath, depth: number, name: string): number | undefined => {
+      let m = named[depth];
+      if (m?.dir !== dir) {
         const dents = walked.get(dir)!;
-        const mm = new Map<string, number>();
+        const names = new Map<string, number>();
         forEachDirent(dents, (ino, type, nameOff, nameEnd) => {
-          if (type === DT_REG) mm.set(dents.toString('latin1', nameOff, nameEnd), ino);
+          if (type === DT_REG) names.set(dents.toString('latin1', nameOff, nameEnd), ino);
           return true;
         });
-        named.set(dir, (m = mm));
+        named[depth] = m = { dir, names };
       }
-      return m.get(name);
+      return m.names.get(name);
     };
     // Records come mostly grouped by folder (scanned in sorted order, settled in the walk's).
     const folderOf = lastKeyMemo((dir) => ({
       walked: !reread.has(dir) && walked.has(dir), fi: folderIdx.get(dir) ?? -1, surveyed: root.listedIn?.(dir),
+      depth: dir === '' ? 0 : dir.split('/').length,
     }));
     for (const [p, rec] of root.files) {
       const { dir, name } = splitRel(p);
@@ -181,7 +184,7 @@ export function captureQuick(
       if (!f.walked) continue; // checked above, or not found: counted below
       const ino = Number(rec.ino);
       if (rec.dev !== dev) return `/${p} was replaced`;
-      if (f.surveyed?.get(name) !== ino && listedIno(dir, name) !== ino) return `/${p} was replaced`;
+      if (f.surveyed?.get(name) !== ino && listedIno(dir, f.depth, name) !== ino) return `/${p} was replaced`;
       matched++;
       if (!take(rec, ino, p, f.fi, name)) return why;
     }
@@ -222,9 +225,8 @@ export function captureQuick(
   const next = start.slice();
   for (let i = 0; i < n; i++) at[i] = next[base[slotR[i]] + slotFi[i]]++;
   slotFi = slotR = new Uint32Array(0);
-  const inodes = new Uint32Array(n * INODE_WORDS);
-  for (let i = 0; i < n; i++) inodes.set(words.subarray(i * INODE_WORDS, (i + 1) * INODE_WORDS), at[i] * INODE_WORDS);
-  words = new Uint32Array(0);
+  permuteSlots(words, at, n, INODE_WORDS);
+  const inodes = words.subarray(0, n * INODE_WORDS);
   // Each name's end in the new order, then the names written straight to their places.
   const len = new Uint32Array(n);
   for (let i = 0; i < n; i++) len[at[i]] = slotName[i].length + 1;

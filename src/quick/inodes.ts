@@ -206,3 +206,27 @@ export function wordsSig(words: ArrayLike<number>, at: number): CaptureRecordSig
   const ns = (k: number) => nsText(words[at + 2 * k] + (words[at + 2 * k + 1] | 0) * 0x1_0000_0000, words[at + 2 * k + 2]);
   return { size: words[at + 2] + words[at + 3] * 0x1_0000_0000, mtimeNs: ns(2), ctimeNs: ns(4) };
 }
+
+/**
+ * Moves each slot i of `width` words to slot to[i], in place (to is a permutation of 0..n-1):
+ * the capture's table is put in check order without a second table beside it.
+ */
+export function permuteSlots(words: Uint32Array, to: Uint32Array, n: number, width: number): void {
+  const carry = new Uint32Array(width);
+  const held = new Uint32Array(width);
+  const placed = new Uint8Array(n);
+  for (let i = 0; i < n; i++) {
+    if (placed[i]) continue;
+    // Follow i's cycle: each slot's words go to their place, whose words are carried on.
+    carry.set(words.subarray(i * width, (i + 1) * width));
+    let j = i;
+    do {
+      const dst = to[j];
+      held.set(words.subarray(dst * width, (dst + 1) * width));
+      words.set(carry, dst * width);
+      carry.set(held);
+      placed[dst] = 1;
+      j = dst;
+    } while (j !== i);
+  }
+}
