@@ -153,6 +153,9 @@ async function unifySlices(p: Prepared, opts: UnifyOptions, report: Report, ctx:
       for (const f of listed.files) out.files.push(f);
       for (const f of listed.notable) out.notable.push(f);
       for (const v of views) live.delete(v.root);
+      // Each chunk put its folders' times back; a later slice that changes one of them again
+      // (the last slice's) notes its times anew. Kept, they grew with the farm.
+      ctx.dirTimes?.clear();
       p.farm.index.releaseMapped();
       lap(`slice ${n + 1} of ${slices.length}${last ? ' (files with other names)' : ''}: ${views.reduce((a, v) => a + v.owned.size, 0)} server files, ${decisions.length} decisions`);
     }
