@@ -29,7 +29,9 @@ export class OwnedTable implements OwnedPaths {
     const values: Owned[] = [];
     const byValue = new Map<string, number>();
     for (let i = 0; i < paths.length; i++) {
-      if (i > 0 && !(paths[i - 1] < paths[i])) throw new RangeError(`OwnedTable: paths not in order at ${JSON.stringify(paths[i])}`);
+      if (i > 0 && !(paths[i - 1] < paths[i])) {
+        throw new RangeError(`OwnedTable: ${JSON.stringify(paths[i])} ${paths[i - 1] === paths[i] ? 'twice' : 'not in order'}`);
+      }
       const o = ownedOf(paths[i], i);
       const key = `${o.config ? 1 : 0}${o.pkg}`;
       let kind = byValue.get(key);
@@ -46,7 +48,6 @@ export class OwnedTable implements OwnedPaths {
   /** From any entries (a Map while a package listing is read). */
   static of(entries: Iterable<[RelPath, Owned]>): OwnedTable {
     const all = [...entries].sort((a, b) => (a[0] < b[0] ? -1 : a[0] > b[0] ? 1 : 0));
-    for (let i = 1; i < all.length; i++) if (all[i - 1][0] === all[i][0]) throw new RangeError(`OwnedTable: ${JSON.stringify(all[i][0])} twice`);
     return OwnedTable.sorted(all.map(([k]) => k), (_k, i) => all[i][1]);
   }
 

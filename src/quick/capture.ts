@@ -176,7 +176,6 @@ export function captureQuick(
     // Records come mostly grouped by folder (scanned in sorted order, settled in the walk's).
     const folderOf = lastKeyMemo((dir) => ({
       walked: !reread.has(dir) && walked.has(dir), fi: folderIdx.get(dir) ?? -1, surveyed: root.listedIn?.(dir),
-      depth: dir === '' ? 0 : dir.split('/').length,
     }));
     for (const [p, rec] of root.files) {
       const { dir, name } = splitRel(p);
@@ -184,7 +183,7 @@ export function captureQuick(
       if (!f.walked) continue; // checked above, or not found: counted below
       const ino = Number(rec.ino);
       if (rec.dev !== dev) return `/${p} was replaced`;
-      if (f.surveyed?.get(name) !== ino && listedIno(dir, f.depth, name) !== ino) return `/${p} was replaced`;
+      if (f.surveyed?.get(name) !== ino && listedIno(dir, folders[f.fi].depth, name) !== ino) return `/${p} was replaced`;
       matched++;
       if (!take(rec, ino, p, f.fi, name)) return why;
     }
