@@ -1,11 +1,14 @@
 // Limits and exact undo: a shared inode that reaches the filesystem's link limit (real
-// EMLINK on ext4, 65,000 links), and undo restoring metadata that differs from the shared copy's.
-import { execFileSync } from 'node:child_process';
+// EMLINK on ext4, 65,000 links), undo restoring metadata that differs from the shared copy's,
+// and a farm of more folders than the process may hold open.
+import { execFileSync, spawnSync } from 'node:child_process';
 import fs from 'node:fs';
+import os from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { installRpms, makeRoot, makeRpmFarm, removeFarm, rpmVerify, type Farm } from './builders/rpmfarm.js';
-import { lsattrHasImmutable, snapshot, vunify } from './helpers/tree.js';
+import { folderFdBudget } from '../src/fsx/rootdir.js';
+import { CLI, lsattrHasImmutable, snapshot, vunify } from './helpers/tree.js';
 
 let farm: Farm;
 let env: NodeJS.ProcessEnv;
@@ -148,6 +151,34 @@ describe('files vunify must leave alone', () => {
       expect(vunify(['undo', '-q', 'ref', 's2', '--', 'vu-base'], env).status).toBe(0);
     } finally {
       execFileSync('umount', [mnt]);
+    }
+  });
+});
+
+describe('the process fd limit', () => {
+  it('folder fds are shared out among the roots: 5 roots of 150 folders unify under a limit of 256 fds', () => {
+    expect(folderFdBudget('Max open files            256                  256                  files\n')).toBe(64);
+    expect(folderFdBudget('Max open files            1048576              1048576              files\n')).toBe(2048);
+    const base = fs.mkdtempSync(path.join(os.tmpdir(), 'vunify-fds-'));
+    try {
+      const vd = path.join(base, 'vservers');
+      for (const r of ['s0', 's1', 's2', 's3', 's4']) {
+        for (let f = 0; f < 150; f++) {
+          const dir = path.join(vd, r, 'usr', `d${f}`);
+          fs.mkdirSync(dir, { recursive: true });
+          for (let i = 0; i < 2; i++) {
+            fs.writeFileSync(path.join(dir, `f${i}`), `${f}/${i}\n`.repeat(20));
+            fs.utimesSync(path.join(dir, `f${i}`), 1_700_000_000, 1_700_000_000);
+          }
+        }
+      }
+      // Each root alone may keep 512 folders open: five would need 750 here.
+      const r = spawnSync('prlimit', ['--nofile=256:256', process.execPath, CLI, 'unify', '--json', '--all-files', '--vservers-dir', vd, '--db', path.join(base, 'index'), 's0', 's1', 's2', 's3', 's4'], { encoding: 'utf8' });
+      expect(r.status, r.stderr).toBe(0);
+      expect(JSON.parse(r.stdout).totals.unified).toBe(4 * 150 * 2);
+    } finally {
+      spawnSync('chattr', ['-R', '-i', base]);
+      fs.rmSync(base, { recursive: true, force: true });
     }
   });
 });

@@ -67,6 +67,23 @@ export interface OpenedFile {
 
 let noatimeAllowed = true;
 
+/**
+ * Folder fds all roots may keep open at once: a quarter of the process's fd limit, at most
+ * 2,048. Each root keeps at most 512; a farm of 50 roots kept 512 each and ran out of fds.
+ */
+export function folderFdBudget(limitsText?: string): number {
+  let limit = 1024;
+  try {
+    const m = /^Max open files\s+(\d+)/m.exec(limitsText ?? fs.readFileSync('/proc/self/limits', 'utf8'));
+    if (m) limit = Number(m[1]);
+  } catch { /* no /proc: the common default */ }
+  return Math.max(64, Math.min(2048, Math.floor(limit / 4)));
+}
+let budget: number | undefined;
+/** Open roots, least recently trimmed first; and their cached folder fds, all told. */
+const live = new Set<RootDir>();
+let cachedFds = 0;
+
 export class RootDir {
   // Open folders by path, least recently used first. Opening is synchronous: a cached
   // metadata call is cheaper on the main thread than a trip through libuv's pool.
@@ -85,7 +102,9 @@ export class RootDir {
     const abs = await fsp.realpath(rootPath);
     const fd = fs.openSync(abs, DIR_FLAGS);
     const st = fs.fstatSync(fd, { bigint: true });
-    return new RootDir(abs, fd, st.dev);
+    const root = new RootDir(abs, fd, st.dev);
+    live.add(root);
+    return root;
   }
 
   /** The /proc path of `name` inside an open folder: resolves without following symlinks above it. */
@@ -150,6 +169,7 @@ export class RootDir {
         try { fd = open(pe.fd); } finally { pe.refs--; }
       }
       e = { fd, refs: 0 };
+      cachedFds++;
     }
     this.dirs.set(dir, e);
     e.refs++;
@@ -157,11 +177,27 @@ export class RootDir {
   }
 
   private trim(): void {
-    if (this.dirs.size <= this.maxDirs) return;
+    this.shed(this.maxDirs);
+    budget ??= folderFdBudget();
+    if (cachedFds <= budget) return;
+    // Over the farm's budget: the roots used longest ago give up their folders first.
+    live.delete(this);
+    live.add(this);
+    for (const r of live) {
+      if (r !== this) r.shed(0, budget);
+      if (cachedFds <= budget) return;
+    }
+    this.shed(0, budget);
+  }
+
+  /** Closes unused folders, least recently used first, down to `keep` here or `total` in all. */
+  private shed(keep: number, total = -1): void {
+    if (this.dirs.size <= keep) return;
     for (const [key, e] of this.dirs) {
-      if (this.dirs.size <= this.maxDirs) break;
+      if (this.dirs.size <= keep || cachedFds <= total) break;
       if (e.refs === 0) {
         this.dirs.delete(key);
+        cachedFds--;
         fs.closeSync(e.fd);
       }
     }
@@ -186,7 +222,9 @@ export class RootDir {
 
   async close(): Promise<void> {
     this.closed = true;
+    live.delete(this);
     for (const e of this.dirs.values()) {
+      cachedFds--;
       try { fs.closeSync(e.fd); } catch { /* already closed */ }
     }
     this.dirs.clear();
