@@ -12,10 +12,10 @@ import { applyReflinks } from './reflink.js';
 import { filesystemsOf } from './fsx/reflink.js';
 import { poolStage, sweepAfterUndo } from './pool/stage.js';
 import { poolEntries } from './pool/store.js';
-import type { CommonOptions, PlanRoot, ScanEntry, UnifyFlags } from './model.js';
+import type { CommonOptions, PlanRoot, ScanEntry, SkipReason, UnifyFlags } from './model.js';
 import { dropVanished, refByHash, scanAll, scanReference, scanSlice } from './scan-farm.js';
 import { cutSlices, sliceFiles } from './slices.js';
-import { captureAfter, settleFromSurvey, trackWrites } from './rescan.js';
+import { captureAfter, settleFromSurvey, settleSkips, trackWrites } from './rescan.js';
 import { finish, newReport, predictSavings, readCounter, rootNames, shouldList, tally } from './tally.js';
 
 export { dropVanishedRoots, TREE_PKG } from './prepare.js';
@@ -69,7 +69,15 @@ export async function unify(opts: UnifyOptions): Promise<Report> {
     const { files, notable } = sliced
       ? await unifySlices(p, opts, report, ctx, dryRun, lap)
       : await unifyWhole(p, opts, report, ctx, dryRun, reflink, lap);
-    for (const [server, settled] of p.settled) report.servers[server].alreadyUnified += settled.size;
+    for (const [server, settled] of p.settled) {
+      const c = report.servers[server];
+      let skips = 0;
+      for (const [reason, n] of Object.entries(p.settledSkips.get(server) ?? {}) as Array<[SkipReason, number]>) {
+        c.skipped[reason] += n;
+        skips += n;
+      }
+      c.alreadyUnified += settled.size - skips;
+    }
     if (opts.verbose) report.files = files;
     const done = finish(report, started, ctx, rootNames(p));
     if (!dryRun && !reflink) {
@@ -116,10 +124,14 @@ async function unifyWhole(p: Prepared, opts: UnifyOptions, report: Report, ctx: 
  * together. Server records are read back from the index for the quick file.
  */
 async function unifySlices(p: Prepared, opts: UnifyOptions, report: Report, ctx: ApplyContext, dryRun: boolean, lap: Lap): Promise<Listed> {
-  // Config files too: the plan says why they stay private (the scan leaves them out).
-  const serverPaths = p.serverPlans.map((sp) => [...sp.owned.keys()]);
   const run = await scanReference(p, opts, p.serverPlans.reduce((a, sp) => a + candidatePaths(sp).length, 0));
   lap('scan reference');
+  if (p.farm.survey) {
+    settleSkips(p);
+    lap(`settled: ${[...p.settledSkips.values()].reduce((a, c) => a + Object.values(c).reduce((b, n) => b + n, 0), 0)} skips unchanged since the last complete run`);
+  }
+  // Config files too: the plan says why they stay private (the scan leaves them out).
+  const serverPaths = p.serverPlans.map((sp) => [...sp.owned.keys()]);
   const slices = cutSlices([...p.refPlan.owned.keys()], serverPaths, sliceFiles());
   serverPaths.length = 0;
   const deferred: RelPath[][] = p.serverPlans.map(() => []);

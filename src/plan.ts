@@ -19,6 +19,10 @@ export function metadataDiff(a: FileRecord, b: FileRecord): string[] {
   return out;
 }
 
+/** metadataDiff(a, b) is empty: without building the list (a per-file test of the hash stage). */
+export const sameMetadata = (a: FileRecord, b: FileRecord): boolean =>
+  a.mode === b.mode && a.uid === b.uid && a.gid === b.gid && a.mtimeNs === b.mtimeNs && a.xattrs === b.xattrs;
+
 const fileOf = (e: ScanEntry | undefined): FileRecord | null => (e?.kind === 'file' ? e.rec : null);
 
 /**

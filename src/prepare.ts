@@ -3,7 +3,7 @@
 // database or walks its tree, and says which files of each root take part.
 import fs from 'node:fs';
 import path from 'node:path';
-import type { CommonOptions, Owned, OwnedPaths, PlanRoot } from './model.js';
+import type { CommonOptions, Owned, OwnedPaths, PlanRoot, SkipReason } from './model.js';
 import { OwnedTable } from './owned-table.js';
 import { VunifyError, isErrno, oneLine } from './errors.js';
 import { RootDir, type RelPath } from './fsx/rootdir.js';
@@ -269,6 +269,8 @@ export interface Prepared {
    * scanned nor planned again.
    */
   settled: Map<string, Map<RelPath, number>>;
+  /** Per server, how many of its settled files are skips (settleSkips), by reason: the others are already unified. */
+  settledSkips: Map<string, Partial<Record<SkipReason, number>>>;
   /**
    * File records written by apply (see captureAfter), of paths with no file entry, and
    * removals. A scanned file's new record replaces its entry's, and the old one can go.
@@ -337,7 +339,7 @@ async function preparePackages(farm: Farm, opts: CommonOptions): Promise<Prepare
     serverPlans.push({ name: s.name, root: s.dir.path, entries: new Map(), owned: o.owned, installed: o.installed });
   }
   return {
-    farm, packages, notes, serverPlans, tree: false, seen: new Map(), written: new Map(), settled: new Map(),
+    farm, packages, notes, serverPlans, tree: false, seen: new Map(), written: new Map(), settled: new Map(), settledSkips: new Map(),
     refPlan: { name: farm.ref.name, root: farm.ref.dir.path, entries: new Map(), owned: ref.owned, installed: ref.installed },
   };
 }
@@ -369,7 +371,7 @@ async function prepareTree(farm: Farm, opts: CommonOptions, seen: Prepared['seen
   const serverPlans: PlanRoot[] = [];
   for (const s of farm.servers) serverPlans.push(await planOf(s, refPaths));
   afterWalk();
-  return { farm, packages: [], notes, serverPlans, refPlan, tree: true, seen, written: new Map(), settled: new Map(), excluded: exclude };
+  return { farm, packages: [], notes, serverPlans, refPlan, tree: true, seen, written: new Map(), settled: new Map(), settledSkips: new Map(), excluded: exclude };
 }
 
 /** The reference's paths, each to itself: the string object servers' equal paths can share (ownedOf). */

@@ -2,7 +2,7 @@
 // into the index (scan.ts does one root), then only what the plan needs is read (hash).
 import type { RelPath } from './fsx/rootdir.js';
 import type { CommonOptions, FileRecord, PlanRoot } from './model.js';
-import { metadataDiff } from './plan.js';
+import { sameMetadata } from './plan.js';
 import { pairedSizes } from './pool/plan.js';
 import { candidatePaths, linkable, rootsOf, type Prepared, type Root } from './prepare.js';
 import { phaseCounter } from './progress.js';
@@ -197,7 +197,7 @@ async function hashForPlan(p: Prepared, servers: PlanRoot[], opts: CommonOptions
         const r = same.rec;
         if (r.ino === e.rec.ino) { if (pooling) loose.pop(); continue; }
         const sameHash = r.hash === '' || e.rec.hash === '' || r.hash === e.rec.hash;
-        if (r.size === e.rec.size && sameHash && (opts.method === 'reflink' || metadataDiff(r, e.rec).length === 0)) {
+        if (r.size === e.rec.size && sameHash && (opts.method === 'reflink' || sameMetadata(r, e.rec))) {
           if (pooling) loose.pop(); // the reference takes it
           if (!complete) continue;
           if (e.rec.hash === '') need.push(k);
@@ -207,7 +207,7 @@ async function hashForPlan(p: Prepared, servers: PlanRoot[], opts: CommonOptions
       }
       // Only partners it could be linked to: a hard link shares metadata, so one that differs
       // in it is no partner, and its bytes need not be read (reflink shares extents only).
-      const partners = refBySize.get(e.rec.size)?.filter((r) => opts.method === 'reflink' || metadataDiff(refRec(r), e.rec).length === 0);
+      const partners = refBySize.get(e.rec.size)?.filter((r) => opts.method === 'reflink' || sameMetadata(refRec(r), e.rec));
       if (!partners?.length) continue;
       if (e.rec.hash === '') need.push(k);
       for (const r of partners) if (refRec(r).hash === '') needRef.add(r);

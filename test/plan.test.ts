@@ -1,6 +1,6 @@
 // The planner is pure: these tests feed it in-memory data, no file system.
 import { describe, expect, it } from 'vitest';
-import { plan, type PlanRoot } from '../src/plan.js';
+import { metadataDiff, plan, sameMetadata, type PlanRoot } from '../src/plan.js';
 import type { ScanEntry } from '../src/scan.js';
 import type { FileRecord } from '../src/store/index-db.js';
 
@@ -95,5 +95,20 @@ describe('plan', () => {
     const s = root('s', { other: file(rec({ hash: 'hc' })) }, { other: {} });
     const got = plan({ reference: r, servers: [s], refByHash: new Map([['hc', ['conf']]]) });
     expect(got.map((d) => (d.kind === 'skip' ? d.reason : d.kind))).toEqual(['notInReference']);
+  });
+});
+
+describe('sameMetadata', () => {
+  it('is true exactly when metadataDiff finds nothing, field by field', () => {
+    const base = rec();
+    const changes: Array<Partial<FileRecord>> = [
+      {}, { mode: 0o100600 }, { uid: 1 }, { gid: 1 }, { mtimeNs: '1' }, { xattrs: 'x' },
+      { size: 99, hash: 'other', ino: '1', ctimeNs: '5', nlink: 3 }, // not metadata a link shares
+    ];
+    for (const c of changes) {
+      const other = { ...base, ...c };
+      expect(sameMetadata(base, other), JSON.stringify(c)).toBe(metadataDiff(base, other).length === 0);
+    }
+    expect(changes.filter((c) => !sameMetadata(base, { ...base, ...c }))).toHaveLength(5);
   });
 });

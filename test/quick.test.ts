@@ -297,6 +297,35 @@ describe('quick rescan, tree mode', () => {
     expectQuick(quick).toBeDefined();
     expect(outcome(quick)).toEqual(outcome(run(env, [ARGS[0], '--full', ...ARGS.slice(1)])));
   });
+  it('files that differ from the reference are taken over as skips, as a full run decides; a new reference twin still gets one linked', () => {
+    const vd = env.VUNIFY_VSERVERS_DIR!;
+    const p = farmLib.farmParams(PARAMS);
+    run(env, ARGS);
+    expectQuick(run(env, ARGS)).toBeDefined();
+    const picked = farmLib.changedIndexes(p, 5, 2);
+    sh('chattr', '-i', ...[0, 1, 2].flatMap((s) => picked.map((i: number) => path.join(vd, `s${s}`, farmLib.fileSpec(p, i).rel))));
+    farmLib.changeFarm(vd, p, picked, 2);
+    const dry = run(env, ['plan', ...ARGS.slice(1)]);
+    const skips = dry.totals as unknown as { skipped: Record<string, number> };
+    const differ = skips.skipped.contentDiffers + skips.skipped.metadataDiffers;
+    expect(differ).toBeGreaterThan(10);
+    expect(Number(/settled: (\d+) skips/.exec(why(dry))?.[1]), why(dry)).toBeGreaterThan(differ * 0.8);
+    expect(decisions(dry)).toEqual(decisions(run(env, ['plan', '--full', ...ARGS.slice(1)])));
+    run(env, ARGS);
+    expectQuick(run(env, ARGS)).toBeDefined();
+    // A server file one byte off its reference twin gets a new reference twin elsewhere, with
+    // its bytes and metadata: a settled skip would miss it.
+    const i = Array.from({ length: p.filesPerServer }, (_, k) => k).find((k) => farmLib.variantOf(p, 1, k) === 'oneByte' && !picked.includes(k))!;
+    const own = path.join(vd, 's1', farmLib.fileSpec(p, i).rel);
+    sh('cp', '-p', own, path.join(vd, 's0', path.dirname(farmLib.fileSpec(p, i).rel), 'new-twin'));
+    const plan = run(env, ['plan', ...ARGS.slice(1)]);
+    expect(plan.totals.unified, why(plan)).toBe(1);
+    expect(decisions(plan)).toEqual(decisions(run(env, ['plan', '--full', ...ARGS.slice(1)])));
+    const after = run(env, ARGS);
+    expect(after.totals.unified).toBe(1);
+    expect(fs.statSync(own).ino).toBe(fs.statSync(path.join(vd, 's0', path.dirname(farmLib.fileSpec(p, i).rel), 'new-twin')).ino);
+  });
+
   it('times before 1970 and after 2106, and a file over 4 GiB, survive the quick file: quick equals full, and a change is seen', () => {
     const vd = env.VUNIFY_VSERVERS_DIR!;
     const odd = [['old', '1960-03-01 12:00:00.123456789'], ['late', '2200-01-01 00:00:00.000000001']];
