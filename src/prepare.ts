@@ -357,7 +357,6 @@ async function prepareTree(farm: Farm, opts: CommonOptions, seen: Prepared['seen
     const walk: WalkSeen = { folders: new Set(), skipped: new Set(), digests: new Map() };
     const t0 = performance.now();
     const files = await walkTree(r.dir, exclude, walk, farm.survey?.listings.get(r.dir.path));
-    farm.survey?.listings.delete(r.dir.path); // read once: the capture reads folders again
     opts.trace?.(`walk ${r.name}: ${walk.folders.size} folders, ${files.length} files`, performance.now() - t0);
     seen.get(r.dir.path)!.walk = walk;
     const known = r.source ? ownedOf(await r.source.list('all')).owned : null;

@@ -144,6 +144,7 @@ export function captureAfter(p: Prepared, opts: UnifyFlags, report: Report, nota
       digests: s.walk?.digests, touched,
       tree: s.walk && p.excluded ? { seen: (k) => pr.owned.has(k) || (settled?.has(k) ?? false), folders: s.walk.folders, skipped: s.walk.skipped, excluded: p.excluded } : undefined,
       listedIn: p.farm.survey ? (dir) => p.farm.survey!.roots.get(root.dir.path)?.get(dir) : undefined,
+      listings: s.walk ? p.farm.survey?.listings.get(root.dir.path) : undefined,
     });
   }
   const next: Report = structuredClone({ ...report, files: undefined });

@@ -355,7 +355,7 @@ describe('quick rescan, tree mode', () => {
     expect(run(env, ARGS).unchangedSince).toBeUndefined();
     expectQuick(run(env, ARGS)).toBeDefined();
   });
-  it('a file replaced between the walk and the scan leaves no quick file; the next run sees the new inode', () => {
+  it('a file replaced between the walk and the scan leaves no quick file, or one the next check rejects; the next run sees the new inode', async () => {
     const vd = env.VUNIFY_VSERVERS_DIR!;
     fs.mkdirSync(path.join(vd, 's1', 'usr', 'race'), { recursive: true });
     const victim = path.join(vd, 's1', 'usr', 'race', 'victim');
@@ -373,6 +373,26 @@ describe('quick rescan, tree mode', () => {
     const quick = run(env, ARGS);
     expectQuick(quick).toBeDefined();
     expect(outcome(quick)).toEqual(outcome(run(env, [ARGS[0], '--full', ...ARGS.slice(1)])));
+    // Again, with the folder in the quick file: a change elsewhere makes the run a full one
+    // over the survey, whose listing of the folder the walk and the capture take. The quick
+    // file is written, and the next check sees the replacement.
+    fs.mkdirSync(path.join(vd, 's2', 'usr', 'elsewhere'));
+    fs.writeFileSync(path.join(vd, 's2', 'usr', 'elsewhere', 'new'), 'new\n');
+    const inoBefore = fs.statSync(victim).ino;
+    const raced2 = run(env, ARGS, { VUNIFY_TEST_REPLACE_AFTER_WALK: victim });
+    expect(raced2.unchangedSince).toBeUndefined();
+    expect(fs.statSync(victim).ino).not.toBe(inoBefore);
+    expect(why(raced2)).toMatch(/quick file written/);
+    const next2 = run(env, ARGS);
+    expect(next2.unchangedSince, why(next2)).toBeUndefined();
+    expect(why(next2)).toMatch(/quick: not used: a (file|folder listing) changed in \S*s1/);
+    const index = await Index.open(env.VUNIFY_DB!);
+    try {
+      expect(index.getFile(fs.realpathSync(path.join(vd, 's1')), 'usr/race/victim')?.ino).toBe(String(fs.statSync(victim).ino));
+    } finally {
+      await index.close();
+    }
+    expectQuick(run(env, ARGS)).toBeDefined();
   });
   it('a file gone since the last complete run loses its record; the search for such files is skipped only when none can be gone', async () => {
     const vd = env.VUNIFY_VSERVERS_DIR!;

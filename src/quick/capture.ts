@@ -39,6 +39,8 @@ export interface CaptureRoot {
   /** Digests of the listings the tree walk read (listingDigest), for folders not in `touched`. */
   digests?: Map<RelPath, string>;
   touched?: Set<RelPath>;
+  /** The survey's listings, which the walk took as they were (their digests are the walk's). */
+  listings?: Map<RelPath, Buffer>;
 }
 
 /**
@@ -102,18 +104,24 @@ export function captureQuick(
       }
       return sameSlot(words, at, w) || fail(`/${p} changed`);
     };
-    // Every folder is read again. One the walk read, this run did not change, and that is
-    // as the walk saw it (its digest) is taken whole: its records are matched to it below
-    // (one that changed since the walk leaves no quick file). Folders this run changed, and
-    // package database folders, are checked entry by entry.
+    // Every folder is read again, but those the walk took from the survey and this run did
+    // not change: their listing is what the run's decisions saw, and a change since then
+    // shows in the next check (their digest). One the walk read, this run did not change,
+    // and that is as the walk saw it (its digest) is taken whole: its records are matched to
+    // it below (one that changed since the walk leaves no quick file). Folders this run
+    // changed, and package database folders, are checked entry by entry.
     const walked = new Map<RelPath, Buffer>();
     const reread = new Set<RelPath>();
     walkFolders(root.rootFd, order, (f, fd) => {
       const dir = f.rel;
       const earlier = root.touched?.has(dir) ? undefined : root.digests?.get(dir);
-      const dfd = fd();
-      if (dfd < 0) return 'missing';
-      const dents = readDirents(dfd, f.depth === 0);
+      const surveyed = earlier !== undefined && !inputs.has(dir) ? root.listings?.get(dir) : undefined;
+      let dents: Buffer | null | undefined = surveyed;
+      if (!dents) {
+        const dfd = fd();
+        if (dfd < 0) return 'missing';
+        dents = readDirents(dfd, f.depth === 0);
+      }
       if (!dents) return fail(`cannot list /${dir}`);
       const fi = folders.length;
       folders.push({ depth: f.depth, name: f.name });
@@ -121,6 +129,10 @@ export function captureQuick(
       listings.update(dents);
       const inInputs = inputs.has(dir);
       if (earlier !== undefined && !inInputs) {
+        if (surveyed) {
+          walked.set(dir, surveyed);
+          return true;
+        }
         if (listingDigest(dents) !== earlier) return fail(`/${dir}/ changed during the run`);
         walked.set(dir, Buffer.from(dents)); // readDirents's buffer is reused
         return true;
