@@ -105,10 +105,18 @@ const vouchWords = new Uint32Array(INODE_WORDS);
 /** A record for an inode the survey found unchanged: what the last run recorded of it. */
 export function surveyRecord(s: QuickSurvey, ino: number): CaptureRecord {
   let rec = s.records.get(ino);
-  if (!rec) {
-    // A literal, not a spread: spread objects can each get a hidden class of their own.
-    const sig = wordsSig(s.words.get(ino)!, 0);
-    s.records.set(ino, (rec = { dev: s.dev, ino: String(ino), size: sig.size, mtimeNs: sig.mtimeNs, ctimeNs: sig.ctimeNs }));
-  }
+  if (!rec) s.records.set(ino, (rec = new SurveyRecord(s.dev, ino, s.words.get(ino)!)));
   return rec;
+}
+
+/** Its times are made from the words when asked: the capture, its one user, takes the words. */
+class SurveyRecord implements CaptureRecord {
+  readonly ino: string;
+  readonly size: number;
+  constructor(readonly dev: string, ino: number, readonly words: Uint32Array) {
+    this.ino = String(ino);
+    this.size = words[2] + words[3] * 0x1_0000_0000;
+  }
+  get mtimeNs(): string { return wordsSig(this.words, 0).mtimeNs; }
+  get ctimeNs(): string { return wordsSig(this.words, 0).ctimeNs; }
 }
