@@ -63,6 +63,7 @@ export async function unify(opts: UnifyOptions): Promise<Report> {
     ctx.progress = opts.progress;
     ctx.read = readCounter(p, report);
     ctx.touchedDirs = new Set();
+    ctx.spreadLinks = p.farm.survey !== null; // the links are what changed since the last complete run
     // The pool pairs files across the whole farm, a saved plan holds every decision, and a
     // reflink run is rare: those take the farm at once; other runs go a slice at a time.
     const sliced = !reflink && p.farm.poolPath === null && !opts.onPlan;

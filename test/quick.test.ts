@@ -290,8 +290,12 @@ describe('quick rescan, tree mode', () => {
     expect(Number(/settled: (\d+)/.exec(why(dry))?.[1])).toBeGreaterThan(dry.totals.alreadyUnified * 0.8);
     expect(dry.totals.unified).toBe(2 * picked.length);
     expect(decisions(dry)).toEqual(decisions(run(env, ['plan', '--full', ...ARGS.slice(1)])));
-    const r = run(env, ARGS);
+    // The changed files are spread over the farm: their links go a few at a time (CHUNK_LINKS).
+    const raw = vunify([ARGS[0], '--json', ...ARGS.slice(1)], { ...env, VUNIFY_TRACE: '1', VUNIFY_CHUNK_LINKS: '4' });
+    expect(raw.status, raw.stderr).toBe(0);
+    const r = JSON.parse(raw.stdout) as Rep;
     expect(r.totals.unified).toBe(2 * picked.length);
+    expect(raw.stderr.match(/trace: journal /g)?.length).toBeGreaterThanOrEqual(Math.ceil(2 * picked.length / 4));
     expect(decisions(r)).toEqual(decisions({ ...dry, command: 'unify', dryRun: false } as Rep));
     const quick = run(env, ARGS);
     expectQuick(quick).toBeDefined();

@@ -17,7 +17,7 @@ import { afterTmpLink, afterVerify, faultPoint } from '../fault.js';
 import { phaseCounter } from '../progress.js';
 import type { FileRecord, JournalEntry } from '../store/index-db.js';
 import {
-  type ApplyContext, CHUNK_GROUPS, type Counter, type Group, type GroupState, HOLD_BYTES, KEPT_FLAGS,
+  type ApplyContext, CHUNK_GROUPS, chunkLinks, type Counter, type Group, type GroupState, HOLD_BYTES, KEPT_FLAGS,
   LINK_CONCURRENCY, type LinkDecision, type Outcome, type Sig, type Verified, at, dropTmp, flagsOf, fstat,
   refreshInode, rememberDirTimes, sameSig, sameXattrs, sigOf, skip, tmpName,
 } from './common.js';
@@ -58,9 +58,21 @@ export async function applyLinks(decisions: Decision[], ctx: ApplyContext): Prom
   for (const d of links) ctx.linkNames.set(`${d.server}\0${d.srv.ino}`, (ctx.linkNames.get(`${d.server}\0${d.srv.ino}`) ?? 0) + 1);
   const bytes = phaseCounter(ctx.progress, 'compare', links.reduce((a, d) => a + d.srv.size, 0), 'bytes');
   const count = { bytes, links: phaseCounter(undefined, 'link', 0, 'files') };
-  for (let i = 0; i < todo.length; i += CHUNK_GROUPS) {
-    await linkChunk(todo.slice(i, i + CHUNK_GROUPS), ctx, outcomes, count);
+  const cap = chunkLinks();
+  let chunk: Group[] = [];
+  let linksIn = 0;
+  for (const g of todo) {
+    let n = 0;
+    for (const d of g) if (d.kind === 'link') n++;
+    if (chunk.length > 0 && (chunk.length >= CHUNK_GROUPS || (ctx.spreadLinks && linksIn + n > cap))) {
+      await linkChunk(chunk, ctx, outcomes, count);
+      chunk = [];
+      linksIn = 0;
+    }
+    chunk.push(g);
+    linksIn += n;
   }
+  if (chunk.length > 0) await linkChunk(chunk, ctx, outcomes, count);
   bytes.end();
   return outcomes;
 }
