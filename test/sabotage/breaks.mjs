@@ -208,6 +208,19 @@ export const breaks = [
     id: 'slices-missing-each-slice', claim: '(test/slices.test.ts: packageMissing is counted once)', test: 'test/slices.test.ts', only: 'dpkg farm',
     edits: [{ file: 'src/plan.ts', from: 'const refPaths = [...(input.refPaths ?? ref.owned.keys())].sort();', to: 'const refPaths = [...ref.owned.keys()].sort();' }],
   },
+  // Issue 18, the run after a change and large farms.
+  {
+    id: 'settled-skip-ignores-twins', claim: '(test/quick.test.ts: a settled skip still gets a new reference twin at another path)', test: 'test/quick.test.ts', only: 'taken over as skips',
+    edits: [{ file: 'src/rescan.ts', from: 'if (!reason || bySize.get(s.size)?.some(', to: 'if (!reason || process.pid < 0 && bySize.get(s.size)?.some(' }],
+  },
+  {
+    id: 'spread-links-one-chunk', claim: '(test/quick.test.ts: a run after a change journals its spread links a chunk at a time)', test: 'test/quick.test.ts', only: 'package upgrade in every root',
+    edits: [{ file: 'src/engine.ts', from: 'ctx.spreadLinks = p.farm.survey !== null;', to: 'ctx.spreadLinks = false;' }],
+  },
+  {
+    id: 'fd-cache-per-root-only', claim: '(test/limits.test.ts: folder fds stay within the process limit, whatever the number of roots)', test: 'test/limits.test.ts', only: 'fd limit',
+    edits: [{ file: 'src/fsx/rootdir.ts', from: '    budget ??= folderFdBudget();', to: '    budget ??= 1e9;' }],
+  },
   {
     id: 'undo-ref-own-names', claim: 'Undo leaves no lone immutable file', test: 'test/slices.test.ts', only: 'links what the whole-farm run links',
     edits: [{ file: 'src/apply/undo.ts', from: 'if (now.nlink > BigInt(it.refNames ?? 1)) setImmutable(cur.fd, true);', to: 'if (now.nlink > 1n) setImmutable(cur.fd, true);' }],
