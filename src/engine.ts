@@ -127,10 +127,7 @@ async function unifyWhole(p: Prepared, opts: UnifyOptions, report: Report, ctx: 
 async function unifySlices(p: Prepared, opts: UnifyOptions, report: Report, ctx: ApplyContext, dryRun: boolean, lap: Lap): Promise<Listed> {
   const run = await scanReference(p, opts, p.serverPlans.reduce((a, sp) => a + candidatePaths(sp).length, 0));
   lap('scan reference');
-  if (p.farm.survey) {
-    settleSkips(p);
-    lap(`settled: ${[...p.settledSkips.values()].reduce((a, c) => a + Object.values(c).reduce((b, n) => b + n, 0), 0)} skips unchanged since the last complete run`);
-  }
+  if (p.farm.survey) lap(`settled: ${settleSkips(p)} skips unchanged since the last complete run`);
   // Config files too: the plan says why they stay private (the scan leaves them out).
   const serverPaths = p.serverPlans.map((sp) => [...sp.owned.keys()]);
   const slices = cutSlices([...p.refPlan.owned.keys()], serverPaths, sliceFiles());

@@ -6,6 +6,7 @@ import type { FileRecord, PlanRoot, ScanEntry, SkipReason, UnifyFlags } from './
 import { sameMetadata } from './plan.js';
 import { linkable, rootsOf, type Prepared } from './prepare.js';
 import { captureQuick, type CaptureRoot, type RecordView } from './quick/capture.js';
+import { refPathsBySize } from './scan-farm.js';
 import { inputsDigest } from './quick/inodes.js';
 import { surveyRecord, surveyVoucher } from './quick/survey.js';
 import type { FileLine, Report } from './report.js';
@@ -51,22 +52,18 @@ export function settleFromSurvey(p: Prepared, needAttribute: boolean): void {
  * out of the slices, as settleFromSurvey does for files already unified. That is: its twin at
  * the same path is a reference candidate, a file on its filesystem, of another size or
  * content, or with other metadata, and every reference candidate with its size and metadata
- * has a known hash other than its own (no twin the plan could link it to, nothing to hash). Its record stays as it is: its
- * package is this run's and it has one link (so no other name to plan with). At 1% changed,
- * these were 90% of the files the slices planned again.
+ * has a known hash other than its own (no twin the plan could link it to, nothing to hash).
+ * Its record stays as it is: its package is this run's and it has one link (so no other name
+ * to plan with). At 1% changed, these were 90% of the files the slices planned again.
+ * Returns how many were settled.
  */
-export function settleSkips(p: Prepared): void {
+export function settleSkips(p: Prepared): number {
   const sv = p.farm.survey;
-  if (!sv) return;
+  if (!sv) return 0;
+  let total = 0;
   const ref = p.refPlan;
   const refRec = (k: RelPath) => { const e = ref.entries.get(k); return e?.kind === 'file' ? e.rec : undefined; };
-  const bySize = new Map<number, FileRecord[]>();
-  for (const [k, e] of ref.entries) {
-    if (e.kind !== 'file' || e.rec.size === 0 || !linkable(ref.owned.get(k))) continue;
-    const l = bySize.get(e.rec.size);
-    if (l) l.push(e.rec);
-    else bySize.set(e.rec.size, [e.rec]);
-  }
+  const bySize = refPathsBySize(p);
   for (const sp of p.serverPlans) {
     const settled = p.settled.get(sp.name);
     if (!settled || !sv.roots.get(sp.root)) continue;
@@ -85,14 +82,16 @@ export function settleSkips(p: Prepared): void {
         ? 'contentDiffers' : sameMetadata(r, s) ? null : 'metadataDiffers';
       // A candidate with its size and metadata is one the plan would try (or hash first):
       // only if both hashes are known and differ is its verdict already made.
-      if (!reason || bySize.get(s.size)?.some((o) => sameMetadata(o, s) && (o.hash === '' || s.hash === '' || o.hash === s.hash))) continue;
+      if (!reason || bySize.get(s.size)?.some((k2) => { const o = refRec(k2)!; return sameMetadata(o, s) && (o.hash === '' || s.hash === '' || o.hash === s.hash); })) continue;
       settled.set(k, Number(s.ino));
       taken.push(k);
       counts[reason] = (counts[reason] ?? 0) + 1;
+      total++;
     }
     for (const k of taken) sp.owned.delete(k);
     p.settledSkips.set(sp.name, counts);
   }
+  return total;
 }
 
 /**

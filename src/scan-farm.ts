@@ -172,13 +172,7 @@ export async function dropVanished(p: Prepared, opts: CommonOptions, run: Sliced
  * size another server's candidate has are hashed too, to pair them.
  */
 async function hashForPlan(p: Prepared, servers: PlanRoot[], opts: CommonOptions, report: Report, complete: boolean): Promise<void> {
-  const refBySize = new Map<number, RelPath[]>();
-  for (const [k, e] of p.refPlan.entries) {
-    if (e.kind !== 'file' || e.rec.size === 0 || !linkable(p.refPlan.owned.get(k))) continue;
-    const l = refBySize.get(e.rec.size) ?? [];
-    l.push(k);
-    refBySize.set(e.rec.size, l);
-  }
+  const refBySize = refPathsBySize(p);
   const needRef = new Set<RelPath>();
   const needSrv: RelPath[][] = [];
   const refRec = (k: RelPath) => (p.refPlan.entries.get(k) as { rec: FileRecord }).rec;
@@ -238,6 +232,18 @@ async function hashForPlan(p: Prepared, servers: PlanRoot[], opts: CommonOptions
     await hashRoot(p.farm.servers[i], servers[i], needSrv[i], report.servers[servers[i].name]);
   }
   counter.end();
+}
+
+/** The reference's scanned, non-empty candidate files by size: the partners a server file of that size may have. */
+export function refPathsBySize(p: Prepared): Map<number, RelPath[]> {
+  const out = new Map<number, RelPath[]>();
+  for (const [k, e] of p.refPlan.entries) {
+    if (e.kind !== 'file' || e.rec.size === 0 || !linkable(p.refPlan.owned.get(k))) continue;
+    const l = out.get(e.rec.size);
+    if (l) l.push(k);
+    else out.set(e.rec.size, [k]);
+  }
+  return out;
 }
 
 /**

@@ -115,7 +115,8 @@ export function captureQuick(
     walkFolders(root.rootFd, order, (f, fd) => {
       const dir = f.rel;
       const earlier = root.touched?.has(dir) ? undefined : root.digests?.get(dir);
-      const surveyed = earlier !== undefined && !inputs.has(dir) ? root.listings?.get(dir) : undefined;
+      const inInputs = inputs.has(dir);
+      const surveyed = earlier !== undefined && !inInputs ? root.listings?.get(dir) : undefined;
       let dents: Buffer | null | undefined = surveyed;
       if (!dents) {
         const dfd = fd();
@@ -127,7 +128,6 @@ export function captureQuick(
       folders.push({ depth: f.depth, name: f.name });
       folderIdx.set(dir, fi);
       listings.update(dents);
-      const inInputs = inputs.has(dir);
       if (earlier !== undefined && !inInputs) {
         if (surveyed) {
           walked.set(dir, surveyed);
