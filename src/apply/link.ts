@@ -19,7 +19,7 @@ import type { FileRecord, JournalEntry } from '../store/index-db.js';
 import {
   type ApplyContext, CHUNK_GROUPS, chunkLinks, type Counter, type Group, type GroupState, HOLD_BYTES, KEPT_FLAGS,
   LINK_CONCURRENCY, type LinkDecision, type Outcome, type Sig, type Verified, at, dropTmp, flagsOf, fstat,
-  refreshInode, rememberDirTimes, sameSig, sameXattrs, sigOf, skip, tmpName,
+  refreshInode, rememberDirTimes, sameSig, sameXattrs, sigOf, skip, spreadByFolder, tmpName,
 } from './common.js';
 import { evictGroup, evictNames, heldOffCheck, holdOff, writeAttempted } from './guard.js';
 
@@ -129,7 +129,7 @@ export async function linkChunk(
   const updates: Array<[string, RelPath, FileRecord | null]> = [...learned];
   ctx.learned = new Map(learned.map(([root, rel, rec]) => [`${root}\0${rel}`, rec.hash]));
   const touched = new Map<string, [string, RelPath]>();
-  await Promise.all(groups.map((g) => linkLimit(async () => {
+  await Promise.all(spreadByFolder(groups).map((g) => linkLimit(async () => {
     const st = states.get(g);
     if (st) await linkGroup(g, st, ctx, outcomes, updates, touched).catch((err) => fail(g, err));
     count.links.add(st?.verified.length ?? 0);
