@@ -313,7 +313,8 @@ export function buildProgram(packages: string[], done: (code: number) => void): 
       else {
         if (!flags.quiet) process.stdout.write(r.entries === 0 ? 'nothing to recover\n'
           : `recovered ${r.entries} unfinished change(s): ${r.temporariesRemoved} temporary file(s) removed, ${r.linksKept} link(s) kept, ` +
-            `${r.linkRecordsDropped} link record(s) dropped, ${r.attributesRestored} attribute(s) restored\n`);
+            `${r.linkRecordsDropped} link record(s) dropped, ${r.attributesRestored} attribute(s) restored` +
+            (r.swappedBack ? `, ${r.swappedBack} file(s) put back on their own inode` : '') + '\n');
         for (const p of r.problems) process.stderr.write(`vunify: ${p}\n`);
       }
       done(r.problems.length ? EXIT.partial : EXIT.ok);

@@ -57,6 +57,18 @@ export function afterWalk(): void {
   renameSync(`${p}.race`, p);
 }
 
+let exchangeHookDone = false;
+/**
+ * Test-only: VUNIFY_TEST_WRITE_AFTER_EXCHANGE=1 appends a byte, once, to the server's own
+ * inode right after its name was swapped onto the shared one: a writer that held the file
+ * open, at the worst moment.
+ */
+export function afterExchange(oldPath: string | Buffer): void {
+  if (!process.env.VUNIFY_TEST_WRITE_AFTER_EXCHANGE || exchangeHookDone) return;
+  exchangeHookDone = true;
+  appendFileSync(oldPath, 'x');
+}
+
 let tmpHookDone = false;
 /**
  * Test-only: VUNIFY_TEST_AFTER_TMP_LINK='shell command' runs the command once, right after

@@ -4,7 +4,7 @@
 import fs from 'node:fs';
 import { oneLine } from './errors.js';
 import { RootDir, joinRel, splitRel, openFileAtSync } from './fsx/rootdir.js';
-import { setImmutable, syncFilesystem } from './fsx/sys.js';
+import { exchangeAt, setImmutable, syncFilesystem } from './fsx/sys.js';
 import type { Index, JournalEntry } from './store/index-db.js';
 import { dropPoolTmps, openPool } from './pool/store.js';
 
@@ -14,11 +14,13 @@ export interface RecoverReport {
   linksKept: number;
   linkRecordsDropped: number;
   attributesRestored: number;
+  /** Server files put back on their own inode (killed between the exchange and the freeing). */
+  swappedBack: number;
   problems: string[];
 }
 
 export async function recover(index: Index, log?: (line: string) => void): Promise<RecoverReport> {
-  const report: RecoverReport = { entries: 0, temporariesRemoved: 0, linksKept: 0, linkRecordsDropped: 0, attributesRestored: 0, problems: [] };
+  const report: RecoverReport = { entries: 0, temporariesRemoved: 0, linksKept: 0, linkRecordsDropped: 0, attributesRestored: 0, swappedBack: 0, problems: [] };
   // A pool's temporary copies (a run killed while writing an entry) are in no journal.
   for (const { root, rec } of index.allRoots()) {
     if (rec.lastRole !== 'pool') continue;
@@ -63,7 +65,8 @@ export async function recover(index: Index, log?: (line: string) => void): Promi
     for (const d of roots.values()) await d?.close();
   }
   log?.(`recovered ${report.entries} unfinished change(s): ${report.temporariesRemoved} temporary file(s) removed, ` +
-    `${report.linksKept} link(s) kept, ${report.linkRecordsDropped} link record(s) dropped, ${report.attributesRestored} attribute(s) restored`);
+    `${report.linksKept} link(s) kept, ${report.linkRecordsDropped} link record(s) dropped, ${report.attributesRestored} attribute(s) restored` +
+    (report.swappedBack ? `, ${report.swappedBack} file(s) put back on their own inode` : ''));
   return report;
 }
 
@@ -89,9 +92,18 @@ async function recoverOne(e: JournalEntry, dir: RootDir, index: Index, report: R
     });
     return;
   }
-  const { dir: d } = splitRel(e.path);
+  const { dir: d, name } = splitRel(e.path);
   const tmpRel = joinRel(d, e.tmp);
-  const tmp = dir.lstatSync(tmpRel);
+  let tmp = dir.lstatSync(tmpRel);
+  // Killed between swapping the names (apply's exchange) and freeing the server's own inode:
+  // the file's name is on the shared inode and the temporary name on the server's. Whether
+  // that inode was checked is not known, so it goes back to its name, as the file was.
+  if (e.op === 'link' && tmp?.isFile() && !onInode(tmp) && onInode(dir.lstatSync(e.path))) {
+    if (dir.withDirSync(d, (dfd) => exchangeAt(dfd, e.tmp, name))) {
+      report.swappedBack++;
+      tmp = dir.lstatSync(tmpRel);
+    }
+  }
   // A link's temporary name is the shared inode; an undo's is a new copy: never the shared one.
   const ours = e.op === 'link' ? onInode(tmp) : tmp !== null && tmp.isFile() && !onInode(tmp);
   if (ours) {

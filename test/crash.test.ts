@@ -60,14 +60,20 @@ afterAll(async () => { if (farm) await removeFarm(farm); });
 describe('killed runs, then recover', () => {
   it('unify killed at change points 1..n: intact after recover, and a new run completes', () => {
     let n = 1;
+    let putBack = 0;
     for (; n < 200; n += n < 6 ? 1 : 7) {
       if (!killedAt(['unify', ...ARGS], n)) break;
-      expect(recoverOk()).toMatch(/recovered \d+ unfinished change/);
+      const rec = recoverOk();
+      expect(rec).toMatch(/recovered \d+ unfinished change/);
+      if (/put back on their own inode/.test(rec)) putBack++;
       expectIntact(`unify killed at ${n}`);
       expect(vunify(['-q', 'undo', ...ARGS], env).status).toBe(0);
       expectIntact(`undo after unify killed at ${n}`);
     }
     expect(n).toBeGreaterThan(20); // it really was killed at many points
+    // Some kills fell between swapping a file's name onto the shared inode and freeing its
+    // own: recover put those back (the checks above found every file as it was).
+    expect(putBack).toBeGreaterThan(0);
     expect(recoverOk()).toBe('nothing to recover\n');
   });
 

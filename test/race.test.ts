@@ -33,4 +33,30 @@ describe('a concurrent writer', () => {
     expect(u.totals.restored).toBe(3);
     expect(fs.readFileSync(victim)).toEqual(Buffer.concat([original, Buffer.from('x')]));
   });
+
+  it('a write to the server\'s own inode after its name went to the shared one puts the file back, as written', () => {
+    // The hook appends to the first file whose name was swapped onto the shared inode,
+    // through the temporary name that then holds the server's own inode (a writer with the
+    // file open). The check after the exchange sees it and swaps the names back.
+    const root = farm.root('s2');
+    const names = ['a.txt', 'b.txt', 'same-as-a.txt', 'with space.txt'].map((n) => `usr/share/vu-extra/${n}`);
+    const before = new Map(names.map((n) => [n, { bytes: fs.readFileSync(path.join(root, n)), ino: fs.statSync(path.join(root, n)).ino }]));
+    const r = vunify(['unify', '--json', '-v', 'ref', 's2', '--', 'vu-extra'], { ...env, VUNIFY_TEST_WRITE_AFTER_EXCHANGE: '1' });
+    expect(r.status, r.stderr).toBe(0);
+    const rep = JSON.parse(r.stdout);
+    const changed = rep.files.filter((f: { action: string }) => f.action === 'skip:changed');
+    expect(changed).toHaveLength(1);
+    expect(changed[0].detail).toMatch(/written while it was replaced/);
+    const rel = changed[0].path.slice(1);
+    const victim = path.join(root, rel);
+    expect(fs.statSync(victim).ino).toBe(before.get(rel)!.ino); // its own inode, under its name again
+    expect(fs.readFileSync(victim)).toEqual(Buffer.concat([before.get(rel)!.bytes, Buffer.from('x')]));
+    expect(fs.statSync(victim).nlink).toBe(1);
+    expect(lsattrHasImmutable(victim)).toBe(false);
+    expect(rep.servers.s2.unified).toBe(names.length - 1);
+    expect(strayTemps(root)).toEqual([]);
+    const u = JSON.parse(vunify(['undo', '--json', 'ref', 's2', '--', 'vu-extra'], env).stdout);
+    expect(u.totals.restored).toBe(names.length - 1);
+    expect(fs.readFileSync(victim)).toEqual(Buffer.concat([before.get(rel)!.bytes, Buffer.from('x')]));
+  });
 });

@@ -7,13 +7,14 @@ import pLimit from 'p-limit';
 import { isErrno, oneLine } from '../errors.js';
 import { hashFd, readWhole, releaseWhole, sameAsBuffer, sameBytes } from '../fsx/content.js';
 import { lstatIn, openFileAtSync, splitRel, type OpenedFile, type RelPath } from '../fsx/rootdir.js';
+import type { StatLite } from '../fsx/sys.js';
 import {
-  FS_APPEND_FL, FS_IMMUTABLE_FL, immutableAt, isImmutable, linkFd, readXattrs, setImmutable, setTimesNs,
+  FS_APPEND_FL, FS_IMMUTABLE_FL, exchangeAt, immutableAt, isImmutable, linkFd, readXattrs, setImmutable, setTimesNs,
   syncFilesystem, takeReadLease, type Xattrs,
 } from '../fsx/sys.js';
 import type { Decision } from '../plan.js';
 import { sameSignatureStats } from '../scan.js';
-import { afterTmpLink, afterVerify, faultPoint } from '../fault.js';
+import { afterExchange, afterTmpLink, afterVerify, faultPoint } from '../fault.js';
 import { phaseCounter } from '../progress.js';
 import type { FileRecord, JournalEntry } from '../store/index-db.js';
 import {
@@ -158,7 +159,7 @@ export async function linkChunk(
   const notMade = verified.filter((v) => outcomes.get(v.d)?.kind !== 'unified');
   const stuck = ctx.stuckTmps ?? new Set<string>();
   for (const v of verified) {
-    if (stuck.has(v.tmp)) ctx.problems.push({ root: ctx.serverRoots.get(v.d.server)!, path: v.d.path, reason: `its temporary name ${v.tmp} could not be removed; the next run (or vunify recover) removes it` });
+    if (stuck.has(v.tmp)) ctx.problems.push({ root: ctx.serverRoots.get(v.d.server)!, path: v.d.path, reason: `its temporary name ${v.tmp} could not be removed; the next run (or vunify recover) settles it` });
   }
   await Promise.all([
     ...notMade.map((v) => ctx.index.removeLink(ctx.serverRoots.get(v.d.server)!, v.d.path)),
@@ -536,6 +537,7 @@ export async function linkVerified(v: Verified, canonFd: number, ctx: ApplyConte
     await rememberDirTimes(ctx, srvRootPath, dir, dfd);
     touched.set(`${srvRootPath}\0${dir}`, [srvRootPath, dir]);
     let tmp: string | null = null;
+    let swapped = false;
     try {
       // Linked from the open shared file itself: no name can be swapped under it. The
       // temporary name is ours only once this succeeds (EEXIST: someone else's file).
@@ -545,10 +547,39 @@ export async function linkVerified(v: Verified, canonFd: number, ctx: ApplyConte
       faultPoint();
       const st2 = lstatIn(dfd, name);
       if (!st2 || !sameSignatureStats(v.st1, st2)) return skip('changed', 'written after it was compared');
-      // Renaming over a file frees its inode: ~0.1 ms of filesystem work here. In libuv's
-      // pool, several inodes' renames run at once (measured: 16,200 renames 2.0 s in
-      // sequence, 1.1 s eight at a time).
-      await fsp.rename(at(dfd, tmp), at(dfd, name));
+      if (exchangeAt(dfd, tmp, name)) {
+        // The names are swapped: the file's name is on the shared inode, the temporary name
+        // on the server's own inode, which nothing freed yet. If that is not the inode
+        // verified, as it was (the exchange moved its ctime: mode, size and mtime tell),
+        // a write or a replacement landed since the check: swap back, the file as written.
+        // Until the old inode is gone or back, only recover may touch the temporary name.
+        swapped = true;
+        faultPoint();
+        afterExchange(at(dfd, tmp));
+        const old = lstatIn(dfd, tmp);
+        if (!old || !sameButCtime(v.st1, old)) {
+          exchangeAt(dfd, tmp, name);
+          swapped = false;
+          faultPoint();
+          return skip('changed', 'written while it was replaced');
+        }
+        // Freeing the old inode is the filesystem's slow part: in libuv's pool, and an unlink
+        // frees it after letting go of the folder's lock (a rename frees it holding the lock).
+        try {
+          await fsp.unlink(at(dfd, tmp));
+        } catch (err) {
+          if (!isErrno(err, 'ENOENT')) {
+            exchangeAt(dfd, tmp, name); // the file goes back to its own inode, whole
+            swapped = false;
+            throw err;
+          }
+        }
+        swapped = false;
+      } else {
+        // Renaming over a file frees its inode: ~0.1 ms of filesystem work here. In libuv's
+        // pool, several inodes' renames run at once.
+        await fsp.rename(at(dfd, tmp), at(dfd, name));
+      }
       tmp = null;
       faultPoint();
       // The server's inode is freed with its last name: counted once, apparent and on disk.
@@ -556,12 +587,20 @@ export async function linkVerified(v: Verified, canonFd: number, ctx: ApplyConte
       return { kind: 'unified', bytesSaved: last ? Number(v.st1.size) : 0, diskSaved: last ? Number(v.st1.blocks) * 512 : 0 };
     } catch (err) {
       if (isErrno(err, 'EXDEV')) return skip('otherFilesystem', oneLine(err));
+      if (isErrno(err, 'ENOENT') && tmp !== null) return skip('changed', 'removed while it was replaced');
       if (isErrno(err, 'EMLINK')) return skip('linkLimit', 'the shared copy has the most links the filesystem allows; this copy is shared from now on');
       return skip('error', oneLine(err));
     } finally {
-      // A name that cannot go now (a read-only remount) stays journaled: recover removes it.
-      if (tmp !== null && !(await dropTmp(dfd, tmp))) ctx.stuckTmps?.add(v.tmp);
+      // A name that cannot go now (a read-only remount) stays journaled: recover removes it,
+      // or, on the server's own inode (swapped), puts it back.
+      if (tmp !== null && (swapped || !(await dropTmp(dfd, tmp)))) ctx.stuckTmps?.add(v.tmp);
     }
   });
 }
 
+
+/** The inode verified, unchanged but for its ctime (which a rename moves). */
+function sameButCtime(a: StatLite, b: StatLite): boolean {
+  return a.ino === b.ino && a.dev === b.dev && a.size === b.size && a.mtimeNs === b.mtimeNs && a.mode === b.mode &&
+    a.uid === b.uid && a.gid === b.gid && a.nlink === b.nlink;
+}

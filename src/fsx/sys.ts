@@ -181,6 +181,28 @@ export function linkFd(fd: number, dirFd: number, name: string): void {
   if (cLinkat(fd, '', dirFd, z, AT_EMPTY_PATH) < 0) throw sysError('linkat');
 }
 
+const cRenameat2 = libc.func('int renameat2(int olddirfd, const uint8_t *oldpath, int newdirfd, const uint8_t *newpath, unsigned int flags)');
+const RENAME_EXCHANGE = 2;
+let exchangeWorks = true;
+
+/**
+ * Swaps two names in an open folder (renameat2 with RENAME_EXCHANGE): each then names the
+ * other's inode, and nothing is freed. False when the filesystem cannot (then never asked
+ * again); other failures throw.
+ */
+export function exchangeAt(dirFd: number, a: string, b: string): boolean {
+  if (!exchangeWorks) return false;
+  const za = Buffer.concat([Buffer.from(a, 'latin1'), Buffer.from([0])]);
+  const zb = Buffer.concat([Buffer.from(b, 'latin1'), Buffer.from([0])]);
+  if (cRenameat2(dirFd, za, dirFd, zb, RENAME_EXCHANGE) === 0) return true;
+  const err = sysError('renameat2');
+  if (err.code === 'EINVAL' || err.code === 'ENOSYS' || err.code === 'EOPNOTSUPP') {
+    exchangeWorks = false;
+    return false;
+  }
+  throw err;
+}
+
 const Iovec = koffi.struct('vunify_iovec', { base: 'void *', len: 'size_t' });
 const cPreadv2 = libc.func('intptr_t preadv2(int fd, const vunify_iovec *iov, int iovcnt, int64_t offset, int flags)');
 const RWF_NOWAIT = 0x8;

@@ -222,6 +222,18 @@ export const breaks = [
     edits: [{ file: 'src/fsx/rootdir.ts', from: '    budget ??= folderFdBudget();', to: '    budget ??= 1e9;' }],
   },
   {
+    id: 'exchange-no-recheck', claim: '(test/race.test.ts: a write after the exchange swaps the names back)', test: 'test/race.test.ts', only: 'puts the file back',
+    edits: [{ file: 'src/apply/link.ts', from: 'if (!old || !sameButCtime(v.st1, old)) {', to: 'if (!old) {' }],
+  },
+  {
+    id: 'recover-no-swap-back', claim: '(test/crash.test.ts: a kill between the exchange and the freeing is put back)', test: 'test/crash.test.ts', only: 'unify killed at change points',
+    edits: [{ file: 'src/recover.ts', from: "if (e.op === 'link' && tmp?.isFile() && !onInode(tmp)", to: "if (process.pid < 0 && e.op === 'link' && tmp?.isFile() && !onInode(tmp)" }],
+  },
+  {
+    id: 'link-groups-one-folder', claim: '(test/spread-groups.test.ts: groups linked at once come from different folders)', test: 'test/spread-groups.test.ts', only: 'different folders',
+    edits: [{ file: 'src/apply/common.ts', from: '  if (byDir.size < 2) return groups;', to: '  if (byDir.size > 0) return groups;' }],
+  },
+  {
     id: 'undo-ref-own-names', claim: 'Undo leaves no lone immutable file', test: 'test/slices.test.ts', only: 'links what the whole-farm run links',
     edits: [{ file: 'src/apply/undo.ts', from: 'if (now.nlink > BigInt(it.refNames ?? 1)) setImmutable(cur.fd, true);', to: 'if (now.nlink > 1n) setImmutable(cur.fd, true);' }],
   },
