@@ -7,7 +7,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Blake3Hasher } from '../src/fsx/blake3.js';
-import { IN_PLACE_MAX, hashFd, readWhole, releaseWhole, sameAsBuffer, sameBytes } from '../src/fsx/content.js';
+import { IN_PLACE_MAX, hashFd, readWhole, releaseWhole, resetMisses, sameAsBuffer, sameBytes, smallReads } from '../src/fsx/content.js';
 import { readCached } from '../src/fsx/sys.js';
 
 const koffi = createRequire(import.meta.url)('koffi') as typeof import('koffi');
@@ -79,6 +79,31 @@ describe('reading small files in place (cached) and in the pool (not cached)', (
     halfCached();
     expect(readCached(b, Buffer.alloc(content.length), 0, content.length, 0)).toBe(16384); // what the compare met
     for (const fd of [a, b]) fs.closeSync(fd);
+  });
+
+  it('one miss leaves the next cached files read in place; a run of misses sends the next reads to the pool', async () => {
+    resetMisses();
+    const warm = Array.from({ length: 20 }, (_, i) => fileWith(`w${i}`, content));
+    const cold = Array.from({ length: 8 }, (_, i) => fileWith(`k${i}`, content, true));
+    const counts = () => ({ ...smallReads });
+    // One file not cached (a cached file's readahead mark fails in place the same way).
+    let before = counts();
+    expect(await sameAsBuffer(cold[0], content)).toBe(true);
+    expect(smallReads.pool - before.pool).toBe(1);
+    before = counts();
+    for (const fd of warm.slice(0, 10)) expect(await sameAsBuffer(fd, content)).toBe(true);
+    expect(smallReads.inPlace - before.inPlace).toBe(10); // not paused by the one miss
+    // Eight misses in a row (a cold cache): the next reads go to the pool without trying.
+    for (const fd of cold) {
+      expect(fadvise(fd, 0, 0, POSIX_FADV_DONTNEED)).toBe(0);
+      expect(await sameAsBuffer(fd, content)).toBe(true);
+    }
+    before = counts();
+    for (const fd of warm.slice(10)) expect(await sameAsBuffer(fd, content)).toBe(true);
+    expect(smallReads.inPlace - before.inPlace).toBe(0);
+    expect(smallReads.pool - before.pool).toBe(10);
+    for (const fd of [...warm, ...cold]) fs.closeSync(fd);
+    resetMisses();
   });
 
   it('does not read a file that is not cached in place (-1), and the pool reads it right', async () => {

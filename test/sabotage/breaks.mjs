@@ -234,6 +234,10 @@ export const breaks = [
     edits: [{ file: 'src/apply/common.ts', from: '  if (byDir.size < 2) return groups;', to: '  if (byDir.size > 0) return groups;' }],
   },
   {
+    id: 'pause-after-one-miss', claim: '(test/content.test.ts: one miss in place does not send the next cached files to the pool)', test: 'test/content.test.ts', only: 'one miss leaves',
+    edits: [{ file: 'src/fsx/content.ts', from: 'const MISS_RUN = 8;', to: 'const MISS_RUN = 1;' }],
+  },
+  {
     id: 'undo-ref-own-names', claim: 'Undo leaves no lone immutable file', test: 'test/slices.test.ts', only: 'links what the whole-farm run links',
     edits: [{ file: 'src/apply/undo.ts', from: 'if (now.nlink > BigInt(it.refNames ?? 1)) setImmutable(cur.fd, true);', to: 'if (now.nlink > 1n) setImmutable(cur.fd, true);' }],
   },
