@@ -4,7 +4,7 @@ import fs from 'node:fs';
 import fsp from 'node:fs/promises';
 import { isErrno } from '../errors.js';
 import { WHOLE_MAX } from '../fsx/content.js';
-import { RootDir, type RelPath } from '../fsx/rootdir.js';
+import { RootDir, splitRel, type RelPath } from '../fsx/rootdir.js';
 import {
   getInodeFlags, readXattrs, removeXattr, setInodeFlags, setTimesNs, writeXattr, type StatLite, type Xattrs,
 } from '../fsx/sys.js';
@@ -169,8 +169,7 @@ export const LINK_CONCURRENCY = 16;
 export function spreadByFolder(groups: Group[]): Group[] {
   const byDir = new Map<string, Group[]>();
   for (const g of groups) {
-    const p = g[0].refPath;
-    const dir = p.slice(0, Math.max(0, p.lastIndexOf('/')));
+    const { dir } = splitRel(g[0].refPath);
     const list = byDir.get(dir);
     if (list) list.push(g);
     else byDir.set(dir, [g]);

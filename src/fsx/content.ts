@@ -38,7 +38,7 @@ const MISS_PAUSE = 256;
 const MISS_RUN = 8;
 let pauseLeft = 0;
 let missRun = 0;
-/** Small reads made in place and in the pool (for tests and traces). */
+/** Small reads made in place and in the pool (for tests). */
 export const smallReads = { inPlace: 0, pool: 0 };
 /** Forgets past misses (tests start from a known state). */
 export function resetMisses(): void {

@@ -168,6 +168,9 @@ export function syncFilesystem(fd: number): void {
   if (cSyncfs(fd) < 0) throw sysError('syncfs');
 }
 
+/** A name as the kernel takes it: its bytes (names are latin1 strings here) and a NUL. */
+const cName = (name: string): Buffer => Buffer.from(`${name}\0`, 'latin1');
+
 const cLinkat = libc.func('int linkat(int olddirfd, const char *oldpath, int newdirfd, const uint8_t *newpath, int flags)');
 const AT_EMPTY_PATH = 0x1000;
 
@@ -177,8 +180,7 @@ const AT_EMPTY_PATH = 0x1000;
  * a file renamed or swapped meanwhile cannot change what gets linked.
  */
 export function linkFd(fd: number, dirFd: number, name: string): void {
-  const z = Buffer.concat([Buffer.from(name, 'latin1'), Buffer.from([0])]);
-  if (cLinkat(fd, '', dirFd, z, AT_EMPTY_PATH) < 0) throw sysError('linkat');
+  if (cLinkat(fd, '', dirFd, cName(name), AT_EMPTY_PATH) < 0) throw sysError('linkat');
 }
 
 const cRenameat2 = libc.func('int renameat2(int olddirfd, const uint8_t *oldpath, int newdirfd, const uint8_t *newpath, unsigned int flags)');
@@ -192,9 +194,7 @@ let exchangeWorks = true;
  */
 export function exchangeAt(dirFd: number, a: string, b: string): boolean {
   if (!exchangeWorks) return false;
-  const za = Buffer.concat([Buffer.from(a, 'latin1'), Buffer.from([0])]);
-  const zb = Buffer.concat([Buffer.from(b, 'latin1'), Buffer.from([0])]);
-  if (cRenameat2(dirFd, za, dirFd, zb, RENAME_EXCHANGE) === 0) return true;
+  if (cRenameat2(dirFd, cName(a), dirFd, cName(b), RENAME_EXCHANGE) === 0) return true;
   const err = sysError('renameat2');
   if (err.code === 'EINVAL' || err.code === 'ENOSYS' || err.code === 'EOPNOTSUPP') {
     exchangeWorks = false;
@@ -255,8 +255,7 @@ const ns = (b: Buffer, off: number) => b.readBigInt64LE(off) * 1_000_000_000n + 
  */
 export function lstatAt(dirFd: number, name: string): StatLite | null {
   if (!LAYOUT) throw new Error(`lstatAt: no struct stat layout for ${process.arch}`);
-  const z = Buffer.from(name + '\0', 'latin1');
-  if (cFstatat(dirFd, z, statBuf, AT_SYMLINK_NOFOLLOW) < 0) {
+  if (cFstatat(dirFd, cName(name), statBuf, AT_SYMLINK_NOFOLLOW) < 0) {
     const err = sysError('fstatat');
     if (err.code === 'ENOENT') return null;
     throw err;
