@@ -206,18 +206,23 @@ export type Counter = ReturnType<typeof phaseCounter>;
 export async function refreshInode(
   ctx: ApplyContext,
   r: { dev: string; ino: string; hash: string; xattrs: string },
-  extra: Array<[string, RelPath]>,
+  extra: Array<[string, RelPath, FileRecord?]>,
   updates: Array<[string, RelPath, FileRecord | null]>,
   inode?: fs.BigIntStats,
 ): Promise<void> {
   const seen = new Set<string>();
   let last: FileRecord | undefined;
-  const todo: Array<[string, RelPath]> = [...extra];
-  for (const h of r.hash ? ctx.index.holders(r.hash) : []) {
+  // A name may come with its record as this run scanned it (no index read for it).
+  const todo: Array<[string, RelPath, FileRecord?]> = [...extra];
+  // The inode's link count counts every name it has: when the given names are that many,
+  // no other holder can be on it, and the content index need not be searched.
+  const named = inode ? new Set(extra.map(([root, rel]) => `${root}\0${rel}`)).size : 0;
+  const allNamed = inode !== undefined && BigInt(named) >= inode.nlink;
+  for (const h of r.hash && !allNamed ? ctx.index.holders(r.hash) : []) {
     const rec = ctx.index.getFile(h.root, h.path);
-    if (rec && rec.dev === r.dev && rec.ino === r.ino) todo.push([h.root, h.path]);
+    if (rec && rec.dev === r.dev && rec.ino === r.ino) todo.push([h.root, h.path, rec]);
   }
-  for (const [root, rel] of todo) {
+  for (const [root, rel, known] of todo) {
     const key = `${root}\0${rel}`;
     const dir = ctx.roots.get(root);
     if (seen.has(key) || !dir) continue;
@@ -226,7 +231,7 @@ export async function refreshInode(
     // A name that moved on meanwhile is caught by the next scan (its inode differs).
     const st = inode ?? (await dir.lstat(rel).catch(() => null));
     if (st && String(st.ino) === r.ino && String(st.dev) === r.dev) {
-      const old = ctx.index.getFile(root, rel);
+      const old = known ?? ctx.index.getFile(root, rel);
       // Never a worse hash than known: one learnt while comparing (same transaction), or the
       // name's own record when the reference's content was not read.
       const hash = r.hash || ctx.learned?.get(key) || (old?.ino === r.ino ? old.hash : '');

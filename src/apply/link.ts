@@ -436,9 +436,10 @@ export async function linkGroup(
       // Linking and the attribute moved the inode's ctime and nlink: record the new
       // signatures (and the hash learnt while comparing) so the next scan reads nothing.
       // Every name of the reference's inode that this group knows (a package may ship it twice).
-      const paths: Array<[string, RelPath]> = [[ctx.refRoot, first.refPath], ...g.map((d): [string, RelPath] => [ctx.refRoot, d.refPath]), ...g
+      // With their records as scanned: the name's package, and its hash when on this inode already.
+      const paths: Array<[string, RelPath, FileRecord]> = [[ctx.refRoot, first.refPath, first.ref], ...g.map((d): [string, RelPath, FileRecord] => [ctx.refRoot, d.refPath, d.ref]), ...g
         .filter((d) => d.kind === 'already' || outcomes.get(d)?.kind === 'unified')
-        .map((d): [string, RelPath] => [ctx.serverRoots.get(d.server)!, d.path])];
+        .map((d): [string, RelPath, FileRecord] => [ctx.serverRoots.get(d.server)!, d.path, d.srv])];
       // Also when the content was never read (a group visited only to put the attribute
       // on): its ctime moved all the same.
       await refreshInode(ctx, { ...r, hash: state.refHash || r.hash }, paths, updates, fs.fstatSync(ref.fd, { bigint: true }));

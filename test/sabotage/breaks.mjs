@@ -234,6 +234,14 @@ export const breaks = [
     edits: [{ file: 'src/apply/common.ts', from: '  if (byDir.size < 2) return groups;', to: '  if (byDir.size > 0) return groups;' }],
   },
   {
+    id: 'refresh-never-searches', claim: '(test/refresh-inode.test.ts: a name of the shared inode the group does not know is re-recorded)', test: 'test/refresh-inode.test.ts', only: 'finds a recorded name',
+    edits: [{ file: 'src/apply/common.ts', from: '  const allNamed = inode !== undefined && BigInt(named) >= inode.nlink;', to: '  const allNamed = inode !== undefined;' }],
+  },
+  {
+    id: 'refresh-ignores-given-record', claim: '(test/refresh-inode.test.ts: the record a name comes with is used, not read again)', test: 'test/refresh-inode.test.ts', only: 'record given with it',
+    edits: [{ file: 'src/apply/common.ts', from: '      const old = known ?? ctx.index.getFile(root, rel);', to: '      const old = ctx.index.getFile(root, rel); void known;' }],
+  },
+  {
     id: 'pause-after-one-miss', claim: '(test/content.test.ts: one miss in place does not send the next cached files to the pool)', test: 'test/content.test.ts', only: 'one miss leaves',
     edits: [{ file: 'src/fsx/content.ts', from: 'const MISS_RUN = 8;', to: 'const MISS_RUN = 1;' }],
   },
