@@ -69,17 +69,26 @@ export function afterExchange(oldPath: string | Buffer): void {
   appendFileSync(oldPath, 'x');
 }
 
-let tmpHookDone = false;
+/** Runs the shell command in the environment variable, the first time only. */
+const ran = new Set<string>();
+function commandOnce(variable: string): void {
+  const cmd = process.env[variable];
+  if (!cmd || ran.has(variable)) return;
+  ran.add(variable);
+  execSync(cmd, { stdio: 'ignore' });
+}
+
 /**
  * Test-only: VUNIFY_TEST_AFTER_TMP_LINK='shell command' runs the command once, right after
  * the first temporary link is made (say, remounting the filesystem read-only).
  */
-export function afterTmpLink(): void {
-  const cmd = process.env.VUNIFY_TEST_AFTER_TMP_LINK;
-  if (!cmd || tmpHookDone) return;
-  tmpHookDone = true;
-  execSync(cmd, { stdio: 'ignore' });
-}
+export const afterTmpLink = (): void => commandOnce('VUNIFY_TEST_AFTER_TMP_LINK');
+
+/**
+ * Test-only: VUNIFY_TEST_BEFORE_VERIFY='shell command' runs the command once, right before
+ * the first chunk's verify (a tenant removing or swapping folders after the scan).
+ */
+export const beforeVerify = (): void => commandOnce('VUNIFY_TEST_BEFORE_VERIFY');
 
 /**
  * Test-only: VUNIFY_TEST_HANG=1 makes the run, once its work is done, wait on a promise that

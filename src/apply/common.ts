@@ -2,9 +2,9 @@
 // the temporary names, and the records an inode's names get after a change.
 import fs from 'node:fs';
 import fsp from 'node:fs/promises';
-import { isErrno } from '../errors.js';
+import { isErrno, oneLine } from '../errors.js';
 import { WHOLE_MAX } from '../fsx/content.js';
-import { RootDir, splitRel, type RelPath } from '../fsx/rootdir.js';
+import { RootDir, UnsafePathError, splitRel, type RelPath } from '../fsx/rootdir.js';
 import {
   getInodeFlags, readXattrs, removeXattr, setInodeFlags, setTimesNs, writeXattr, type StatLite, type Xattrs,
 } from '../fsx/sys.js';
@@ -58,6 +58,17 @@ export let tmpCounter = 0;
 export const tmpName = () => `${TMP_PREFIX}${process.pid}.${++tmpCounter}`;
 
 export const skip = (reason: SkipReason, detail?: string): Outcome => ({ kind: 'skip', reason, detail });
+
+/**
+ * The skip for a failure to reach a file: a folder on its path that a tenant removed, or
+ * swapped for a symlink or a file, since the scan is a change of theirs, not a failure of
+ * the run (a folder still in the fd cache shows it as the file missing: the same verdict).
+ */
+export function skipFor(err: unknown): Outcome {
+  if (err instanceof UnsafePathError) return skip('symlinkInPath', err.message);
+  if (isErrno(err, 'ENOENT', 'ENOTDIR')) return skip('changed', `a folder on its path was removed since scanned (${oneLine(err)})`);
+  return skip('error', oneLine(err));
+}
 
 export function sameXattrs(a: Xattrs, b: Xattrs): boolean {
   const ka = Object.keys(a).sort();

@@ -14,13 +14,13 @@ import {
 } from '../fsx/sys.js';
 import type { Decision } from '../plan.js';
 import { sameSignatureStats } from '../scan.js';
-import { afterExchange, afterTmpLink, afterVerify, faultPoint } from '../fault.js';
+import { afterExchange, afterTmpLink, afterVerify, beforeVerify, faultPoint } from '../fault.js';
 import { phaseCounter } from '../progress.js';
 import type { FileRecord, JournalEntry } from '../store/index-db.js';
 import {
   type ApplyContext, CHUNK_GROUPS, chunkLinks, type Counter, type Group, type GroupState, HOLD_BYTES, KEPT_FLAGS,
   LINK_CONCURRENCY, type LinkDecision, type Outcome, type Sig, type Verified, at, dropTmp, flagsOf, fstat,
-  refreshInode, rememberDirTimes, sameSig, sameXattrs, sigOf, skip, spreadByFolder, tmpName,
+  refreshInode, rememberDirTimes, sameSig, sameXattrs, sigOf, skip, skipFor, spreadByFolder, tmpName,
 } from './common.js';
 import { evictGroup, evictNames, heldOffCheck, holdOff, writeAttempted } from './guard.js';
 
@@ -96,11 +96,12 @@ export async function linkChunk(
   const limit = pLimit(ctx.concurrency ?? 4);
   const states = new Map<Group, GroupState>();
   const fail = (g: Group, err: unknown) => {
-    for (const d of g) if (d.kind === 'link' && !outcomes.has(d)) outcomes.set(d, skip('error', oneLine(err)));
+    for (const d of g) if (d.kind === 'link' && !outcomes.has(d)) outcomes.set(d, skipFor(err));
   };
   let t = performance.now();
   const lap = (phase: string) => { const now = performance.now(); ctx.trace?.(phase, now - t); t = now; };
   // 1. verify
+  beforeVerify();
   const learned: Array<[string, RelPath, FileRecord]> = [];
   await Promise.all(groups.map((g) => limit(() => verifyGroup(g, ctx, outcomes, learned, count.bytes).then((st) => { if (st) states.set(g, st); }, (err) => fail(g, err)))));
   lap('verify');
@@ -227,7 +228,7 @@ export async function verifyGroup(
       }
       for (const d of links) {
         const hasher = state.refHash === '' ? new Blake3Hasher() : undefined;
-        const v = await verifyOne(d, ref, refXattrs, refFlags & KEPT_FLAGS, hasher, ctx, learned, refBytes, state).catch((err) => skip('error', oneLine(err)));
+        const v = await verifyOne(d, ref, refXattrs, refFlags & KEPT_FLAGS, hasher, ctx, learned, refBytes, state).catch(skipFor);
         bytes.add(d.srv.size);
         if ('kind' in v) { outcomes.set(d, v); continue; }
         if (hasher) state.refHash = hasher.digest('hex');
@@ -376,7 +377,7 @@ export async function linkGroup(
         }
         for (let i = 0; i < state.verified.length; i++) {
           const v = state.verified[i];
-          const out = await linkVerified(v, canon.fd, ctx, touched).catch((err) => skip('error', oneLine(err)));
+          const out = await linkVerified(v, canon.fd, ctx, touched).catch(skipFor);
           outcomes.set(v.d, out);
           const rest = state.verified.slice(i + 1);
           if (out.kind === 'unified' && v.st1.nlink > 1n) {

@@ -242,6 +242,10 @@ export const breaks = [
     edits: [{ file: 'src/apply/common.ts', from: '      const old = known ?? ctx.index.getFile(root, rel);', to: '      const old = ctx.index.getFile(root, rel); void known;' }],
   },
   {
+    id: 'folder-gone-is-error', claim: '(test/folder-gone.test.ts: a folder a tenant removed or swapped after the scan is their change, not a failure)', test: 'test/folder-gone.test.ts', only: 'tenant',
+    edits: [{ file: 'src/apply/common.ts', from: '  if (err instanceof UnsafePathError) return skip(', to: '  if (err instanceof UnsafePathError && process.pid < 0) return skip(' }, { file: 'src/apply/common.ts', from: "  if (isErrno(err, 'ENOENT', 'ENOTDIR')) return skip(", to: "  if (isErrno(err, 'ENOENT', 'ENOTDIR') && process.pid < 0) return skip(" }],
+  },
+  {
     id: 'pause-after-one-miss', claim: '(test/content.test.ts: one miss in place does not send the next cached files to the pool)', test: 'test/content.test.ts', only: 'one miss leaves',
     edits: [{ file: 'src/fsx/content.ts', from: 'const MISS_RUN = 8;', to: 'const MISS_RUN = 1;' }],
   },
