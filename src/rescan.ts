@@ -188,9 +188,9 @@ function entriesView(
       const ino = settled?.get(k);
       return ino === undefined ? undefined : settledRecord(k, ino);
     },
-    *[Symbol.iterator]() {
-      for (const [k, e] of pr.entries) if (e.kind === 'file') yield [k, e.rec];
-      for (const [k, ino] of settled ?? []) yield [k, settledRecord(k, ino)];
+    *entries(want) {
+      for (const [k, e] of pr.entries) if (e.kind === 'file' && want(k)) yield [k, e.rec];
+      for (const [k, ino] of settled ?? []) if (want(k)) yield [k, settledRecord(k, ino)];
     },
   };
 }
@@ -203,12 +203,19 @@ function indexView(p: Prepared, rootPath: string, pr: PlanRoot, settled: Map<Rel
   const index = p.farm.index;
   const getFile = (k: RelPath) => index.getFile(rootPath, k);
   for (const [k, rec] of p.written.get(rootPath) ?? []) if (rec === null && pr.owned.has(k)) return `the record of /${k} was dropped`;
-  // The count comes from the iteration, which the capture makes before it asks (one lookup
-  // a record, not two); asked first, it iterates.
+  // Counted once asked: from one walk of the root's keys (no record decoded), or, when the
+  // run took most files over from the survey, by looking up the few it scanned.
   let count = -1;
   const view: RecordView = {
     get size() {
-      if (count < 0) for (const _ of view) { /* counts */ }
+      if (count < 0) {
+        count = settled?.size ?? 0;
+        if (count > pr.owned.size) {
+          for (const k of pr.owned.keys()) if (getFile(k)) count++;
+        } else {
+          for (const k of index.filePathsOf(rootPath)) if (pr.owned.has(k)) count++;
+        }
+      }
       return count;
     },
     get: (k) => {
@@ -216,14 +223,12 @@ function indexView(p: Prepared, rootPath: string, pr: PlanRoot, settled: Map<Rel
       const ino = settled?.get(k);
       return ino === undefined ? undefined : settledRecord(k, ino);
     },
-    *[Symbol.iterator]() {
-      let n = 0;
+    *entries(want) {
       for (const k of pr.owned.keys()) {
-        const rec = getFile(k);
-        if (rec) { n++; yield [k, rec]; }
+        const rec = want(k) ? getFile(k) : undefined;
+        if (rec) yield [k, rec];
       }
-      for (const [k, ino] of settled ?? []) { n++; yield [k, settledRecord(k, ino)]; }
-      count = n;
+      for (const [k, ino] of settled ?? []) if (want(k)) yield [k, settledRecord(k, ino)];
     },
   };
   return view;

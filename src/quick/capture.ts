@@ -15,7 +15,8 @@ import {
 export interface RecordView {
   get(rel: RelPath): CaptureRecord | undefined;
   readonly size: number;
-  [Symbol.iterator](): Iterator<[RelPath, CaptureRecord]>;
+  /** The records whose path want says yes to, grouped by folder: no other record is read. */
+  entries(want: (rel: RelPath) => boolean): Iterable<[RelPath, CaptureRecord]>;
 }
 
 export interface CaptureRoot {
@@ -189,10 +190,11 @@ export function captureQuick(
     const folderOf = lastKeyMemo((dir) => ({
       walked: !reread.has(dir) && walked.has(dir), fi: folderIdx.get(dir) ?? -1, surveyed: root.listedIn?.(dir),
     }));
-    for (const [p, rec] of root.files) {
+    // Only records in walked folders are read: the others were checked above (most of a
+    // server's folders, which the run changed), or not found (counted below).
+    for (const [p, rec] of root.files.entries((k) => folderOf(splitRel(k).dir).walked)) {
       const { dir, name } = splitRel(p);
       const f = folderOf(dir);
-      if (!f.walked) continue; // checked above, or not found: counted below
       const ino = Number(rec.ino);
       if (rec.dev !== dev) return `/${p} was replaced`;
       if (f.surveyed?.get(name) !== ino && listedIno(dir, folders[f.fi].depth, name) !== ino) return `/${p} was replaced`;
