@@ -90,6 +90,9 @@ export const afterTmpLink = (): void => commandOnce('VUNIFY_TEST_AFTER_TMP_LINK'
  */
 export const beforeVerify = (): void => commandOnce('VUNIFY_TEST_BEFORE_VERIFY');
 
+/** Test-only: VUNIFY_TEST_BEFORE_UNDO='shell command', the same right before undo's first file. */
+export const beforeUndo = (): void => commandOnce('VUNIFY_TEST_BEFORE_UNDO');
+
 /**
  * Test-only: VUNIFY_TEST_HANG=1 makes the run, once its work is done, wait on a promise that
  * never settles, as a step that never finishes would; VUNIFY_TEST_HANG=reject leaves a

@@ -60,4 +60,26 @@ describe('a folder gone after the scan', () => {
     expect(fs.readdirSync(path.join(base, 'outside'))).toEqual(['f']);
     expect(strayTemps(s1)).toEqual([]);
   });
+
+  it('in an undo too: a folder moved away and one swapped for a symlink are skipped, the rest restored, nothing outside touched', () => {
+    const s1 = path.join(vs, 's1');
+    fs.mkdirSync(path.join(base, 'outside2'));
+    fs.writeFileSync(path.join(base, 'outside2', 'f'), 'file 3\n'.repeat(50));
+    const outIno = fs.statSync(path.join(base, 'outside2', 'f')).ino;
+    // A tenant cannot lift the attribute, but can move a folder that holds shared files away.
+    const swap = `mv '${s1}/d002' '${s1}/moved2' && mv '${s1}/d003' '${s1}/moved3' && ln -s '${base}/outside2' '${s1}/d003'`;
+    const r = vunify(['undo', '--all-files', '--json', '--vservers-dir', vs, '--db', path.join(base, 'index'), 'ref', 's1'],
+      { VUNIFY_TEST_BEFORE_UNDO: swap });
+    expect(r.status, r.stderr).toBe(0);
+    const rep = JSON.parse(r.stdout);
+    expect(rep.errors).toEqual([]);
+    expect(rep.servers.s1.skipped).toMatchObject({ changed: 1, symlinkInPath: 1, error: 0 });
+    expect(rep.servers.s1.restored).toBe(FOLDERS - 4);
+    const out = fs.statSync(path.join(base, 'outside2', 'f'));
+    expect(out.ino).toBe(outIno);
+    expect(out.nlink).toBe(1);
+    expect(lsattrHasImmutable(path.join(base, 'outside2', 'f'))).toBe(false);
+    expect(fs.statSync(path.join(s1, 'd004', 'f')).nlink).toBe(1); // restored: a private copy
+    expect(strayTemps(s1)).toEqual([]);
+  });
 });

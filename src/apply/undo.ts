@@ -8,12 +8,12 @@ import { copyFd } from '../fsx/content.js';
 import { openFileAtSync, splitRel, type OpenedFile, type RelPath } from '../fsx/rootdir.js';
 import { isImmutable, readXattrs, setImmutable, takeReadLease, type Xattrs } from '../fsx/sys.js';
 import { recordOf } from '../scan.js';
-import { faultPoint } from '../fault.js';
+import { beforeUndo, faultPoint } from '../fault.js';
 import { phaseCounter } from '../progress.js';
 import type { FileRecord, JournalEntry } from '../store/index-db.js';
 import {
   type ApplyContext, KEPT_FLAGS, O_CREAT, O_EXCL, O_NOFOLLOW, O_WRONLY, type Outcome, at, dropTmp, flagsOf,
-  fstat, fsyncFd, refreshInode, rememberDirTimes, setMetadata, skip, tmpName,
+  fstat, fsyncFd, refreshInode, rememberDirTimes, setMetadata, skip, skipFor, tmpName,
 } from './common.js';
 import { privateCopies, writeAttempted } from './guard.js';
 
@@ -30,6 +30,7 @@ export interface UndoItem {
 export async function applyUndo(items: UndoItem[], ctx: ApplyContext): Promise<Map<UndoItem, Outcome>> {
   const outcomes = new Map<UndoItem, Outcome>();
   ctx.stuckTmps ??= new Set();
+  beforeUndo();
   const groups = new Map<string, UndoItem[]>();
   for (const it of items) {
     const key = `${it.dev}:${it.ino}`;
@@ -73,7 +74,7 @@ export async function applyUndo(items: UndoItem[], ctx: ApplyContext): Promise<M
             if (held && writeAttempted(held.fd)) { outcomes.set(it, skip('inUse', 'opened for writing while undone: given a private copy')); continue; }
             const srvRoot = ctx.serverRoots.get(it.server)!;
             const old = ctx.index.getFile(srvRoot, it.path);
-            const out = await undoOne(it, ctx).catch((err) => skip('error', oneLine(err)));
+            const out = await undoOne(it, ctx).catch(skipFor); // a folder the tenant removed or swapped: their change
             outcomes.set(it, out);
             if (out.kind === 'restored') {
               // The private copy has the shared content: record it so a rescan need not read it.
