@@ -11,6 +11,15 @@ export function faultPoint(): void {
   if (after > 0 && ++passed === after) process.kill(process.pid, 'SIGKILL');
 }
 
+/** The value of a test-only variable the first time it is asked for, then undefined: each hook fires once. */
+const fired = new Set<string>();
+function firstTime(variable: string): string | undefined {
+  const v = process.env[variable];
+  if (!v || fired.has(variable)) return undefined;
+  fired.add(variable);
+  return v;
+}
+
 /**
  * Test-only: VUNIFY_TEST_WRITE_AFTER_VERIFY=PATH appends a byte to PATH right after the
  * byte comparison, as a concurrent writer could at the worst moment.
@@ -25,11 +34,9 @@ export function afterVerify(): void {
  * same mtime) once, right before the first pool entry is copied: a tenant writing its file
  * while the pool copies it.
  */
-let poolCopyWritten = false;
 export function beforePoolCopy(): void {
-  const p = process.env.VUNIFY_TEST_WRITE_BEFORE_POOL_COPY;
-  if (!p || poolCopyWritten) return;
-  poolCopyWritten = true;
+  const p = firstTime('VUNIFY_TEST_WRITE_BEFORE_POOL_COPY');
+  if (!p) return;
   const st = statSync(p);
   const fd = openSync(p, 'r+');
   try {
@@ -57,25 +64,19 @@ export function afterWalk(): void {
   renameSync(`${p}.race`, p);
 }
 
-let exchangeHookDone = false;
 /**
  * Test-only: VUNIFY_TEST_WRITE_AFTER_EXCHANGE=1 appends a byte, once, to the server's own
  * inode right after its name was swapped onto the shared one: a writer that held the file
  * open, at the worst moment.
  */
 export function afterExchange(oldPath: string | Buffer): void {
-  if (!process.env.VUNIFY_TEST_WRITE_AFTER_EXCHANGE || exchangeHookDone) return;
-  exchangeHookDone = true;
-  appendFileSync(oldPath, 'x');
+  if (firstTime('VUNIFY_TEST_WRITE_AFTER_EXCHANGE')) appendFileSync(oldPath, 'x');
 }
 
 /** Runs the shell command in the environment variable, the first time only. */
-const ran = new Set<string>();
 function commandOnce(variable: string): void {
-  const cmd = process.env[variable];
-  if (!cmd || ran.has(variable)) return;
-  ran.add(variable);
-  execSync(cmd, { stdio: 'ignore' });
+  const cmd = firstTime(variable);
+  if (cmd) execSync(cmd, { stdio: 'ignore' });
 }
 
 /**

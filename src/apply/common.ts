@@ -227,9 +227,8 @@ export async function refreshInode(
   const todo: Array<[string, RelPath, FileRecord?]> = [...extra];
   // The inode's link count counts every name it has: when the given names are that many,
   // no other holder can be on it, and the content index need not be searched.
-  const named = inode ? new Set(extra.map(([root, rel]) => `${root}\0${rel}`)).size : 0;
-  const allNamed = inode !== undefined && BigInt(named) >= inode.nlink;
-  for (const h of r.hash && !allNamed ? ctx.index.holders(r.hash) : []) {
+  const allNamed = (n: bigint) => BigInt(new Set(extra.map(([root, rel]) => `${root}\0${rel}`)).size) >= n;
+  for (const h of r.hash && !(inode && allNamed(inode.nlink)) ? ctx.index.holders(r.hash) : []) {
     const rec = ctx.index.getFile(h.root, h.path);
     if (rec && rec.dev === r.dev && rec.ino === r.ino) todo.push([h.root, h.path, rec]);
   }
